@@ -1,0 +1,229 @@
+"""Data sources for the book: 2D toys, a shipped Fashion-MNIST subset and scikit-learn digits.
+
+Nothing here touches the network (DESIGN.md, convention 11). Images come out as ``(N, C, H, W)`` float tensors in
+``[-1, 1]``; 2D toy data as ``(N, 2)``. Used from chapter §2.1 onwards.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FMNIST_CLASSES",
+    "TOY_DATASETS",
+    "build_fashion_mnist_subset",
+    "digits",
+    "fashion_mnist",
+    "to_uint8",
+    "toy_2d",
+]
+
+FMNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+_FMNIST_FILE = "fashion_mnist_subset.npz"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2D toy distributions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _randn(n, d, g):
+    return torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def _rand(n, g):
+    return torch.rand(n, generator=g, dtype=torch.float64)
+
+
+def _moons(n, g):
+    n1 = n // 2
+    a = math.pi * _rand(n, g)
+    upper = torch.stack([torch.cos(a), torch.sin(a)], 1)
+    lower = torch.stack([1 - torch.cos(a), 0.5 - torch.sin(a)], 1)
+    x = torch.cat([upper[:n1], lower[n1:]])
+    return (x - torch.tensor([0.5, 0.25], dtype=x.dtype)) * 2.0
+
+
+def _swiss_roll(n, g):
+    t = 1.5 * math.pi * (1 + 2 * _rand(n, g))
+    return torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5.0
+
+
+def _eight_gaussians(n, g):
+    k = torch.randint(0, 8, (n,), generator=g)
+    ang = k.double() * (2 * math.pi / 8)
+    centers = 2.0 * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
+    return centers + 0.1 * _randn(n, 2, g)
+
+
+def _checkerboard(n, g):
+    x1 = 4 * _rand(n, g) - 2
+    x2 = 2 * _rand(n, g) - 2 + 2 * torch.randint(0, 2, (n,), generator=g).double()
+    x2 = x2 + (torch.floor(x1) % 2)
+    x2 = torch.where(x2 > 2, x2 - 4, x2)
+    return torch.stack([x1, x2], 1)
+
+
+def _circles(n, g):
+    r = torch.where(_rand(n, g) < 0.5, 1.0, 2.0).double()
+    a = 2 * math.pi * _rand(n, g)
+    return torch.stack([r * torch.cos(a), r * torch.sin(a)], 1)
+
+
+def _spirals(n, g):
+    t = torch.sqrt(_rand(n, g)) * 3 * math.pi
+    sign = torch.where(_rand(n, g) < 0.5, -1.0, 1.0).double()
+    return sign[:, None] * torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 4.0
+
+
+TOY_DATASETS = {
+    "moons": _moons,
+    "swiss_roll": _swiss_roll,
+    "8gaussians": _eight_gaussians,
+    "checkerboard": _checkerboard,
+    "circles": _circles,
+    "spirals": _spirals,
+}
+
+
+def toy_2d(name: str, n: int, *, noise: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample ``n`` points of a 2D toy distribution, roughly centred with unit scale (chapter §2.1).
+
+    Args:
+        name: one of ``TOY_DATASETS`` ("moons", "swiss_roll", "8gaussians", "checkerboard", "circles", "spirals").
+        n: number of points (> 0).
+        noise: standard deviation of isotropic Gaussian jitter added to every point (≥ 0).
+        generator: torch generator for reproducibility.
+
+    Returns:
+        ``(n, 2)`` float32 tensor.
+    """
+    if name not in TOY_DATASETS:
+        raise ValueError(f"name must be one of {sorted(TOY_DATASETS)}, got {name!r}")
+    if int(n) != n or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    x = TOY_DATASETS[name](int(n), generator)
+    if noise > 0:
+        x = x + noise * _randn(int(n), 2, generator)
+    return x.float()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST (shipped subset) and digits
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def build_fashion_mnist_subset(
+    src: str | Path,
+    out: str | Path,
+    *,
+    n_train_per_class: int = 2000,
+    n_test_per_class: int = 200,
+    seed: int = 0,
+) -> Path:
+    """Build the class-balanced uint8 Fashion-MNIST subset shipped in ``diffu/data`` from the original idx files.
+
+    Run once by a maintainer (``python -m diffu.data --src /usr/share/datasets/fashion-mnist``); the result is
+    committed so that nothing is downloaded at run time.
+    """
+    src = Path(src)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, prefix, per_class in (
+        ("train", "train", n_train_per_class),
+        ("test", "t10k", n_test_per_class),
+    ):
+        images = _read_idx(src / f"{prefix}-images-idx3-ubyte.gz")
+        labels = _read_idx(src / f"{prefix}-labels-idx1-ubyte.gz")
+        idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(10)])
+        idx = rng.permutation(idx)
+        arrays[f"{split}_images"] = images[idx]
+        arrays[f"{split}_labels"] = labels[idx]
+    out = Path(out)
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+_CACHE: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _fmnist_arrays() -> dict[str, np.ndarray]:
+    if "fmnist" not in _CACHE:
+        with resources.files(__package__).joinpath(_FMNIST_FILE).open("rb") as f:
+            with np.load(f) as z:
+                _CACHE["fmnist"] = {k: z[k] for k in z.files}
+    return _CACHE["fmnist"]
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Map images in [-1, 1] to uint8 in [0, 255] (rounding, clamping out-of-range values for display)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def fashion_mnist(split: str = "train", n: int | None = None, *, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped Fashion-MNIST subset (20 000 train + 2 000 test images, class-balanced).
+
+    Fashion-MNIST is © Zalando SE, MIT licence (see ``diffu/data/LICENSE-fashion-mnist.txt``).
+
+    Args:
+        split: "train" or "test".
+        n: keep the first ``n`` images (the subset is stored in random order), or all if None.
+        classes: optional iterable of class indices to keep.
+
+    Returns:
+        images ``(N, 1, 28, 28)`` float32 in [-1, 1] and labels ``(N,)`` int64.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    arr = _fmnist_arrays()
+    images = torch.from_numpy(arr[f"{split}_images"].copy())
+    labels = torch.from_numpy(arr[f"{split}_labels"].astype(np.int64))
+    if classes is not None:
+        classes = list(classes)
+        if any(not 0 <= c < 10 for c in classes):
+            raise ValueError(f"classes must be in [0, 9], got {classes}")
+        keep = torch.isin(labels, torch.tensor(classes))
+        images, labels = images[keep], labels[keep]
+    if n is not None:
+        if n <= 0 or n > len(labels):
+            raise ValueError(f"n must be in [1, {len(labels)}], got {n}")
+        images, labels = images[:n], labels[:n]
+    x = images.float().div(127.5).sub(1.0).unsqueeze(1)  # (N, 1, 28, 28)
+    return x, labels
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8×8 digits (1797 images) as ``(N, 1, 8, 8)`` float32 in [-1, 1] and labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().div(8.0).sub(1.0).unsqueeze(1)  # pixel values are 0..16
+    return x, torch.from_numpy(d.target).long()

@@ -1,0 +1,172 @@
+"""A DDPM-style UNet (Ho et al. 2020, Appendix B), scaled down for 28×28 Fashion-MNIST (chapters §2.2, §2.6).
+
+Residual blocks with GroupNorm and SiLU, the timestep embedding added inside every block, self-attention at the
+low resolutions, and optional class conditioning with an extra *null* class (index ``num_classes``) so that one
+network serves conditional, unconditional and classifier-free-guided sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import timestep_embedding
+
+__all__ = ["UNet", "UNetConfig"]
+
+
+@dataclass
+class UNetConfig:
+    """Hyper-parameters of :class:`UNet` (stored next to shipped weights)."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    channels: int = 32
+    channel_mult: tuple = (1, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple = (7,)
+    image_size: int = 28
+    dropout: float = 0.0
+    num_classes: int | None = None
+    groups: int = 8
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _norm(ch, groups):
+    return nn.GroupNorm(min(groups, ch), ch)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → Conv, + time/class embedding, GroupNorm → SiLU → Dropout → Conv, plus a skip."""
+
+    def __init__(self, cin, cout, emb_dim, dropout, groups):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, cout)
+        self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)  # each block starts close to the identity, as in the DDPM code
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))  # (N, cout, H, W)
+        h = h + self.emb(F.silu(emb))[:, :, None, None]  # time enters every block
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H·W positions, with a residual connection."""
+
+    def __init__(self, ch, groups):
+        super().__init__()
+        self.norm = _norm(ch, groups)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2).unbind(1)  # 3 × (N, HW, C)
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (N, HW, C)
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class UNet(nn.Module):
+    """DDPM UNet: ``model(x_t, t, y=None) -> ε̂`` with ``x_t`` of shape ``(N, C, H, W)`` and float ``t`` ``(N,)``.
+
+    ``y`` (``(N,)`` long) is used only when ``num_classes`` is set; ``y = num_classes`` (or ``y=None``) is the
+    null label, i.e. the unconditional model.
+    """
+
+    prediction = "eps"
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = config or UNetConfig(**kwargs)
+        self.config = cfg
+        ch, groups = cfg.channels, cfg.groups
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.num_classes = cfg.num_classes
+        if cfg.num_classes is not None:
+            self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)  # last row: the null class
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, cur, res = [ch], ch, cfg.image_size
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                block = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, groups)])
+                cur = ch * mult
+                if res in cfg.attn_resolutions:
+                    block.append(AttnBlock(cur, groups))
+                self.down.append(block)
+                skips.append(cur)
+            if level != len(cfg.channel_mult) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(cur, cur, 3, stride=2, padding=1)]))
+                skips.append(cur)
+                res = (res + 1) // 2
+
+        self.mid = nn.ModuleList(
+            [ResBlock(cur, cur, emb_dim, cfg.dropout, groups), AttnBlock(cur, groups),
+             ResBlock(cur, cur, emb_dim, cfg.dropout, groups)]
+        )  # fmt: skip
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_res_blocks + 1):
+                block = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, groups)])
+                cur = ch * mult
+                if res in cfg.attn_resolutions:
+                    block.append(AttnBlock(cur, groups))
+                self.up.append(block)
+            if level != 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(cur, cur, 3, padding=1)]))  # fmt: skip
+                res *= 2
+        self.norm_out = _norm(cur, groups)
+        self.conv_out = nn.Conv2d(cur, cfg.out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @property
+    def null_class(self) -> int | None:
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(n)
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels).to(x.dtype))  # (N, 4ch)
+        if self.num_classes is not None:
+            if y is None:
+                y = torch.full((n,), self.num_classes, device=x.device, dtype=torch.long)
+            elif y.shape != (n,) or int(y.min()) < 0 or int(y.max()) > self.num_classes:
+                raise ValueError(f"y must be (N,) labels in [0, {self.num_classes}] ({self.num_classes} = null)")
+            emb = emb + self.label_emb(y)
+        elif y is not None:
+            raise ValueError("y was given but this UNet has no class conditioning (num_classes=None)")
+
+        h = self.conv_in(x)  # (N, ch, H, W)
+        hs = [h]
+        for block in self.down:
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)  # one skip per block: the saved features are what the decoder concatenates
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)  # skip connection from the matching encoder level
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (N, C_out, H, W)

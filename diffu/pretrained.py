@@ -1,0 +1,199 @@
+"""Registry of the shipped weights: SHA-256-checked loading and the exact command that retrains each model.
+
+Weights live in ``diffu/weights/NAME.safetensors``; ``diffu/weights/manifest.json`` records for each its hash, the
+architecture config, the training config, the retrain command and measured numbers. Never pickle: only
+safetensors files are read (DESIGN.md, convention 10).
+
+Retrain (from the repository root)::
+
+    python -m diffu.pretrained train fmnist_unet --steps 6000
+    python -m diffu.pretrained train fmnist_classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .data import fashion_mnist
+from .nn import FMNISTClassifier, UNet, UNetConfig
+from .schedules import linear_schedule
+from .train import TrainConfig, classifier_loss, diffusion_loss, seeded, train
+
+__all__ = ["ChecksumError", "RECIPES", "available", "info", "load", "sha256"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class ChecksumError(ValueError):
+    """A shipped weight file does not match the SHA-256 recorded in the manifest."""
+
+
+def _unet_fmnist():
+    return UNet(UNetConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,),
+                           num_classes=10, dropout=0.0))  # fmt: skip
+
+
+RECIPES = {
+    "fmnist_unet": {
+        "description": "class-conditional ε-prediction UNet on the Fashion-MNIST subset, linear schedule T=1000, "
+        "10 % null-label dropout (serves unconditional sampling and CFG)",
+        "build": _unet_fmnist,
+        "arch": "UNet",
+        "config": TrainConfig(
+            steps=6000,
+            batch_size=128,
+            lr=3e-4,
+            warmup=200,
+            grad_clip=1.0,
+            ema_decay=0.999,
+            seed=0,
+            ckpt_every=250,
+        ),  # fmt: skip
+        "loss": lambda m, x, y, generator: diffusion_loss(m, linear_schedule(), x, generator, y=y, p_uncond=0.1),
+        "use_ema": True,
+    },
+    "fmnist_classifier": {
+        "description": "Fashion-MNIST classifier whose 128-d penultimate features define FD-FMNIST",
+        "build": FMNISTClassifier,
+        "arch": "FMNISTClassifier",
+        "config": TrainConfig(
+            steps=1500,
+            batch_size=128,
+            lr=2e-3,
+            warmup=100,
+            grad_clip=1.0,
+            ema_decay=None,
+            seed=0,
+            weight_decay=1e-4,
+            ckpt_every=500,
+        ),  # fmt: skip
+        "loss": lambda m, x, y, generator: classifier_loss(m, x, y, generator),
+        "use_ema": False,
+    },
+}
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest() -> dict:
+    with resources.files("diffu").joinpath("weights/manifest.json").open() as f:
+        return json.load(f)
+
+
+def available() -> list[str]:
+    """Names of the shipped models."""
+    return sorted(_manifest())
+
+
+def info(name: str) -> dict:
+    """The manifest entry of ``name``: file, sha256, configs, retrain command and measured metrics."""
+    man = _manifest()
+    if name not in man:
+        raise ValueError(f"name must be one of {sorted(man)}, got {name!r}")
+    return man[name]
+
+
+def load(name: str, device=None, dtype=None) -> torch.nn.Module:
+    """Build the network ``name`` and load its shipped weights after checking their SHA-256 (``ChecksumError``
+    on mismatch). Returns the model in eval mode on ``device`` (default: CPU tensors as stored)."""
+    entry = info(name)
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} is missing; retrain with: {entry['command']}")
+    digest = sha256(path)
+    if digest != entry["sha256"]:
+        raise ChecksumError(
+            f"{path.name}: SHA-256 {digest} does not match the manifest's {entry['sha256']}; the file is corrupt or "
+            f"was changed. Retrain with: {entry['command']}"
+        )
+    model = RECIPES[name]["build"]()
+    model.load_state_dict(load_file(str(path)))
+    model.eval().requires_grad_(False)
+    return model.to(device=device, dtype=dtype)
+
+
+def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress=True):
+    recipe = RECIPES[name]
+    cfg = recipe["config"]
+    if steps is not None:
+        cfg = TrainConfig(**{**asdict(cfg), "steps": steps})
+    with seeded(cfg.seed):
+        model = recipe["build"]()
+    x, y = fashion_mnist("train")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = train(model, recipe["loss"], (x, y), cfg, checkpoint=Path(workdir) / f"{name}.ckpt.safetensors",
+                progress=progress)  # fmt: skip
+    final = res.ema if recipe["use_ema"] else res.model
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(path))
+    cmd = f"python -m diffu.pretrained train {name}" + (f" --steps {cfg.steps}" if steps is not None else "")
+    entry = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "arch": recipe["arch"],
+        "description": recipe["description"],
+        "parameters": sum(p.numel() for p in final.parameters()),
+        "train_config": asdict(cfg),
+        "command": cmd,
+        "final_loss_mean_last_100": sum(res.losses[-100:]) / len(res.losses[-100:]),
+        "train_seconds_this_run": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+    }
+    if isinstance(final, UNet):
+        entry["unet_config"] = final.config.to_dict()
+    if name == "fmnist_classifier":
+        xt, yt = fashion_mnist("test")
+        with torch.no_grad():
+            entry["test_accuracy"] = float((final(xt).argmax(1) == yt).float().mean())
+    man_path = out_dir / "manifest.json"
+    man = json.loads(man_path.read_text()) if man_path.exists() else {}
+    man[name] = {**man.get(name, {}), **entry}
+    man_path.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
+    return path, entry
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m diffu.pretrained", description="Shipped weights of diffu.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list shipped models")
+    t = sub.add_parser("train", help="retrain a shipped model from scratch (resumes from runs/NAME.ckpt if present)")
+    t.add_argument("name", choices=sorted(RECIPES))
+    t.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    t.add_argument("--out-dir", default=str(WEIGHTS_DIR))
+    t.add_argument("--workdir", default="runs", help="where periodic checkpoints go")
+    t.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for name in available():
+            e = info(name)
+            print(f"{name:20s} {e['parameters']:>9,d} params  sha256 {e['sha256'][:12]}…  retrain: {e['command']}")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path, entry = _train_recipe(args.name, args.steps, args.out_dir, args.workdir)
+    print(json.dumps({k: v for k, v in entry.items() if k != "train_config"}, indent=2))
+    print("wrote", path, "via", shlex.join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from diffu.data import FMNIST_CLASSES, TOY_DATASETS, digits, fashion_mnist, to_uint8, toy_2d
+
+
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toys_shape_scale_determinism(name):
+    a = toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
+    b = toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
+    c = toy_2d(name, 500, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (500, 2) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert 0.3 < float(a.std()) < 3.0 and float(a.mean(0).abs().max()) < 1.0
+
+
+def test_toy_errors():
+    with pytest.raises(ValueError, match="name must be"):
+        toy_2d("galaxy", 10)
+    with pytest.raises(ValueError, match="n must be"):
+        toy_2d("moons", 0)
+    with pytest.raises(ValueError, match="noise"):
+        toy_2d("moons", 10, noise=-1)
+
+
+def test_fashion_mnist_subset():
+    x, y = fashion_mnist("train")
+    assert x.shape == (20000, 1, 28, 28) and y.shape == (20000,)
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert torch.equal(torch.bincount(y), torch.full((10,), 2000))
+    xt, yt = fashion_mnist("test")
+    assert xt.shape == (2000, 1, 28, 28) and torch.equal(torch.bincount(yt), torch.full((10,), 200))
+    assert len(FMNIST_CLASSES) == 10
+    x5, y5 = fashion_mnist("test", n=5, classes=[9])
+    assert x5.shape[0] == 5 and bool((y5 == 9).all())
+    # no test image is a copy of a training image
+    assert not bool((xt[:50, None] == x[None, :2000]).flatten(2).all(-1).any())
+
+
+def test_fashion_mnist_errors():
+    with pytest.raises(ValueError, match="split"):
+        fashion_mnist("val")
+    with pytest.raises(ValueError, match="n must be"):
+        fashion_mnist("test", n=0)
+    with pytest.raises(ValueError, match="classes"):
+        fashion_mnist("test", classes=[10])
+
+
+def test_uint8_roundtrip_and_digits():
+    x, _ = fashion_mnist("test", n=8)
+    u = to_uint8(x)
+    assert u.dtype == torch.uint8 and torch.equal(to_uint8(u.float() / 127.5 - 1), u)
+    d, t = digits()
+    assert d.shape == (1797, 1, 8, 8) and float(d.min()) == -1.0 and float(d.max()) == 1.0 and int(t.max()) == 9

@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from diffu.schedules import (
+    Schedule,
+    cosine_schedule,
+    linear_schedule,
+    make_schedule,
+    scaled_linear_schedule,
+    sigmoid_schedule,
+)
+
+ORACLE = {
+    "linear": "linear",
+    "cosine": "squaredcos_cap_v2",
+    "scaled_linear": "scaled_linear",
+    "sigmoid": "sigmoid",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORACLE))
+def test_schedule_matches_diffusers(name):
+    ours = make_schedule(name, 1000)
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule=ORACLE[name])
+    if name == "scaled_linear":  # diffusers' scaled_linear uses its own beta range arguments
+        ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    np.testing.assert_allclose(ours.betas.numpy(), ref.betas.double().numpy(), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(ours.alpha_bar.numpy(), ref.alphas_cumprod.double().numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_linear_endpoints_and_float64():
+    s = linear_schedule()
+    assert s.T == 1000 and s.betas.dtype == torch.float64
+    assert float(s.betas[0]) == pytest.approx(1e-4) and float(s.betas[-1]) == pytest.approx(0.02)
+    assert float(s.alpha_bar[-1]) < 1e-4  # x_T is essentially pure noise
+
+
+def test_cosine_clipped_at_0999():
+    s = cosine_schedule(1000)
+    assert float(s.betas.max()) == pytest.approx(0.999)
+    assert bool((s.alpha_bar[1:] < s.alpha_bar[:-1]).all())
+
+
+def test_sigmoid_and_scaled_monotone():
+    for s in (sigmoid_schedule(), scaled_linear_schedule()):
+        assert bool((s.betas[1:] >= s.betas[:-1]).all())
+
+
+@pytest.mark.parametrize("T", [0, -3, 2.5, True])
+def test_bad_T(T):
+    with pytest.raises(ValueError, match="T must be"):
+        linear_schedule(T)
+
+
+@pytest.mark.parametrize("betas", [[0.1, 1.0], [0.0, 0.1], [-0.1], [[0.1]], []])
+def test_bad_betas(betas):
+    with pytest.raises(ValueError, match="betas"):
+        Schedule(torch.tensor(betas, dtype=torch.float64))
+
+
+def test_bad_constructor_args():
+    with pytest.raises(ValueError, match="beta_start"):
+        linear_schedule(10, beta_start=0.0)
+    with pytest.raises(ValueError, match="s must"):
+        cosine_schedule(10, s=-1)
+    with pytest.raises(ValueError, match="max_beta"):
+        cosine_schedule(10, max_beta=1.0)
+    with pytest.raises(ValueError, match="name must be"):
+        make_schedule("quadratic")
+
+
+def test_q_sample_matches_add_noise():
+    s = linear_schedule()
+    ref = DDPMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(8, 1, 6, 6, generator=g), torch.randn(8, 1, 6, 6, generator=g)
+    t = torch.tensor([0, 1, 10, 100, 500, 998, 999, 250])
+    torch.testing.assert_close(s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=1e-5, rtol=1e-5)
+
+
+def test_q_sample_statistics():
+    s = cosine_schedule()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.full((20000, 1), 0.5)
+    xt = s.q_sample(x0, 300, torch.randn(20000, 1, generator=g))
+    ab = float(s.alpha_bar[300])
+    assert float(xt.mean()) == pytest.approx(0.5 * ab**0.5, abs=0.02)
+    assert float(xt.var()) == pytest.approx(1 - ab, rel=0.03)
+
+
+def test_t_out_of_range_and_shapes():
+    s = linear_schedule(100)
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"t must be in \[0, 99\]"):
+        s.q_sample(x, torch.tensor([0, 100]), x)
+    with pytest.raises(ValueError, match=r"t must be in"):
+        s.q_sample(x, -1, x)
+    with pytest.raises(ValueError, match="same shape"):
+        s.q_sample(x, 1, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="integer"):
+        s.q_sample(x, torch.tensor([0.5, 1.0]), x)
+
+
+def test_posterior_matches_bayes_in_1d():
+    """q(x_{t-1} | x_t, x_0) from the product of q(x_t | x_{t-1}) and q(x_{t-1} | x_0), done by hand."""
+    s = linear_schedule(50)
+    x0, xt = torch.tensor([[0.3]]), torch.tensor([[-0.8]])
+    for t in (1, 7, 49):
+        a, b, abp = float(s.alphas[t]), float(s.betas[t]), float(s.alpha_bar[t - 1])
+        prec = a / b + 1 / (1 - abp)
+        mean_ref = (a**0.5 * float(xt) / b + abp**0.5 * float(x0) / (1 - abp)) / prec
+        mean, var, logvar = s.q_posterior(x0.double(), xt.double(), t)
+        assert float(mean) == pytest.approx(mean_ref, rel=1e-10)
+        assert float(var) == pytest.approx(1 / prec, rel=1e-10)
+        assert float(logvar) == pytest.approx(np.log(1 / prec), rel=1e-10)
+    _, var0, logvar0 = s.q_posterior(x0.double(), xt.double(), 0)
+    assert float(var0) == 0.0 and float(logvar0) == pytest.approx(float(s.posterior_log_variance_clipped[1]))
+
+
+@pytest.mark.parametrize("pred", ["eps", "x0", "v", "score"])
+def test_conversions_roundtrip(pred):
+    s = cosine_schedule(200)
+    g = torch.Generator().manual_seed(2)
+    x0, eps = (
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+    )
+    t = torch.tensor([0, 10, 50, 150, 199])
+    xt = s.q_sample(x0, t, eps)
+    out = s.from_eps(eps, xt, t, pred)
+    torch.testing.assert_close(s.to_eps(out, xt, t, pred), eps, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(s.eps_to_x0(eps, xt, t), x0, rtol=1e-8, atol=1e-8)
+
+
+def test_v_and_score_definitions():
+    s = linear_schedule(100)
+    x0, eps = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    t = torch.tensor([3, 30, 60, 99])
+    xt = s.q_sample(x0, t, eps)
+    ab = s.alpha_bar[t][:, None]
+    torch.testing.assert_close(s.eps_to_v(eps, xt, t), ab.sqrt() * eps - (1 - ab).sqrt() * x0)
+    torch.testing.assert_close(s.eps_to_score(eps, xt, t), -eps / (1 - ab).sqrt())
+    with pytest.raises(ValueError, match="prediction must be"):
+        s.to_eps(eps, xt, t, "velocity!")
+    with pytest.raises(ValueError, match="prediction must be"):
+        s.from_eps(eps, xt, t, "nope")
+
+
+def test_score_is_gaussian_score():
+    """For x0 ~ N(0, 1) the VP marginal is N(0, 1) and its score is -x; eps_to_score must agree with E[ε|x_t]."""
+    s = linear_schedule(100)
+    xt = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    t = 40
+    ab = float(s.alpha_bar[t])
+    eps_mmse = (1 - ab) ** 0.5 * xt  # E[ε | x_t] for a standard normal x0
+    torch.testing.assert_close(s.eps_to_score(eps_mmse, xt, t), -xt)
+
+
+def test_respace_keeps_alpha_bar():
+    s = linear_schedule()
+    ts = torch.arange(0, 1000, 20)
+    r = s.respace(ts)
+    torch.testing.assert_close(r.alpha_bar, s.alpha_bar[ts])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        s.respace([5, 3])
+    assert "T=50" in repr(r) and len(r) == 50 and float(s.snr(0)) > float(s.snr(999))
