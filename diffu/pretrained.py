@@ -17,7 +17,6 @@ import hashlib
 import json
 import shlex
 import sys
-import time
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -138,7 +137,6 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         model = recipe["build"]()
     x, y = fashion_mnist("train")
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     res = train(model, recipe["loss"], (x, y), cfg, checkpoint=Path(workdir) / f"{name}.ckpt.safetensors",
                 progress=progress)  # fmt: skip
     final = res.ema if recipe["use_ema"] else res.model
@@ -156,7 +154,6 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         "train_config": asdict(cfg),
         "command": cmd,
         "final_loss_mean_last_100": sum(res.losses[-100:]) / len(res.losses[-100:]),
-        "train_seconds_this_run": round(time.time() - t0, 1),
         "torch": torch.__version__,
     }
     if isinstance(final, UNet):
