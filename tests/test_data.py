@@ -52,3 +52,29 @@ def test_uint8_roundtrip_and_digits():
     assert u.dtype == torch.uint8 and torch.equal(to_uint8(u.float() / 127.5 - 1), u)
     d, t = digits()
     assert d.shape == (1797, 1, 8, 8) and float(d.min()) == -1.0 and float(d.max()) == 1.0 and int(t.max()) == 9
+
+
+def _write_idx(path, arr):
+    import gzip
+
+    import numpy as np
+
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+def test_build_subset_from_idx_files(tmp_path):
+    import numpy as np
+
+    from diffu.data import build_fashion_mnist_subset
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    out = build_fashion_mnist_subset(tmp_path, tmp_path / "s.npz", n_train_per_class=4, n_test_per_class=2)
+    with np.load(out) as z:
+        assert z["train_images"].shape == (40, 28, 28) and z["test_images"].shape == (20, 28, 28)
+        assert (np.bincount(z["train_labels"]) == 4).all() and z["train_images"].dtype == np.uint8

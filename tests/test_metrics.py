@@ -79,3 +79,10 @@ def test_fd_fmnist_orders_quality():
     assert fd.accuracy(*fashion_mnist("test")) > 0.85
     with pytest.raises(ValueError, match="shape"):
         fd(torch.zeros(4, 1, 8, 8))
+
+
+def test_fd_fmnist_one_shot_matches_class():
+    from diffu.metrics import fd_fmnist
+
+    x, _ = fashion_mnist("train", n=300)
+    assert fd_fmnist(x) == pytest.approx(FDFMNIST()(x), rel=1e-6)

@@ -99,3 +99,29 @@ def test_config_validation(kw, match):
 def test_data_validation():
     with pytest.raises(ValueError, match="same first dimension"):
         train(_model(), _loss, (torch.randn(5, 2), torch.randn(4)), TrainConfig(steps=1), progress=False)
+
+
+def test_classifier_loss_flips_and_learns():
+    from diffu.train import classifier_loss
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x = torch.randn(64, 1, 2, 2)
+    y = (x[:, 0, 0, 0] + x[:, 0, 0, 1] > 0).long()  # symmetric under a horizontal flip
+    loss = classifier_loss(m, x, y, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and float(loss) > 0
+    assert float(classifier_loss(m, x, y, flip=False)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(m(x), y))
+    )
+
+
+def test_diffusion_loss_target_follows_prediction_type():
+    """An x0-predicting model is trained against x0: a model that returns the clean data has zero loss."""
+    x0 = torch.randn(32, 2)
+
+    class Oracle(torch.nn.Module):
+        prediction = "x0"
+
+        def forward(self, x_t, t):
+            return x0
+
+    assert float(diffusion_loss(Oracle(), SCHED, x0, torch.Generator().manual_seed(0))) == pytest.approx(0, abs=1e-10)
