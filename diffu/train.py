@@ -134,8 +134,13 @@ def classifier_loss(model, x: torch.Tensor, y: torch.Tensor, generator=None, fli
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path, model, ema=None, optimizer=None, generator=None, step=0, losses=(), extra=None):
-    """Write a safetensors checkpoint atomically (temporary file + ``os.replace``)."""
+def save_checkpoint(
+    path, model, ema=None, optimizer=None, generator=None, step=0, losses=(), extra=None, device_generator=None
+):
+    """Write a safetensors checkpoint atomically (temporary file + ``os.replace``).
+
+    ``generator`` / ``device_generator``: the data-order and (on an accelerator) the loss-noise generators, whose
+    states are saved so that a resumed run continues the same random streams."""
     path = Path(path)
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if ema is not None:
@@ -146,7 +151,12 @@ def save_checkpoint(path, model, ema=None, optimizer=None, generator=None, step=
                 tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().contiguous().cpu()
     if generator is not None:
         tensors["rng.generator"] = generator.get_state()
+    if device_generator is not None:
+        tensors["rng.device_generator"] = device_generator.get_state().cpu()
     tensors["rng.torch"] = torch.get_rng_state()
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(dev).cpu()
     meta = {
         "step": str(step),
         "losses": json.dumps([round(x, 6) for x in losses]),
@@ -158,7 +168,7 @@ def save_checkpoint(path, model, ema=None, optimizer=None, generator=None, step=
     return path
 
 
-def load_checkpoint(path, model, ema=None, optimizer=None, generator=None):
+def load_checkpoint(path, model, ema=None, optimizer=None, generator=None, device_generator=None):
     """Restore what :func:`save_checkpoint` wrote; returns ``(step, losses)``."""
     from safetensors import safe_open
 
@@ -182,8 +192,12 @@ def load_checkpoint(path, model, ema=None, optimizer=None, generator=None):
         optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
     if generator is not None and "rng.generator" in tensors:
         generator.set_state(tensors["rng.generator"])
+    if device_generator is not None and "rng.device_generator" in tensors:
+        device_generator.set_state(tensors["rng.device_generator"])
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and dev.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], dev)
     return int(meta["step"]), json.loads(meta["losses"])
 
 
@@ -213,8 +227,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, *batch, generator=g)`` over random mini-batches of ``data``.
 
-    Each step draws ``config.batch_size`` indices (with replacement) from one seeded generator, which also feeds
-    the loss's own randomness (timesteps, noise); dropout uses torch's global RNG inside a scoped, seeded fork.
+    Each step draws ``config.batch_size`` indices (with replacement) from one seeded CPU generator, which on the CPU
+    also feeds the loss's own randomness (timesteps, noise); on an accelerator the loss gets a second generator on
+    that device. Dropout uses torch's global RNG inside a scoped, seeded fork (:func:`seeded`).
 
     Args:
         model: the network (its device decides where training runs; ``data`` is moved batch by batch).
@@ -232,13 +247,15 @@ def train(
         raise ValueError("data must be a non-empty sequence of tensors with the same first dimension")
     dev = next(model.parameters()).device
     n = data[0].shape[0]
-    g = torch.Generator(device="cpu").manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed)  # batch indices: the data tensors stay where they are (CPU)
+    # the loss draws t and noise on the model's device; on the CPU both streams are the same generator
+    g_dev = None if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(config.seed)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, losses = 0, []
     with seeded(config.seed + 1, dev):
         if checkpoint is not None and resume and Path(checkpoint).exists():
-            step, losses = load_checkpoint(checkpoint, model, ema, opt, g)
+            step, losses = load_checkpoint(checkpoint, model, ema, opt, g, g_dev)
             if step > config.steps:
                 raise ValueError(f"checkpoint {checkpoint} is at step {step}, beyond config.steps={config.steps}")
         model.train()
@@ -248,7 +265,7 @@ def train(
             batch = [d[idx].to(dev) for d in data]
             for group in opt.param_groups:
                 group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
-            loss = loss_fn(model, *batch, generator=g)
+            loss = loss_fn(model, *batch, generator=g if g_dev is None else g_dev)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -265,7 +282,7 @@ def train(
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
             done = step == config.steps or (stop_after is not None and step >= stop_after)
             if checkpoint is not None and ((config.ckpt_every and step % config.ckpt_every == 0) or done):
-                save_checkpoint(checkpoint, model, ema, opt, g, step, losses, extra=asdict(config))
+                save_checkpoint(checkpoint, model, ema, opt, g, step, losses, asdict(config), g_dev)
             if done:
                 break
         bar.close()

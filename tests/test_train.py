@@ -125,3 +125,15 @@ def test_diffusion_loss_target_follows_prediction_type():
             return x0
 
     assert float(diffusion_loss(Oracle(), SCHED, x0, torch.Generator().manual_seed(0))) == pytest.approx(0, abs=1e-10)
+
+
+@pytest.mark.gpu
+def test_resume_on_gpu(tmp_path):
+    data = (toy_2d("moons", 500, generator=torch.Generator().manual_seed(0)),)
+    cfg = TrainConfig(steps=30, batch_size=32, ckpt_every=10, seed=1)
+    full = train(_model().cuda(), _loss, data, cfg, progress=False)
+    ckpt = tmp_path / "gpu.safetensors"
+    train(_model().cuda(), _loss, data, cfg, checkpoint=ckpt, stop_after=13, progress=False)
+    resumed = train(_model().cuda(), _loss, data, cfg, checkpoint=ckpt, progress=False)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
