@@ -1,6 +1,8 @@
 """diffu — a small, GPU-ready PyTorch package implementing the algorithms of the diffusion-models book.
 
-Modules map to chapters: :mod:`diffu.schedules` and :mod:`diffu.samplers` (§2.1–2.2), :mod:`diffu.nn` (§2.6),
+Modules map to chapters: :mod:`diffu.schedules` and :mod:`diffu.samplers` (§2.1–2.2), :mod:`diffu.sde`,
+:mod:`diffu.flow`, :mod:`diffu.ode`, :mod:`diffu.compare` and :mod:`diffu.gmm` (§2.5, appendix A.2.1),
+:mod:`diffu.nn` (§2.6),
 :mod:`diffu.data`, :mod:`diffu.train`, :mod:`diffu.pretrained` and :mod:`diffu.metrics` (support).
 """
 

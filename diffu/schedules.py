@@ -108,6 +108,19 @@ class Schedule:
             raise ValueError(f"{an} and {bn} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
     # -- forward process ----------------------------------------------------------------------------------------
+    def interp_alpha_bar(self, t) -> torch.Tensor:
+        """ᾱ at fractional indices ``t ∈ [-1, T-1]`` (float64), interpolating log ᾱ linearly between integer steps;
+        ``t = -1`` is the clean end (ᾱ = 1). Exact at integers. Lets continuous-time samplers (§2.5) query a
+        network trained on integer timesteps at any noise level in between."""
+        t = torch.as_tensor(t)
+        if not bool(((t >= -1) & (t <= self.T - 1)).all()):
+            raise ValueError(f"t must lie in [-1, {self.T - 1}], got {t.min().item()} … {t.max().item()}")
+        la = torch.cat([torch.zeros(1, dtype=torch.float64), self.alpha_bar.log()])  # indices -1 … T-1
+        u = t.detach().double().cpu() + 1
+        lo = u.floor().long().clamp(max=self.T - 1)
+        w = u - lo
+        return torch.exp((1 - w) * la[lo] + w * la[lo + 1]).to(t.device)
+
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
         """Sample ``x_t ~ q(x_t | x_0) = N(√ᾱ_t x_0, (1 - ᾱ_t) I)`` (Eq. 4 of Ho et al. 2020) with given noise.
 

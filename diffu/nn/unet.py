@@ -32,6 +32,8 @@ class UNetConfig:
     dropout: float = 0.0
     num_classes: int | None = None
     groups: int = 8
+    prediction: str = "eps"  # what the network outputs: "eps" (DDPM) or "velocity" (flow matching, §2.5)
+    time_scale: float = 1.0  # t is multiplied by this before the sinusoidal embedding (1000 for t in [0, 1])
 
     def to_dict(self):
         return asdict(self)
@@ -86,12 +88,15 @@ class UNet(nn.Module):
     null label, i.e. the unconditional model.
     """
 
-    prediction = "eps"
-
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
         cfg = config or UNetConfig(**kwargs)
+        if cfg.prediction not in ("eps", "x0", "v", "velocity"):
+            raise ValueError(f"prediction must be 'eps', 'x0', 'v' or 'velocity', got {cfg.prediction!r}")
+        if cfg.time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {cfg.time_scale}")
         self.config = cfg
+        self.prediction = cfg.prediction
         ch, groups = cfg.channels, cfg.groups
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -146,7 +151,8 @@ class UNet(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(n)
-        emb = self.time_mlp(timestep_embedding(t, self.config.channels).to(x.dtype))  # (N, 4ch)
+        emb = timestep_embedding(t * self.config.time_scale, self.config.channels).to(x.dtype)
+        emb = self.time_mlp(emb)  # (N, 4ch)
         if self.num_classes is not None:
             if y is None:
                 y = torch.full((n,), self.num_classes, device=x.device, dtype=torch.long)

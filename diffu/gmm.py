@@ -1,0 +1,148 @@
+"""Gaussian mixtures with exact scores, posterior means and velocities at every noise level (§2.5, appendix A.2.1).
+
+If ``x_0 ~ Σ_k π_k N(μ_k, Σ_k)`` and ``x = a x_0 + b ε`` then ``x ~ Σ_k π_k N(a μ_k, a² Σ_k + b² I)`` — again a
+mixture — so the score ``∇ log p(x)``, Tweedie's posterior mean ``E[x_0 | x]`` and the flow velocity are all in
+closed form. :class:`ExactModel` turns them into "networks" with no error for the discrete schedules of §2.2, the
+SDEs of :mod:`diffu.sde` and the flow paths of :mod:`diffu.flow`: the reference that learned models and samplers
+are measured against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .flow import flow_coefficients
+from .schedules import Schedule
+from .sde import SDE
+
+__all__ = ["ExactModel", "GaussianMixture"]
+
+
+class GaussianMixture:
+    """``Σ_k π_k N(μ_k, Σ_k)`` in ``D`` dimensions (float64). ``weights (K,)``, ``means (K, D)``, ``covs (K, D, D)``
+    or a scalar / ``(K,)`` standard deviation for isotropic components."""
+
+    def __init__(self, weights, means, covs):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        k, d = means.shape
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (k,) or bool((weights <= 0).any()):
+            raise ValueError(f"weights must be {k} positive numbers, got {weights.tolist()}")
+        covs = torch.as_tensor(covs, dtype=torch.float64)
+        if covs.ndim <= 1:  # isotropic standard deviations
+            if covs.ndim == 1 and covs.shape != (k,):
+                raise ValueError(f"covs: give one standard deviation or {k} of them, got {covs.numel()}")
+            std = covs.expand(k)
+            if bool((std <= 0).any()):
+                raise ValueError("standard deviations must be > 0")
+            covs = std[:, None, None] ** 2 * torch.eye(d, dtype=torch.float64)
+        if covs.shape != (k, d, d):
+            raise ValueError(f"covs must have shape ({k}, {d}, {d}), got {tuple(covs.shape)}")
+        self.weights = weights / weights.sum()
+        self.means, self.covs = means, covs
+        self._chol = torch.linalg.cholesky(covs)  # raises if a covariance is not positive definite
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={len(self.weights)}, D={self.dim})"
+
+    @classmethod
+    def ring(cls, k: int = 8, radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
+        """``k`` equal isotropic components on a circle (the "eight Gaussians" toy)."""
+        ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+        return cls(torch.ones(k), radius * torch.stack([ang.cos(), ang.sin()], 1), std)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, D)`` float32 samples."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        x = self.means[comp] + (self._chol[comp] @ z[:, :, None])[:, :, 0]
+        return x.float()
+
+    def noised(self, a: float, b: float) -> GaussianMixture:
+        """The law of ``a x_0 + b ε``: means ``a μ_k``, covariances ``a² Σ_k + b² I``."""
+        return GaussianMixture(self.weights, a * self.means, a**2 * self.covs + b**2 * torch.eye(self.dim).double())
+
+    def _component_terms(self, x):
+        """Per-component log densities ``(N, K)`` and ``Σ_k^{-1}(x - μ_k)`` ``(N, K, D)``."""
+        diff = x.double()[:, None, :] - self.means[None]  # (N, K, D)
+        sol = torch.cholesky_solve(diff.permute(1, 2, 0), self._chol).permute(2, 0, 1)  # (N, K, D)
+        logdet = 2 * self._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+        maha = (diff * sol).sum(-1)
+        logp = -0.5 * (maha + logdet + self.dim * math.log(2 * math.pi)) + self.weights.log()
+        return logp, sol
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x)`` → ``(N,)`` (float64)."""
+        return torch.logsumexp(self._component_terms(x)[0], dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """``∇ log p(x) = -Σ_k r_k(x) Σ_k^{-1}(x - μ_k)`` with responsibilities ``r_k`` → ``(N, D)`` like ``x``."""
+        logp, sol = self._component_terms(x)
+        r = torch.softmax(logp, dim=1)
+        return (-(r[:, :, None] * sol).sum(1)).to(x)
+
+    def posterior_mean(self, x: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        """``E[x_0 | a x_0 + b ε = x]`` in closed form: ``Σ_k r_k(x) [μ_k + a Σ_k (a²Σ_k + b²I)^{-1}(x - a μ_k)]``."""
+        noisy = self.noised(a, b)
+        logp, sol = noisy._component_terms(x)
+        r = torch.softmax(logp, dim=1)  # (N, K)
+        cond = self.means[None] + a * torch.einsum("kde,nke->nkd", self.covs, sol)  # (N, K, D)
+        return (r[:, :, None] * cond).sum(1).to(x)
+
+
+class ExactModel(torch.nn.Module):
+    """The exact denoiser of a :class:`GaussianMixture`, usable wherever a network is:
+
+    * ``ExactModel(gmm, schedule=s)``: ε-prediction at (fractional) discrete timesteps of a VP schedule (§2.2);
+    * ``ExactModel(gmm, sde=s)``: ε-prediction at continuous ``t ∈ [0, 1]`` of an SDE (:mod:`diffu.sde`);
+    * ``ExactModel(gmm, flow_sigma_min=0.0)``: velocity at flow time ``t`` (:mod:`diffu.flow`).
+
+    The optimal ε is ``(x - a E[x_0|x]) / b``; the optimal velocity ``c ε̂ - E[x_0|x]``. Times are processed one
+    distinct value at a time.
+    """
+
+    def __init__(self, gmm: GaussianMixture, *, schedule: Schedule | None = None, sde: SDE | None = None,
+                 flow_sigma_min: float | None = None):  # fmt: skip
+        super().__init__()
+        if sum(v is not None for v in (schedule, sde, flow_sigma_min)) != 1:
+            raise ValueError("give exactly one of schedule, sde or flow_sigma_min")
+        self.gmm, self.schedule, self.sde, self.flow_sigma_min = gmm, schedule, sde, flow_sigma_min
+        self.prediction = "velocity" if flow_sigma_min is not None else "eps"
+
+    def coefficients(self, t: float) -> tuple[float, float]:
+        """``(a, b)`` with ``x_t = a x_0 + b ε`` at time ``t`` (a discrete index, SDE time or flow time)."""
+        if self.schedule is not None:
+            ab = float(self.schedule.interp_alpha_bar(torch.tensor(float(t), dtype=torch.float64)))
+            return math.sqrt(ab), math.sqrt(1 - ab)
+        if self.sde is not None:
+            s, std = self.sde.marginal_coefficients(torch.tensor(float(t), dtype=torch.float64))
+            return float(s), float(std)
+        a, b = flow_coefficients(float(t), torch.zeros(1, dtype=torch.float64), self.flow_sigma_min)
+        return float(a), float(b)
+
+    def x0_hat(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Tweedie's (exact) posterior mean at time ``t``."""
+        a, b = self.coefficients(t)
+        return self.gmm.posterior_mean(x, a, b)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
+        out = torch.empty_like(x)
+        for tv in t.unique().tolist():
+            m = t == tv
+            a, b = self.coefficients(tv)
+            if b == 0:  # the clean end: x_0 = x and E[ε | x] → -b ∇log p → 0
+                x0, eps = x[m], torch.zeros_like(x[m])
+            else:  # ε̂ = -b ∇log p_noised(x) in float64 keeps its digits when b is tiny
+                x0 = self.gmm.posterior_mean(x[m], a, b)
+                eps = (-b * self.gmm.noised(a, b).score(x[m].double())).to(x)
+            out[m] = eps if self.flow_sigma_min is None else (1 - self.flow_sigma_min) * eps - x0
+        return out
