@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .ode import SOLVERS, integrate
 from .samplers import SamplerState, _initial
 from .schedules import Schedule
+from .train import label_kwargs
 
 __all__ = [
     "FlowAsEps",
@@ -130,13 +131,8 @@ def flow_matching_loss(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = flow_path(x0, noise, t, sigma_min)
-    kwargs = {}
-    if y is not None:
-        if p_uncond > 0:
-            drop = torch.rand(n, generator=generator, device=x0.device) < p_uncond
-            y = torch.where(drop, torch.full_like(y, model.num_classes), y)
-        kwargs["y"] = y
-    return F.mse_loss(model(x_t, t, **kwargs), target_velocity(x0, noise, sigma_min))
+    out = model(x_t, t, **label_kwargs(model, y, p_uncond, generator))
+    return F.mse_loss(out, target_velocity(x0, noise, sigma_min))
 
 
 def _check_steps(steps):

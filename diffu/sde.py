@@ -320,18 +320,11 @@ def euler_maruyama(
     callback: Callable[[SamplerState], None] | None = None,
 ) -> torch.Tensor:
     """Reverse-time SDE by Euler–Maruyama on ``linspace(1, t_min, steps + 1)``; the last step returns the mean
-    (no noise), as in Song et al.'s code. NFE = ``steps``. ``x_1``: a tensor or a shape (drawn from the prior)."""
-    _check(steps, t_min)
-    x = _start(model, x_1, sde, generator)
-    ts = torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64).tolist()
-    with torch.no_grad():
-        for i in _range(steps, progress, f"EM-{steps}"):
-            score = model_score(model, x, ts[i], sde, model_kwargs)
-            last = i == steps - 1
-            x, _ = em_step(sde, x, ts[i], ts[i + 1] - ts[i], score, None if last else _noise_like(x, generator))
-            if callback is not None:
-                callback(SamplerState(i, ts[i], x, _x0_hat(sde, x, ts[i], score)))
-    return x
+    (no noise), as in Song et al.'s code. NFE = ``steps``. ``x_1``: a tensor or a shape (drawn from the prior).
+    This is :func:`predictor_corrector` without corrector steps."""
+    return predictor_corrector(model, x_1, sde, steps=steps, corrector_steps=0, t_min=t_min,
+                               model_kwargs=model_kwargs, generator=generator, progress=progress,
+                               callback=callback)  # fmt: skip
 
 
 def langevin_step(sde: SDE, x, t: float, score, noise, snr: float, alpha: float = 1.0):
@@ -370,7 +363,7 @@ def predictor_corrector(
     x = _start(model, x_1, sde, generator)
     ts = torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64).tolist()
     with torch.no_grad():
-        for i in _range(steps, progress, f"PC-{steps}"):
+        for i in _range(steps, progress, f"PC-{steps}" if corrector_steps else f"EM-{steps}"):
             t, dt = ts[i], ts[i + 1] - ts[i]
             alpha = 1.0
             if isinstance(sde, VPSDE):  # the chain's α_i = s(t)²/s(t+Δt)² (≈ 1 - β(t)|Δt|, positive for any Δt)

@@ -29,6 +29,7 @@ __all__ = [
     "TrainResult",
     "classifier_loss",
     "diffusion_loss",
+    "label_kwargs",
     "load_checkpoint",
     "save_checkpoint",
     "seeded",
@@ -91,6 +92,18 @@ def seeded(seed: int, device: torch.device | str | None = None):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def label_kwargs(model, y: torch.Tensor | None, p_uncond: float, generator=None) -> dict:
+    """``{"y": y}`` with each label replaced by the null class ``model.num_classes`` with probability ``p_uncond``
+    (classifier-free guidance training, Ho & Salimans 2022); ``{}`` without labels. Shared by the diffusion and
+    flow-matching losses."""
+    if y is None:
+        return {}
+    if p_uncond > 0:
+        drop = torch.rand(y.shape[0], generator=generator, device=y.device) < p_uncond
+        y = torch.where(drop, torch.full_like(y, model.num_classes), y)
+    return {"y": y}
+
+
 def diffusion_loss(
     model,
     schedule: Schedule,
@@ -106,17 +119,10 @@ def diffusion_loss(
     """
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
-    n = x0.shape[0]
-    t = torch.randint(0, schedule.T, (n,), generator=generator, device=x0.device)
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = schedule.q_sample(x0, t, noise)
-    kwargs = {}
-    if y is not None:
-        if p_uncond > 0:
-            drop = torch.rand(n, generator=generator, device=x0.device) < p_uncond
-            y = torch.where(drop, torch.full_like(y, model.num_classes), y)
-        kwargs["y"] = y
-    out = model(x_t, t.to(x0.dtype), **kwargs)
+    out = model(x_t, t.to(x0.dtype), **label_kwargs(model, y, p_uncond, generator))
     target = schedule.from_eps(noise, x_t, t, getattr(model, "prediction", "eps"))
     return F.mse_loss(out, target)
 
