@@ -109,7 +109,7 @@ def test_classifier_loss_flips_and_learns():
     y = (x[:, 0, 0, 0] + x[:, 0, 0, 1] > 0).long()  # symmetric under a horizontal flip
     loss = classifier_loss(m, x, y, torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and float(loss.detach()) > 0
-    assert float(classifier_loss(m, x, y, flip=False)) == pytest.approx(
+    assert float(classifier_loss(m, x, y, flip=False).detach()) == pytest.approx(
         float(torch.nn.functional.cross_entropy(m(x), y))
     )
 
