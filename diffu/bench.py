@@ -6,6 +6,9 @@
 - ``suite``: seconds for the whole test command (``python -m pytest``; budget: 15 min).
 - ``fd``: FD-FMNIST versus NFE for DDPM (ancestral, respaced) and DDIM (η = 0); writes the JSON and sample grids
   that chapter §2.2 shows (``book/results/``). This is the heavy run behind the chapter's DDIM claim.
+- ``nfe``: quality versus NFE for every sampler of §2.2 and §2.5 (DDPM, DDIM, PF-ODE Euler/Heun, reverse SDE,
+  predictor–corrector, flow matching Euler/Heun): MMD² on 2D with exact models, FD-FMNIST on Fashion-MNIST with
+  the shipped ``fmnist_unet`` and ``fmnist_flow``; writes ``book/results/nfe_*.json`` and a sample grid (§2.5).
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -186,13 +189,112 @@ def bench_fd(configs=None, n=384, batch=128, seed=0, out_dir=RESULTS, device=Non
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# nfe: quality versus NFE across the samplers of §2.2 and §2.5
+# ----------------------------------------------------------------------------------------------------------------
+
+NFE_2D = (4, 6, 10, 20, 50)
+NFE_FMNIST = (10, 20, 50)
+
+
+def bench_nfe_2d(nfes=NFE_2D, n=2000, seed=0):
+    """MMD² to held-out data for every sampler with the *exact* ε / velocity of the eight-Gaussians mixture."""
+    from .compare import SAMPLERS, sample_at_nfe
+    from .gmm import ExactModel, GaussianMixture
+    from .metrics import mmd
+
+    gmm = GaussianMixture.ring()
+    sched = linear_schedule()
+    ref = gmm.sample(n, torch.Generator().manual_seed(seed + 1))
+    eps_m, vel_m = ExactModel(gmm, schedule=sched), ExactModel(gmm, flow_sigma_min=0.0)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed + 3))
+    rows = []
+    for name in SAMPLERS:
+        for k in nfes:
+            x, used = sample_at_nfe(name, k, x_T, eps_model=eps_m, velocity_model=vel_m, schedule=sched,
+                                    generator=torch.Generator().manual_seed(seed + 12))  # fmt: skip
+            rows.append({"sampler": name, "nfe": used, "nfe_budget": k, "mmd2": mmd(x, ref).item()})
+    return {"data": "eight Gaussians (GaussianMixture.ring()), exact models", "n_samples": n, "nfes": list(nfes),
+            "noise_mmd2": mmd(x_T, ref).item(), "rows": rows}  # fmt: skip
+
+
+def bench_nfe_fmnist(nfes=NFE_FMNIST, samplers=None, n=384, batch=128, seed=0, device=None, progress=True,
+                     grid_path=None):  # fmt: skip
+    """FD-FMNIST and classifier accuracy of class-balanced conditional samples for each sampler and NFE budget."""
+    from .compare import SAMPLERS, sample_at_nfe
+    from .metrics import FDFMNIST
+    from .viz import image_grid
+
+    dev = torch.device(device) if device else torch.device("cpu")
+    eps_m, vel_m = load("fmnist_unet", device=dev), load("fmnist_flow", device=dev)
+    sched = linear_schedule()
+    fd = FDFMNIST(device=dev)
+    rows, grid_rows = [], []
+    for name in samplers or list(SAMPLERS):
+        for k in nfes:
+            t0 = time.perf_counter()
+            out = []
+            for start in range(0, n, batch):
+                m = min(batch, n - start)
+                g = torch.Generator(device=dev).manual_seed(seed * 100_003 + start)
+                x_T = torch.randn(m, 1, 28, 28, generator=g, device=dev)
+                y = _labels(start + m, dev)[start:]
+                x, used = sample_at_nfe(name, k, x_T, eps_model=eps_m, velocity_model=vel_m, schedule=sched,
+                                        clip_x0=True, model_kwargs={"y": y}, generator=g)  # fmt: skip
+                out.append(x.cpu())
+            x = torch.cat(out)
+            row = {"sampler": name, "nfe": used, "nfe_budget": k, "n": n, "fd": fd(x),
+                   "accuracy": fd.accuracy(x, _labels(n, "cpu")), "seconds": time.perf_counter() - t0}  # fmt: skip
+            rows.append(row)
+            if k == nfes[0]:
+                grid_rows.append(x[:10])
+            if progress:
+                print(json.dumps(row), flush=True)
+    if grid_path is not None:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(len(grid_rows), 1, figsize=(8, 0.95 * len(grid_rows)))
+        for ax, name, xs in zip(list(axes), samplers or list(SAMPLERS), grid_rows):
+            ax.imshow(image_grid(xs, nrow=10)[..., 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_axis_off()
+            ax.set_title(f"{name}, NFE ≈ {nfes[0]}", fontsize=8, loc="left")
+        fig.tight_layout()
+        fig.savefig(grid_path, dpi=110)
+        plt.close(fig)
+    return rows
+
+
+def bench_nfe(out_dir=RESULTS, tiny=False, n=384, device=None, progress=True):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+    if tiny:
+        two_d = bench_nfe_2d(nfes=(4,), n=200)
+        rows = bench_nfe_fmnist(nfes=(2,), samplers=["ddim", "fm-euler"], n=4, batch=4, device=device,
+                                progress=progress, grid_path=out_dir / "nfe_grid_2.png")  # fmt: skip
+        nfes = [2]
+    else:
+        two_d = bench_nfe_2d()
+        rows = bench_nfe_fmnist(n=n, device=device, progress=progress,
+                                grid_path=out_dir / f"nfe_grid_{NFE_FMNIST[0]}.png")  # fmt: skip
+        nfes = list(NFE_FMNIST)
+    two_d.update(meta, command="python -m diffu.bench nfe")
+    (out_dir / "nfe_2d.json").write_text(json.dumps(two_d, indent=2) + "\n")
+    fm = {"command": "python -m diffu.bench nfe" + (f" --n {n}" if n != 384 else ""), "n_samples": 4 if tiny else n,
+          "nfes": nfes, "reference": "shipped Fashion-MNIST test split (2000 images)",
+          "models": {"diffusion": "fmnist_unet", "flow": "fmnist_flow"}, "spacing": "linspace", "rows": rows,
+          **meta}  # fmt: skip
+    (out_dir / "nfe_fmnist.json").write_text(json.dumps(fm, indent=2) + "\n")
+    return {"2d": two_d, "fmnist": fm}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description=__doc__.split("\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=["all", "speed", "notebooks", "suite", "fd"])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "speed", "notebooks", "suite", "fd", "nfe"])
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--n", type=int, default=384, help="fd: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
@@ -227,7 +329,23 @@ def main(argv=None):
             fd, acc, secs = r["fd"], r["accuracy"], r["seconds"]
             print(f"  {r['config']:10s} NFE {r['nfe']:5d}  FD {fd:8.3f}  acc {acc:.3f}  {secs:7.1f} s")
         report["fd"] = res
+    if args.what == "nfe":
+        res = bench_nfe(out_dir=args.out_dir, tiny=args.tiny, n=args.n, device=args.device)
+        d2 = res["2d"]
+        print(f"[nfe] 2D eight Gaussians, exact models, MMD² x 1e3 (noise: {1e3 * d2['noise_mmd2']:.1f})")
+        _print_table(d2["rows"], d2["nfes"], "mmd2", 1e3)
+        fm = res["fmnist"]
+        print(f"[nfe] Fashion-MNIST, FD-FMNIST over {fm['n_samples']} samples (NFE budget per column)")
+        _print_table(fm["rows"], fm["nfes"], "fd", 1.0)
+        report["nfe"] = res
     return report
+
+
+def _print_table(rows, nfes, key, scale):
+    print("  " + f"{'sampler':10s}" + "".join(f"{k:>9d}" for k in nfes))
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        vals = {r["nfe_budget"]: r[key] * scale for r in rows if r["sampler"] == name}
+        print("  " + f"{name:10s}" + "".join(f"{vals[k]:9.3f}" for k in nfes))
 
 
 if __name__ == "__main__":

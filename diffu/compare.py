@@ -13,7 +13,7 @@ import torch
 from . import flow
 from .samplers import ddim, ddpm
 from .schedules import Schedule
-from .sde import VPSDE, FromDiscrete, euler_maruyama, pf_ode, pf_ode_sigma, predictor_corrector
+from .sde import VPSDE, FromDiscrete, euler_maruyama, karras_timesteps, pf_ode, pf_ode_sigma, predictor_corrector
 
 __all__ = ["SAMPLERS", "sample_at_nfe"]
 
@@ -47,7 +47,8 @@ def sample_at_nfe(
     return ``(x_0, nfe_used)``. Diffusion samplers need ``eps_model`` and ``schedule``; "fm-*" need
     ``velocity_model``. The SDE samplers use the VP SDE matched to ``schedule`` (:meth:`VPSDE.from_schedule`).
     ``spacing`` picks the discrete samplers' timesteps ("linspace" runs from t = T-1, pure noise, to t = 0, like
-    the continuous samplers run from t = 1 to t_min); ``clip_x0`` applies to DDPM only (off for 2D data)."""
+    the continuous samplers run from t = 1 to t_min; "karras" is Karras et al.'s ρ = 7 grid, for ddim and
+    pf-heun); ``clip_x0`` applies to DDPM only (off for 2D data)."""
     if name not in SAMPLERS:
         raise ValueError(f"name must be one of {sorted(SAMPLERS)}, got {name!r}")
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 2:
@@ -61,8 +62,13 @@ def sample_at_nfe(
     if eps_model is None or schedule is None:
         raise ValueError(f"{name} needs eps_model and schedule")
     if name == "ddpm":
+        if spacing == "karras":
+            raise ValueError("spacing='karras' applies to ddim and pf-heun, not to ddpm")
         return ddpm(eps_model, x_T, schedule, steps=nfe, spacing=spacing, clip_x0=clip_x0, **kw), nfe
     if name == "ddim":
+        if spacing == "karras":
+            ts = karras_timesteps(schedule, nfe)
+            return ddim(eps_model, x_T, schedule, timesteps=ts.tolist(), eta=0.0, **kw), len(ts)
         return ddim(eps_model, x_T, schedule, steps=nfe, eta=0.0, spacing=spacing, **kw), nfe
     if name == "pf-heun":
         steps = (nfe + 1) // 2

@@ -3,6 +3,7 @@
 import json
 
 from diffu import bench
+from diffu.compare import SAMPLERS
 
 
 def test_bench_fd_tiny(tmp_path):
@@ -24,3 +25,21 @@ def test_committed_fd_results_are_complete():
     configs = {r["config"] for r in saved["rows"]}
     assert {"ddim-50", "ddpm-1000", "ddim-10", "ddpm-10"} <= configs
     assert saved["command"].startswith("python -m diffu.bench fd")
+
+
+def test_bench_nfe_tiny(tmp_path):
+    res = bench.main(["nfe", "--tiny", "--out-dir", str(tmp_path)])["nfe"]
+    two_d = json.loads((tmp_path / "nfe_2d.json").read_text())
+    fm = json.loads((tmp_path / "nfe_fmnist.json").read_text())
+    assert {r["sampler"] for r in two_d["rows"]} == set(SAMPLERS) == {r["sampler"] for r in res["2d"]["rows"]}
+    assert all(r["nfe"] <= r["nfe_budget"] for r in two_d["rows"])
+    assert [r["sampler"] for r in fm["rows"]] == ["ddim", "fm-euler"] and all(r["fd"] > 0 for r in fm["rows"])
+    assert (tmp_path / "nfe_grid_2.png").exists()
+
+
+def test_committed_nfe_results_are_complete():
+    fm = json.loads((bench.RESULTS / "nfe_fmnist.json").read_text())
+    assert fm["command"].startswith("python -m diffu.bench nfe") and fm["n_samples"] >= 256
+    assert {(r["sampler"], r["nfe_budget"]) for r in fm["rows"]} == {(s, k) for s in SAMPLERS for k in fm["nfes"]}
+    two_d = json.loads((bench.RESULTS / "nfe_2d.json").read_text())
+    assert {r["sampler"] for r in two_d["rows"]} == set(SAMPLERS)
