@@ -48,6 +48,12 @@ def _flow_unet_fmnist():
     return _unet_fmnist(prediction="velocity", time_scale=1000.0)
 
 
+def _unet_train(steps):
+    """The training recipe shared by the two Fashion-MNIST UNets (diffusion and flow matching)."""
+    return TrainConfig(steps=steps, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0,
+                       ckpt_every=250)  # fmt: skip
+
+
 def _fm_loss(m, x, y, generator):
     from .flow import flow_matching_loss
 
@@ -60,16 +66,7 @@ RECIPES = {
         "10 % null-label dropout (serves unconditional sampling and CFG)",
         "build": _unet_fmnist,
         "arch": "UNet",
-        "config": TrainConfig(
-            steps=6000,
-            batch_size=128,
-            lr=3e-4,
-            warmup=200,
-            grad_clip=1.0,
-            ema_decay=0.999,
-            seed=0,
-            ckpt_every=250,
-        ),  # fmt: skip
+        "config": _unet_train(6000),
         "loss": lambda m, x, y, generator: diffusion_loss(m, linear_schedule(), x, generator, y=y, p_uncond=0.1),
         "use_ema": True,
     },
@@ -78,16 +75,7 @@ RECIPES = {
         "Fashion-MNIST subset, same architecture and training budget as fmnist_unet; data at t = 0, noise at t = 1",
         "build": _flow_unet_fmnist,
         "arch": "UNet",
-        "config": TrainConfig(
-            steps=4000,
-            batch_size=128,
-            lr=3e-4,
-            warmup=200,
-            grad_clip=1.0,
-            ema_decay=0.999,
-            seed=0,
-            ckpt_every=250,
-        ),  # fmt: skip
+        "config": _unet_train(4000),
         "loss": _fm_loss,
         "use_ema": True,
     },
