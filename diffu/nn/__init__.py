@@ -1,8 +1,36 @@
-"""Networks: embeddings, the DDPM UNet, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1, §2.2, §2.6)."""
+"""Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6)."""
 
 from .classifier import FMNISTClassifier
-from .embeddings import TimestepEmbedder, timestep_embedding
+from .dit import CONDITIONINGS, DIT_SIZES, DiT, DiTConfig
+from .embeddings import (
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    patchify,
+    sincos_2d_pos_embed,
+    timestep_embedding,
+    unpatchify,
+)
 from .mlp import MLPDenoiser
+from .mmdit import MMDiTBlock, joint_attention
 from .unet import UNet, UNetConfig
 
-__all__ = ["FMNISTClassifier", "MLPDenoiser", "TimestepEmbedder", "UNet", "UNetConfig", "timestep_embedding"]
+__all__ = [
+    "CONDITIONINGS",
+    "DIT_SIZES",
+    "DiT",
+    "DiTConfig",
+    "FMNISTClassifier",
+    "LabelEmbedder",
+    "MLPDenoiser",
+    "MMDiTBlock",
+    "PatchEmbed",
+    "TimestepEmbedder",
+    "UNet",
+    "UNetConfig",
+    "joint_attention",
+    "patchify",
+    "sincos_2d_pos_embed",
+    "timestep_embedding",
+    "unpatchify",
+]
