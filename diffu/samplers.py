@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 SPACINGS = ("leading", "trailing", "linspace")
-VARIANCES = ("fixedsmall", "fixedlarge")
+VARIANCES = ("fixedsmall", "fixedlarge", "learned_range")
 
 
 class SamplerState(NamedTuple):
@@ -108,6 +108,8 @@ def model_eps(model, x, t: int, schedule: Schedule, model_kwargs=None) -> torch.
     to ``model.prediction`` ("eps" when the attribute is missing)."""
     tt = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
     out = model(x, tt, **(model_kwargs or {}))
+    if getattr(model, "learn_sigma", False):  # [ε̂, v]: the variance half is used only by DDPM's "learned_range"
+        out = out[:, : out.shape[1] // 2]
     return schedule.to_eps(out, x, t, getattr(model, "prediction", "eps"))
 
 
@@ -127,16 +129,17 @@ def _alpha_bar(schedule, t, x):
 def _ddpm_log_variance(schedule: Schedule, variance: str) -> torch.Tensor:
     if variance == "fixedsmall":
         return schedule.posterior_log_variance_clipped
-    if variance == "fixedlarge":
+    if variance in ("fixedlarge", "learned_range"):
         # Ho et al.: β_t, with the t = 0 entry replaced by β̃_1 (that entry is never used: no noise at t = 0)
         return torch.log(torch.cat([schedule.posterior_variance[1:2], schedule.betas[1:]]))
     raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
 
 
-def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", clip_x0=True, noise=None):
+def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", clip_x0=True, noise=None, v=None):
     """One ancestral step ``x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z`` (Algorithm 2 of Ho et al. 2020, written through the
-    posterior mean of Eq. 7). ``variance`` picks σ_t² = β̃_t ("fixedsmall") or β_t ("fixedlarge"); no noise is
-    added at ``t = 0``. Returns ``(x_{t-1}, x̂_0)``."""
+    posterior mean of Eq. 7). ``variance`` picks σ_t² = β̃_t ("fixedsmall"), β_t ("fixedlarge") or Nichol &
+    Dhariwal's "learned_range" ``log σ_t² = f log β_t + (1 - f) log β̃_t`` with ``f = (v + 1)/2`` from the network's
+    variance output ``v`` (DiT's ``learn_sigma``); no noise is added at ``t = 0``. Returns ``(x_{t-1}, x̂_0)``."""
     logvar = _ddpm_log_variance(schedule, variance)
     t = int(schedule.check_t(t))
     x0 = schedule.eps_to_x0(eps, x_t, t)
@@ -148,6 +151,12 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
     if noise is None:
         raise ValueError("noise is required for t > 0")
     std = torch.exp(0.5 * logvar[t]).to(device=x_t.device, dtype=x_t.dtype)
+    if variance == "learned_range":
+        if v is None or v.shape != x_t.shape:
+            raise ValueError("variance='learned_range' needs the model's variance output v with x_t's shape")
+        frac = (v + 1) / 2
+        log_small = schedule.posterior_log_variance_clipped[t].to(x_t)
+        std = torch.exp(0.5 * (frac * logvar[t].to(x_t) + (1 - frac) * log_small))
     return mean + std * noise, x0
 
 
@@ -175,7 +184,8 @@ def ddpm(
         x_T: initial noise ``(N, …)`` or a shape to draw it from ``generator``.
         schedule: the training schedule.
         steps: number of denoising steps (default ``T``).
-        variance: "fixedsmall" (β̃_t) or "fixedlarge" (β_t).
+        variance: "fixedsmall" (β̃_t), "fixedlarge" (β_t) or "learned_range" (interpolated by the network's
+            second output half, for ``learn_sigma`` models such as DiT).
         clip_x0: clip x̂_0 to [-1, 1] as the original sampler does.
 
     Returns:
@@ -184,14 +194,22 @@ def ddpm(
     steps = schedule.T if steps is None else steps
     _check_steps(steps, schedule.T)
     _ddpm_log_variance(schedule, variance)  # validates ``variance`` before any work
+    if variance == "learned_range" and not getattr(model, "learn_sigma", False):
+        raise ValueError("variance='learned_range' needs a model with learn_sigma=True (it outputs [ε̂, v])")
     ts = ddim_timesteps(schedule.T, steps, spacing).flip(0)  # increasing original timesteps
     sched = schedule if steps == schedule.T else schedule.respace(ts)
     x = _initial(x_T, generator, model)
     with torch.no_grad():
         for i in tqdm(range(steps - 1, -1, -1), disable=not progress, desc=f"DDPM-{steps}"):
-            eps = model_eps(model, x, int(ts[i]), schedule, model_kwargs)
+            v = None
+            if variance == "learned_range":
+                tt = torch.full((x.shape[0],), float(ts[i]), device=x.device, dtype=x.dtype)
+                out, v = model(x, tt, **(model_kwargs or {})).chunk(2, dim=1)  # [ε̂, v]
+                eps = schedule.to_eps(out, x, int(ts[i]), getattr(model, "prediction", "eps"))
+            else:
+                eps = model_eps(model, x, int(ts[i]), schedule, model_kwargs)
             noise = _noise_like(x, generator) if i > 0 else None
-            x, x0 = ddpm_step(sched, x, i, eps, variance=variance, clip_x0=clip_x0, noise=noise)
+            x, x0 = ddpm_step(sched, x, i, eps, variance=variance, clip_x0=clip_x0, noise=noise, v=v)
             if callback is not None:
                 callback(SamplerState(steps - 1 - i, int(ts[i]), x, x0))
     return x

@@ -176,3 +176,37 @@ def test_adaln_zero_block_matches_diffusers_dit_block():
     with torch.no_grad():
         expected = ref(x, timestep=torch.zeros(2), class_labels=torch.zeros(2, dtype=torch.long))
         torch.testing.assert_close(ours(x, c), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_learned_range_variance_interpolates_fixed_variances():
+    """Nichol & Dhariwal's learned range: v = +1 gives β_t ("fixedlarge"), v = -1 gives β̃_t ("fixedsmall")."""
+    from diffu.samplers import ddpm_step
+
+    s = linear_schedule()
+    x, eps, z = (torch.randn(2, 1, 4, 4, generator=_g(i)) for i in range(3))
+    for t in (1, 10, 500, 999):
+        for v, fixed in ((1.0, "fixedlarge"), (-1.0, "fixedsmall")):
+            a, _ = ddpm_step(s, x, t, eps, variance="learned_range", v=torch.full_like(x, v), noise=z, clip_x0=False)
+            b, _ = ddpm_step(s, x, t, eps, variance=fixed, noise=z, clip_x0=False)
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the model's variance output"):
+        ddpm_step(s, x, 5, eps, variance="learned_range", noise=z)
+
+
+def test_learn_sigma_dit_in_the_samplers():
+    from diffu.samplers import ddim, ddpm
+
+    with seeded(0):
+        m = DiT(DiTConfig(hidden_size=32, depth=1, num_heads=4, learn_sigma=True))
+    with torch.no_grad():
+        m.linear_final.weight.normal_(std=0.05, generator=_g(8))  # a non-zero variance head
+    m.eval()
+    s = linear_schedule()
+    kw = dict(model_kwargs={"y": torch.tensor([1, 2])}, progress=False)
+    a = ddpm(m, (2, 1, 28, 28), s, steps=5, variance="learned_range", generator=_g(9), **kw)
+    b = ddpm(m, (2, 1, 28, 28), s, steps=5, variance="learned_range", generator=_g(9), **kw)
+    c = ddpm(m, (2, 1, 28, 28), s, steps=5, variance="fixedlarge", generator=_g(9), **kw)
+    assert torch.equal(a, b) and a.shape == (2, 1, 28, 28) and not torch.allclose(a, c)
+    assert ddim(m, (2, 1, 28, 28), s, steps=3, generator=_g(9), **kw).shape == (2, 1, 28, 28)  # uses ε̂ only
+    with pytest.raises(ValueError, match="learn_sigma"):
+        ddpm(DiT(hidden_size=32, depth=1), (1, 1, 28, 28), s, steps=2, variance="learned_range", progress=False)

@@ -144,6 +144,7 @@ class DiT(nn.Module):
         if cfg.hidden_size % cfg.num_heads or cfg.hidden_size % 4:
             raise ValueError(f"hidden_size {cfg.hidden_size} must be divisible by num_heads {cfg.num_heads} and by 4")
         self.config = cfg
+        self.learn_sigma = cfg.learn_sigma  # output [ε̂, v]; samplers take ε̂, DDPM's "learned_range" also v
         d, p = cfg.hidden_size, cfg.patch_size
         self.grid = cfg.image_size // p
         self.out_channels = cfg.in_channels * (2 if cfg.learn_sigma else 1)
