@@ -43,3 +43,10 @@ def test_committed_nfe_results_are_complete():
     assert {(r["sampler"], r["nfe_budget"]) for r in fm["rows"]} == {(s, k) for s in SAMPLERS for k in fm["nfes"]}
     two_d = json.loads((bench.RESULTS / "nfe_2d.json").read_text())
     assert {r["sampler"] for r in two_d["rows"]} == set(SAMPLERS)
+
+
+def test_bench_dit_tiny():
+    r = bench.main(["dit", "--tiny"])["dit"]
+    for name in ("ours", "diffusers"):
+        assert r[name]["images_per_s"] > 0 and r[name]["activation_MiB"] > 0
+    assert r["speedup"] > 0 and r["memory_ratio"] > 0
