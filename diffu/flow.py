@@ -216,5 +216,5 @@ class FlowAsEps(torch.nn.Module):
         ab = self.schedule.interp_alpha_bar(t).to(x).reshape(-1, *([1] * (x.ndim - 1)))  # fractional t allowed
         s, n = ab.sqrt(), (1 - ab).sqrt()
         tf = (n / (s + n)).reshape(-1)  # (N,) flow time with the same SNR
-        v = self.model(x / (s + n), tf, **kwargs)
-        return velocity_to_eps(v, x / (s + n), tf)
+        x_flow = x / (s + n)
+        return velocity_to_eps(self.model(x_flow, tf, **kwargs), x_flow, tf)

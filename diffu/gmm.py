@@ -89,13 +89,18 @@ class GaussianMixture:
         r = torch.softmax(logp, dim=1)
         return (-(r[:, :, None] * sol).sum(1)).to(x)
 
+    def posterior(self, x: torch.Tensor, a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(E[x_0 | x], ∇log p_noised(x))`` for ``x = a x_0 + b ε`` from one pass over the noised components
+        (float64): the mean is ``Σ_k r_k(x) [μ_k + a Σ_k (a²Σ_k + b²I)^{-1}(x - a μ_k)]``, the score
+        ``-Σ_k r_k(x) (a²Σ_k + b²I)^{-1}(x - a μ_k)``."""
+        logp, sol = self.noised(a, b)._component_terms(x)
+        r = torch.softmax(logp, dim=1)[:, :, None]  # (N, K, 1)
+        mean = (r * (self.means[None] + a * torch.einsum("kde,nke->nkd", self.covs, sol))).sum(1)  # (N, D)
+        return mean, -(r * sol).sum(1)
+
     def posterior_mean(self, x: torch.Tensor, a: float, b: float) -> torch.Tensor:
-        """``E[x_0 | a x_0 + b ε = x]`` in closed form: ``Σ_k r_k(x) [μ_k + a Σ_k (a²Σ_k + b²I)^{-1}(x - a μ_k)]``."""
-        noisy = self.noised(a, b)
-        logp, sol = noisy._component_terms(x)
-        r = torch.softmax(logp, dim=1)  # (N, K)
-        cond = self.means[None] + a * torch.einsum("kde,nke->nkd", self.covs, sol)  # (N, K, D)
-        return (r[:, :, None] * cond).sum(1).to(x)
+        """``E[x_0 | a x_0 + b ε = x]`` in closed form (see :meth:`posterior`)."""
+        return self.posterior(x, a, b)[0].to(x)
 
 
 class ExactModel(torch.nn.Module):
@@ -142,7 +147,7 @@ class ExactModel(torch.nn.Module):
             if b == 0:  # the clean end: x_0 = x and E[ε | x] → -b ∇log p → 0
                 x0, eps = x[m], torch.zeros_like(x[m])
             else:  # ε̂ = -b ∇log p_noised(x) in float64 keeps its digits when b is tiny
-                x0 = self.gmm.posterior_mean(x[m], a, b)
-                eps = (-b * self.gmm.noised(a, b).score(x[m].double())).to(x)
+                x0, score = self.gmm.posterior(x[m], a, b)
+                x0, eps = x0.to(x), (-b * score).to(x)
             out[m] = eps if self.flow_sigma_min is None else (1 - self.flow_sigma_min) * eps - x0
         return out

@@ -108,6 +108,10 @@ class Schedule:
             raise ValueError(f"{an} and {bn} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
     # -- forward process ----------------------------------------------------------------------------------------
+    def log_alpha_bar_from_clean(self) -> torch.Tensor:
+        """``(T+1,)`` float64 ``log ᾱ`` at indices -1 … T-1, the clean end (ᾱ = 1) first; decreasing."""
+        return torch.cat([torch.zeros(1, dtype=torch.float64), self.alpha_bar.log()])
+
     def interp_alpha_bar(self, t) -> torch.Tensor:
         """ᾱ at fractional indices ``t ∈ [-1, T-1]`` (float64), interpolating log ᾱ linearly between integer steps;
         ``t = -1`` is the clean end (ᾱ = 1). Exact at integers. Lets continuous-time samplers (§2.5) query a
@@ -115,7 +119,7 @@ class Schedule:
         t = torch.as_tensor(t)
         if not bool(((t >= -1) & (t <= self.T - 1)).all()):
             raise ValueError(f"t must lie in [-1, {self.T - 1}], got {t.min().item()} … {t.max().item()}")
-        la = torch.cat([torch.zeros(1, dtype=torch.float64), self.alpha_bar.log()])  # indices -1 … T-1
+        la = self.log_alpha_bar_from_clean()
         u = t.detach().double().cpu() + 1
         lo = u.floor().long().clamp(max=self.T - 1)
         w = u - lo

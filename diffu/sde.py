@@ -210,15 +210,16 @@ class FromDiscrete(torch.nn.Module):
         super().__init__()
         self.model, self.schedule, self.sde = model, schedule, sde
         self.num_classes = getattr(model, "num_classes", None)
-        self._neg_log_ab = -torch.cat([torch.zeros(1, dtype=torch.float64), schedule.alpha_bar.log()])  # ascending
+        self._neg_log_ab = -schedule.log_alpha_bar_from_clean()  # ascending, indices -1 … T-1
 
     def index(self, t) -> torch.Tensor:
         """The fractional network timestep in [-1, T-1] with the same ᾱ as the SDE at ``t``."""
         target = -self.sde.alpha_bar(torch.as_tensor(t, dtype=torch.float64).cpu()).log()
         table = self._neg_log_ab
-        hi = torch.searchsorted(table, target.clamp(table[0], table[-1])).clamp(1, len(table) - 1)
+        target = target.clamp(table[0], table[-1])
+        hi = torch.searchsorted(table, target).clamp(1, len(table) - 1)
         lo = hi - 1
-        w = (target.clamp(table[0], table[-1]) - table[lo]) / (table[hi] - table[lo])
+        w = (target - table[lo]) / (table[hi] - table[lo])
         return lo + w - 1
 
     def forward(self, x, t, **kwargs):
