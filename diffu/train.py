@@ -111,18 +111,20 @@ def diffusion_loss(
     generator=None,
     y: torch.Tensor | None = None,
     p_uncond: float = 0.0,
+    model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """The simplified DDPM loss ``E_{t, ε} ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²`` (Eq. 14 of Ho et al. 2020).
 
     With labels ``y`` and ``p_uncond > 0`` each label is replaced by the null class ``model.num_classes`` with
-    probability ``p_uncond`` (Ho & Salimans 2022), so the same network learns the unconditional model.
+    probability ``p_uncond`` (Ho & Salimans 2022), so the same network learns the unconditional model. Other
+    conditioning (e.g. caption tokens) goes in ``model_kwargs``.
     """
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = schedule.q_sample(x0, t, noise)
-    out = model(x_t, t.to(x0.dtype), **label_kwargs(model, y, p_uncond, generator))
+    out = model(x_t, t.to(x0.dtype), **label_kwargs(model, y, p_uncond, generator), **(model_kwargs or {}))
     target = schedule.from_eps(noise, x_t, t, getattr(model, "prediction", "eps"))
     return F.mse_loss(out, target)
 

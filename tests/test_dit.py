@@ -210,3 +210,37 @@ def test_learn_sigma_dit_in_the_samplers():
     assert ddim(m, (2, 1, 28, 28), s, steps=3, generator=_g(9), **kw).shape == (2, 1, 28, 28)  # uses ε̂ only
     with pytest.raises(ValueError, match="learn_sigma"):
         ddpm(DiT(hidden_size=32, depth=1), (1, 1, 28, 28), s, steps=2, variance="learned_range", progress=False)
+
+
+def _survey_eq8(block, z, c):
+    """The survey's Eq. (8) read literally: z_l = FFN{Attn{AdaLN(z)} + α AdaLN(z)} (one modulation, gate on the
+    skip, no residual around the FFN)."""
+    from diffu.nn.dit import modulate
+
+    shift, scale, gate, *_ = block.adaLN_modulation(c).chunk(6, dim=-1)
+    a = modulate(block.norm1(z), shift, scale)
+    return block.mlp(block.attn(a) + gate[:, None] * a)
+
+
+def test_survey_eq8_erratum_dit_block_is_two_gated_residuals():
+    """What DiT computes: z' = z + α₁ ⊙ Attn(LN(z)(1 + γ₁) + β₁), z_l = z' + α₂ ⊙ FFN(LN(z')(1 + γ₂) + β₂).
+    The survey's Eq. (8) is a different function: it gates the skip instead of the sublayer, adds the normalised
+    rather than the raw input, shares one modulation and drops the FFN's residual — so it is not even the identity
+    when α = 0."""
+    from diffu.nn.dit import modulate
+
+    with seeded(0):
+        block = DiTBlock(32, 4, 4.0, "adaLN-Zero")
+        for p in block.adaLN_modulation.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+    z, c = torch.randn(2, 9, 32, generator=_g(1)), torch.randn(2, 32, generator=_g(2))
+    with torch.no_grad():
+        s1, g1, a1, s2, g2, a2 = block.adaLN_modulation(c).chunk(6, dim=-1)
+        z1 = z + a1[:, None] * block.attn(modulate(block.norm1(z), s1, g1))
+        expected = z1 + a2[:, None] * block.mlp(modulate(block.norm2(z1), s2, g2))
+        torch.testing.assert_close(block(z, c), expected)
+        assert not torch.allclose(_survey_eq8(block, z, c), expected, atol=1e-2)
+        torch.nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        torch.nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        assert torch.equal(block(z, c), z)  # the real block: identity at α = 0
+        assert not torch.allclose(_survey_eq8(block, z, c), z, atol=1e-2)  # Eq. (8): not the identity

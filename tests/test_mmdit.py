@@ -86,3 +86,111 @@ def test_joint_attention_is_attention_over_the_concatenation():
     torch.testing.assert_close(torch.cat([ox, oc], 1), full, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         MMDiTBlock(30, 4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the tiny text-to-image model: tokenizer, text encoder, MMDiT network
+# ---------------------------------------------------------------------------------------------------------------
+
+from diffu.captions import vocabulary  # noqa: E402
+from diffu.nn import MMDiT, MMDiTConfig, TextEncoder, WordTokenizer  # noqa: E402
+
+
+def test_tokenizer_round_trip_and_errors():
+    tok = WordTokenizer(vocabulary(), max_len=8)
+    ids = tok(["a photo of a dark ankle boot", ""])
+    assert ids.shape == (2, 8) and ids.dtype == torch.long
+    assert ids[0, 0] == tok.START and ids[1].tolist() == [tok.START] + [tok.PAD] * 7  # empty = null caption
+    assert tok.decode(ids) == ["a photo of a dark ankle boot", ""]
+    assert tok("A Photo of a BAG.").tolist() == tok("a photo of a bag").tolist()  # case and punctuation
+    with pytest.raises(ValueError, match="castle"):
+        tok("a photo of a castle")
+    with pytest.raises(ValueError, match="at most 7"):
+        tok("a a a a a a a a")
+    with pytest.raises(ValueError, match="max_len"):
+        WordTokenizer(["a"], max_len=1)
+
+
+def test_text_encoder_ignores_padding():
+    """Padding is masked out of the encoder's keys and its pooled mean, so extra padding changes nothing."""
+    with seeded(0):
+        enc = TextEncoder(10, 16, max_len=8, depth=2, num_heads=4).eval()
+    short = torch.tensor([[1, 4, 5, 0, 0]])
+    longer = torch.tensor([[1, 4, 5, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        h1, p1 = enc(short)
+        h2, p2 = enc(longer)
+    assert h1.shape == (1, 5, 16) and p1.shape == (1, 16)
+    torch.testing.assert_close(h1[:, :3], h2[:, :3])
+    torch.testing.assert_close(p1, p2)
+    torch.testing.assert_close(p1, h1[:, :3].mean(1))
+    with pytest.raises(ValueError, match="ids must be"):
+        enc(torch.zeros(1, 9, dtype=torch.long))
+
+
+def _tiny_mmdit():
+    with seeded(0):
+        return MMDiT(MMDiTConfig(vocab=tuple(vocabulary()), hidden_size=32, depth=2, num_heads=4))
+
+
+def test_mmdit_model_zero_output_at_init_and_text_inputs():
+    m = _tiny_mmdit()
+    x = torch.randn(3, 1, 28, 28, generator=_g(0))
+    t = torch.tensor([0.0, 10.0, 999.0])
+    out = m(x, t, text=["a bag", "an image of a light coat", ""])
+    assert out.shape == x.shape and torch.all(out == 0)  # adaLN-Zero blocks and a zero output layer
+    assert m.blocks[-1].context_pre_only and not m.blocks[0].context_pre_only
+    with pytest.raises(ValueError, match="3 images"):
+        m(x, t, text=["a bag"] * 2)
+    with pytest.raises(ValueError, match="x must be"):
+        m(torch.randn(1, 1, 32, 32), t[:1])
+    with pytest.raises(ValueError, match="vocab"):
+        MMDiT(MMDiTConfig())
+
+
+def test_mmdit_model_reads_the_text_and_exposes_attention():
+    m = _tiny_mmdit()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=_g(5)))
+    x = torch.randn(2, 1, 28, 28, generator=_g(1))
+    t = torch.tensor([100.0, 100.0])
+    ids = m.tokenizer(["a photo of a bag", "a photo of a bag"])
+    with torch.no_grad():
+        a = m(x, t, text=ids)
+        b = m(x, t, text=["a photo of a bag", "a photo of a dress"])
+        c = m(x, t, text="a photo of a bag")  # one string for the whole batch
+        weights = []
+        d = m(x, t, text=ids, attention=weights)
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, d)  # asking for the attention maps does not change the output
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])  # per-sample text conditioning
+    assert len(weights) == 2 and weights[0].shape == (2, 4, 49 + 12, 49 + 12)
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(2, 4, 61))
+
+
+def test_joint_attention_weights_reproduce_the_output():
+    d, heads = 16, 2
+    qx, kx, vx = (torch.randn(2, 6, d, generator=_g(i)) for i in range(3))
+    qc, kc, vc = (torch.randn(2, 3, d, generator=_g(i + 3)) for i in range(3))
+    w = []
+    ox, oc = joint_attention(qx, kx, vx, qc, kc, vc, heads, w)
+    v = torch.cat([vx, vc], 1).reshape(2, 9, heads, d // heads).transpose(1, 2)
+    manual = (w[0] @ v).transpose(1, 2).reshape(2, 9, d)
+    torch.testing.assert_close(torch.cat([ox, oc], 1), manual, rtol=1e-5, atol=1e-6)
+
+
+def test_survey_eq13_erratum_projections_are_per_modality():
+    """The survey's Eq. (13) writes one W_Q, W_K, W_V for the concatenated sequence; SD3 (and diffusers'
+    JointTransformerBlock, matched above) project each modality with its own weights before the joint attention."""
+    block = MMDiTBlock(32, 4)
+    assert block.qkv_x.weight.data_ptr() != block.qkv_c.weight.data_ptr()
+    x, ctx, c = torch.randn(1, 4, 32), torch.randn(1, 2, 32), torch.randn(1, 32)
+    with torch.no_grad():
+        block.qkv_c.weight.add_(1.0)  # changing only the text projection changes the image stream's output
+        for p in (*block.mod_x.parameters(), *block.mod_c.parameters()):
+            p.normal_(std=0.1)
+        before = block(x, ctx, c)[0]
+        block.qkv_c.weight.mul_(2)
+        after = block(x, ctx, c)[0]
+    assert not torch.allclose(before, after)

@@ -137,3 +137,22 @@ def test_resume_on_gpu(tmp_path):
     resumed = train(_model().cuda(), _loss, data, cfg, checkpoint=ckpt, progress=False)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_diffusion_loss_passes_model_kwargs():
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        prediction = "eps"
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, text=None):
+            seen["text"] = text
+            return x * self.w
+
+    ids = torch.tensor([[1, 2], [1, 3]])
+    loss = diffusion_loss(Probe(), linear_schedule(), torch.zeros(2, 3), model_kwargs={"text": ids})
+    assert torch.equal(seen["text"], ids) and torch.isfinite(loss)

@@ -12,7 +12,8 @@ from .embeddings import (
     unpatchify,
 )
 from .mlp import MLPDenoiser
-from .mmdit import MMDiTBlock, joint_attention
+from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
+from .text import TextEncoder, WordTokenizer
 from .unet import UNet, UNetConfig
 
 __all__ = [
@@ -23,11 +24,15 @@ __all__ = [
     "FMNISTClassifier",
     "LabelEmbedder",
     "MLPDenoiser",
+    "MMDiT",
     "MMDiTBlock",
+    "MMDiTConfig",
     "PatchEmbed",
+    "TextEncoder",
     "TimestepEmbedder",
     "UNet",
     "UNetConfig",
+    "WordTokenizer",
     "joint_attention",
     "patchify",
     "sincos_2d_pos_embed",

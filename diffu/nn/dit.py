@@ -74,7 +74,8 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask=None) -> torch.Tensor:
+        """``mask``: optional boolean ``attn_mask`` of SDPA (True = attend), e.g. ``(N, 1, 1, T_k)`` for padding."""
         n, t, d = x.shape
         h = self.num_heads
         if self.cross:
@@ -83,7 +84,7 @@ class Attention(nn.Module):
         else:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = (z.reshape(n, -1, h, d // h).transpose(1, 2) for z in (q, k, v))  # (N, heads, T, d/heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, d/heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, d/heads)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
 
 

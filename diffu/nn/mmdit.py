@@ -8,21 +8,28 @@ block the text stream stops after attention (``context_pre_only``): its output w
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .dit import _mlp, modulate
+from .embeddings import PatchEmbed, TimestepEmbedder, sincos_2d_pos_embed, unpatchify
+from .text import TextEncoder, WordTokenizer
 
-__all__ = ["MMDiTBlock", "joint_attention"]
+__all__ = ["MMDiT", "MMDiTBlock", "MMDiTConfig", "joint_attention"]
 
 
-def joint_attention(q_x, k_x, v_x, q_c, k_c, v_c, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def joint_attention(q_x, k_x, v_x, q_c, k_c, v_c, num_heads: int, weights: list | None = None):
     """Attention over the concatenated ``[image; text]`` sequence (SD3, Eq. (11)–(14) of the survey's §2.6). Inputs
-    are ``(N, T_x, D)`` and ``(N, T_c, D)``; returns the two output streams with the same lengths."""
+    are ``(N, T_x, D)`` and ``(N, T_c, D)``; returns the two output streams with the same lengths. With a list
+    ``weights``, the softmax attention matrix ``(N, heads, T_x + T_c, T_x + T_c)`` is appended to it (for plots)."""
     n, tx, d = q_x.shape
     q, k, v = (torch.cat(pair, dim=1) for pair in ((q_x, q_c), (k_x, k_c), (v_x, v_c)))  # (N, T_x + T_c, D)
     q, k, v = (z.reshape(n, -1, num_heads, d // num_heads).transpose(1, 2) for z in (q, k, v))
+    if weights is not None:
+        weights.append(torch.softmax(q @ k.transpose(-1, -2) / (d // num_heads) ** 0.5, dim=-1).detach())
     out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, -1, d)  # (N, T_x + T_c, D)
     return out[:, :tx], out[:, tx:]
 
@@ -53,7 +60,7 @@ class MMDiTBlock(nn.Module):
             nn.init.zeros_(mod[-1].weight)
             nn.init.zeros_(mod[-1].bias)
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor, c: torch.Tensor):
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, c: torch.Tensor, attention: list | None = None):
         sx1, cx1, gx1, sx2, cx2, gx2 = self.mod_x(c).chunk(6, dim=-1)  # (N, D) each: shift, scale, gate
         if self.context_pre_only:
             sc1, cc1 = self.mod_c(c).chunk(2, dim=-1)
@@ -61,7 +68,7 @@ class MMDiTBlock(nn.Module):
             sc1, cc1, gc1, sc2, cc2, gc2 = self.mod_c(c).chunk(6, dim=-1)
         qx, kx, vx = self.qkv_x(modulate(self.norm1_x(x), sx1, cx1)).chunk(3, dim=-1)  # separate projections …
         qc, kc, vc = self.qkv_c(modulate(self.norm1_c(ctx), sc1, cc1)).chunk(3, dim=-1)
-        ax, ac = joint_attention(qx, kx, vx, qc, kc, vc, self.num_heads)  # … one joint attention
+        ax, ac = joint_attention(qx, kx, vx, qc, kc, vc, self.num_heads, attention)  # … one joint attention
         x = x + gx1[:, None] * self.proj_x(ax)
         x = x + gx2[:, None] * self.mlp_x(modulate(self.norm2_x(x), sx2, cx2))
         if self.context_pre_only:
@@ -69,3 +76,97 @@ class MMDiTBlock(nn.Module):
         ctx = ctx + gc1[:, None] * self.proj_c(ac)
         ctx = ctx + gc2[:, None] * self.mlp_c(modulate(self.norm2_c(ctx), sc2, cc2))
         return x, ctx
+
+
+@dataclass
+class MMDiTConfig:
+    """Hyper-parameters of :class:`MMDiT` (stored next to shipped weights); ``vocab`` is the tokenizer's word list."""
+
+    vocab: tuple = ()
+    image_size: int = 28
+    patch_size: int = 4
+    in_channels: int = 1
+    hidden_size: int = 96
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    text_depth: int = 1
+    max_len: int = 12
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class MMDiT(nn.Module):
+    """A tiny SD3-style text-to-image denoiser: ``model(x_t, t, text=ids or captions) -> ε̂``.
+
+    Image patches (+ 2D sin-cos positions) and the text encoder's tokens (projected to the same width) run through
+    ``depth`` :class:`MMDiTBlock` s; the conditioning vector is ``c = t_emb + MLP(pooled text)`` as in SD3, and the
+    last block's text stream is ``context_pre_only``. ``text=None`` (or the empty caption) is the null condition
+    used by classifier-free guidance; ``text`` may be a list of strings, tokenized by ``model.tokenizer``.
+    """
+
+    prediction = "eps"
+
+    def __init__(self, config: MMDiTConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = config or MMDiTConfig(**kwargs)
+        if not cfg.vocab:
+            raise ValueError("config.vocab must list the tokenizer's words")
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(f"image_size {cfg.image_size} must be divisible by patch_size {cfg.patch_size}")
+        self.config = cfg
+        d, p = cfg.hidden_size, cfg.patch_size
+        self.grid = cfg.image_size // p
+        self.tokenizer = WordTokenizer(cfg.vocab, cfg.max_len)
+        self.x_embedder = PatchEmbed(cfg.in_channels, d, p)
+        self.register_buffer("pos_embed", sincos_2d_pos_embed(d, self.grid)[None], persistent=False)  # (1, T, D)
+        self.t_embedder = TimestepEmbedder(d)
+        self.text_encoder = TextEncoder(len(self.tokenizer), d, cfg.max_len, cfg.text_depth, cfg.num_heads)
+        self.context_proj = nn.Linear(d, d)  # text tokens → the joint width (SD3's context_embedder)
+        self.pooled_proj = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList([MMDiTBlock(d, cfg.num_heads, cfg.mlp_ratio, context_pre_only=i == cfg.depth - 1)
+                                     for i in range(cfg.depth)])  # fmt: skip
+        self.norm_final = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.linear_final = nn.Linear(d, p * p * cfg.in_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)
+        zero = [b.mod_x[-1] for b in self.blocks] + [b.mod_c[-1] for b in self.blocks]
+        for lin in zero + [self.final_modulation[-1], self.linear_final]:  # adaLN-Zero and a zero output layer
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def encode_text(self, text, n: int, device) -> torch.Tensor:
+        """Token ids ``(n, L)`` for ``text``: None (the null caption), a string, a list of strings or ids."""
+        if text is None:
+            text = [""] * n
+        if isinstance(text, str):
+            text = [text] * n
+        if not torch.is_tensor(text):
+            text = self.tokenizer(list(text))
+        if text.shape[0] != n:
+            raise ValueError(f"text has {text.shape[0]} captions for a batch of {n} images")
+        return text.to(device)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text=None, attention: list | None = None) -> torch.Tensor:
+        """``attention``: pass a list to receive each block's joint attention weights ``(N, heads, T+L, T+L)``."""
+        n = x.shape[0]
+        if x.shape[1:] != (self.config.in_channels, self.config.image_size, self.config.image_size):
+            raise ValueError(f"x must be (N, {self.config.in_channels}, {self.config.image_size}, "
+                             f"{self.config.image_size}), got {tuple(x.shape)}")  # fmt: skip
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(n) if t.ndim == 0 else t
+        tokens, pooled = self.text_encoder(self.encode_text(text, n, x.device))  # (N, L, D), (N, D)
+        h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (N, T, D)
+        ctx = self.context_proj(tokens)  # (N, L, D)
+        c = self.t_embedder(t).to(x.dtype) + self.pooled_proj(pooled)  # (N, D)
+        for block in self.blocks:
+            h, ctx = block(h, ctx, c, attention)
+        shift, scale = self.final_modulation(c).chunk(2, dim=-1)
+        out = self.linear_final(modulate(self.norm_final(h), shift, scale))  # (N, T, p·p·C)
+        return unpatchify(out, self.config.patch_size, self.grid)  # (N, C, H, W)
