@@ -9,8 +9,8 @@
 - ``nfe``: quality versus NFE for every sampler of §2.2 and §2.5 (DDPM, DDIM, PF-ODE Euler/Heun, reverse SDE,
   predictor–corrector, flow matching Euler/Heun): MMD² on 2D with exact models, FD-FMNIST on Fashion-MNIST with
   the shipped ``fmnist_unet`` and ``fmnist_flow``; writes ``book/results/nfe_*.json`` and a sample grid (§2.5).
-- ``dit``: training-step (forward + backward) throughput and activation memory of our DiT versus diffusers'
-  ``DiTTransformer2DModel`` with an identical tiny configuration, as a ratio in one run (§2.6; goal ≥ 1.2×).
+- ``dit``, ``ablation``, ``t2i``: the architectures chapter (§2.6), see :mod:`diffu.bench_arch` — DiT versus
+  diffusers' ``DiTTransformer2DModel`` speed (goal ≥ 1.2×), the DiT conditioning ablation, the text-to-image MMDiT.
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -191,71 +191,6 @@ def bench_fd(configs=None, n=384, batch=128, seed=0, out_dir=RESULTS, device=Non
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# dit: our DiT versus diffusers' DiTTransformer2DModel
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _saved_bytes(fn):
-    """Bytes of the tensors autograd saves for backward while ``fn`` runs (activation memory; on CPU there is no
-    allocator statistic, so this is the measure; on CUDA the peak allocation is reported as well)."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, total
-
-
-def bench_dit(batch=64, hidden=96, depth=4, heads=4, patch=2, repeats=3, device=None):
-    from diffusers import DiTTransformer2DModel
-
-    from .nn import DiT, DiTConfig
-    from .train import seeded
-
-    dev = torch.device(device) if device else torch.device("cpu")
-    with seeded(0):
-        ours = DiT(DiTConfig(hidden_size=hidden, depth=depth, num_heads=heads, patch_size=patch)).to(dev)
-        ref = DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=hidden // heads, in_channels=1,
-                                    out_channels=1, num_layers=depth, sample_size=28, patch_size=patch,
-                                    num_embeds_ada_norm=10, norm_eps=1e-6).to(dev)  # fmt: skip
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28, generator=g).to(dev)
-    t = torch.randint(0, 1000, (batch,), generator=g).to(dev)
-    y = torch.randint(0, 10, (batch,), generator=g).to(dev)
-
-    def step(model, call):
-        model.zero_grad(set_to_none=True)
-        loss = call().pow(2).mean()
-        loss.backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    calls = {
-        "ours": (ours, lambda: ours(x, t.float(), y=y)),
-        "diffusers": (ref, lambda: ref(x, timestep=t, class_labels=y).sample),
-    }
-    res = {"device": str(dev), "threads": torch.get_num_threads(), "batch": batch,
-           "config": dict(hidden=hidden, depth=depth, heads=heads, patch=patch, tokens=(28 // patch) ** 2)}  # fmt: skip
-    for name, (model, call) in calls.items():
-        step(model, call)  # warm-up
-        secs, _ = _timed(lambda m=model, c=call: step(m, c), repeats)
-        _, saved = _saved_bytes(call)
-        res[name] = {"params": sum(p.numel() for p in model.parameters()), "seconds_per_step": secs,
-                     "images_per_s": batch / secs, "activation_MiB": saved / 2**20}  # fmt: skip
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-            step(model, call)
-            res[name]["cuda_peak_MiB"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    res["speedup"] = res["diffusers"]["seconds_per_step"] / res["ours"]["seconds_per_step"]
-    res["memory_ratio"] = res["diffusers"]["activation_MiB"] / res["ours"]["activation_MiB"]
-    return res
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # nfe: quality versus NFE across the samplers of §2.2 and §2.5
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -361,7 +296,8 @@ def bench_nfe(out_dir=RESULTS, tiny=False, n=384, device=None, progress=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description=__doc__.split("\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=["all", "speed", "notebooks", "suite", "fd", "nfe", "dit"])
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "t2i"])  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--n", type=int, default=384, help="fd: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
@@ -396,16 +332,6 @@ def main(argv=None):
             fd, acc, secs = r["fd"], r["accuracy"], r["seconds"]
             print(f"  {r['config']:10s} NFE {r['nfe']:5d}  FD {fd:8.3f}  acc {acc:.3f}  {secs:7.1f} s")
         report["fd"] = res
-    if args.what == "dit":
-        kw = dict(batch=4, depth=1, repeats=1) if args.tiny else {}
-        r = report["dit"] = bench_dit(device=args.device, **kw)
-        print(f"[dit] {r['device']}, {r['threads']} threads, batch {r['batch']}, {r['config']}: forward + backward")
-        for name in ("ours", "diffusers"):
-            e = r[name]
-            print(f"  {name:10s} {e['params']:>9,d} params  {e['images_per_s']:8.1f} img/s  "
-                  f"activations {e['activation_MiB']:7.1f} MiB")  # fmt: skip
-        print(f"  speed ratio ours/diffusers {r['speedup']:.2f}x (goal >= 1.2), activation memory "
-              f"diffusers/ours {r['memory_ratio']:.2f}x")  # fmt: skip
     if args.what == "nfe":
         res = bench_nfe(out_dir=args.out_dir, tiny=args.tiny, n=args.n, device=args.device)
         d2 = res["2d"]
@@ -415,6 +341,49 @@ def main(argv=None):
         print(f"[nfe] Fashion-MNIST, FD-FMNIST over {fm['n_samples']} samples (NFE budget per column)")
         _print_table(fm["rows"], fm["nfes"], "fd", 1.0)
         report["nfe"] = res
+    if args.what in ("dit", "ablation", "t2i"):
+        report.update(_arch_main(args))
+    return report
+
+
+def _arch_main(args):
+    from . import bench_arch
+
+    report = {}
+    if args.what == "dit":
+        kw = dict(batch=4, depth=1, repeats=1) if args.tiny else {}
+        r = report["dit"] = bench_arch.bench_dit(device=args.device, **kw)
+        print(f"[dit] {r['device']}, {r['threads']} threads, batch {r['batch']}, {r['config']}: forward + backward")
+        for name in ("ours", "diffusers"):
+            e = r[name]
+            print(f"  {name:10s} {e['params']:>9,d} params  {e['images_per_s']:8.1f} img/s  "
+                  f"activations {e['activation_MiB']:7.1f} MiB")  # fmt: skip
+        print(f"  speed ratio ours/diffusers {r['speedup']:.2f}x (goal >= 1.2), activation memory "
+              f"diffusers/ours {r['memory_ratio']:.2f}x")  # fmt: skip
+    if args.what in ("ablation", "t2i"):
+        out_dir = Path(args.out_dir)
+        if args.what == "ablation":
+            res = bench_arch.bench_ablation(**(dict(n=4, steps=2) if args.tiny else dict(n=args.n)), device=args.device)
+            print(f"[ablation] DiT-T/4 conditionings, {res['n_samples']} samples, {res['sampler']}")
+            for r in res["rows"]:
+                print(f"  {r['conditioning']:16s} {r['parameters']:>8,d} params  final loss "
+                      f"{r['final_loss_mean_last_100']:.4f}  FD {r['fd']:7.3f}  acc {r['accuracy']:.3f}")  # fmt: skip
+        else:
+            kw = dict(per_caption=1, scales=(3.0,), steps=2) if args.tiny else {}
+            res = bench_arch.bench_t2i(**kw, device=args.device)
+            print(f"[t2i] text-to-image MMDiT, {res['per_caption']} samples per caption, {res['sampler']}")
+            for r in res["accuracy"]:
+                print(
+                    f"  'a photo of a <class>'  scale {r['scale']:4.1f}  accuracy {r['accuracy']:.3f}  FD {r['fd']:.3f}"
+                )
+            b = res["brightness"]
+            print(f"  dark vs light captions: samples darker in {b['classes_darker_when_dark']}/10 classes")
+        res.update(torch=torch.__version__, machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
+        if not args.tiny:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            name = "dit_ablation.json" if args.what == "ablation" else "t2i.json"
+            (out_dir / name).write_text(json.dumps(res, indent=2) + "\n")
+        report[args.what] = res
     return report
 
 

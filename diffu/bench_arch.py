@@ -1,0 +1,175 @@
+"""Benchmarks of the architectures chapter (§2.6), run through ``python -m diffu.bench dit|ablation|t2i``.
+
+- ``dit``: training-step (forward + backward) throughput and activation memory of our DiT versus diffusers'
+  ``DiTTransformer2DModel`` with an identical tiny configuration, as a ratio in one run (goal ≥ 1.2×).
+- ``ablation``: the DiT paper's conditioning ablation at toy scale — FD-FMNIST and classifier accuracy of
+  class-balanced DDIM samples from the four shipped DiT-T/4 variants, plus their training-loss summaries;
+  writes ``book/results/dit_ablation.json``.
+- ``t2i``: the shipped text-to-image MMDiT — class accuracy of samples per caption and guidance scale, and whether
+  "dark"/"light" in the caption moves the samples' brightness; writes ``book/results/t2i.json``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .bench import _labels as _class_labels
+from .bench import _timed
+from .data import FMNIST_CLASSES
+from .pretrained import DIT_ABLATION, info, load
+from .samplers import ddim
+from .schedules import linear_schedule
+
+
+def _saved_bytes(fn):
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs (activation memory; on CPU there is no
+    allocator statistic, so this is the measure; on CUDA the peak allocation is reported as well)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+def bench_dit(batch=64, hidden=96, depth=4, heads=4, patch=2, repeats=3, device=None):
+    from diffusers import DiTTransformer2DModel
+
+    from .nn import DiT, DiTConfig
+    from .train import seeded
+
+    dev = torch.device(device) if device else torch.device("cpu")
+    with seeded(0):
+        ours = DiT(DiTConfig(hidden_size=hidden, depth=depth, num_heads=heads, patch_size=patch)).to(dev)
+        ref = DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=hidden // heads, in_channels=1,
+                                    out_channels=1, num_layers=depth, sample_size=28, patch_size=patch,
+                                    num_embeds_ada_norm=10, norm_eps=1e-6).to(dev)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).to(dev)
+    t = torch.randint(0, 1000, (batch,), generator=g).to(dev)
+    y = torch.randint(0, 10, (batch,), generator=g).to(dev)
+
+    def step(model, call):
+        model.zero_grad(set_to_none=True)
+        loss = call().pow(2).mean()
+        loss.backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    calls = {
+        "ours": (ours, lambda: ours(x, t.float(), y=y)),
+        "diffusers": (ref, lambda: ref(x, timestep=t, class_labels=y).sample),
+    }
+    res = {"device": str(dev), "threads": torch.get_num_threads(), "batch": batch,
+           "config": dict(hidden=hidden, depth=depth, heads=heads, patch=patch, tokens=(28 // patch) ** 2)}  # fmt: skip
+    for name, (model, call) in calls.items():
+        step(model, call)  # warm-up
+        secs, _ = _timed(lambda m=model, c=call: step(m, c), repeats)
+        _, saved = _saved_bytes(call)
+        res[name] = {"params": sum(p.numel() for p in model.parameters()), "seconds_per_step": secs,
+                     "images_per_s": batch / secs, "activation_MiB": saved / 2**20}  # fmt: skip
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            step(model, call)
+            res[name]["cuda_peak_MiB"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    res["speedup"] = res["diffusers"]["seconds_per_step"] / res["ours"]["seconds_per_step"]
+    res["memory_ratio"] = res["diffusers"]["activation_MiB"] / res["ours"]["activation_MiB"]
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ablation: the four DiT conditionings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sample_classes(model, n, steps=50, batch=128, seed=0, device=None, **model_kwargs_fn):
+    """``n`` class-balanced (label ``i mod 10``) DDIM-``steps`` samples (η = 0) of a class-conditional ε-model."""
+    out = []
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
+        x_T = torch.randn(m, 1, 28, 28, generator=g, device=device)
+        y = _class_labels(start + m, device)[start:]
+        out.append(ddim(model, x_T, linear_schedule(), steps=steps, generator=g, progress=False, clip_x0=True,
+                        model_kwargs={"y": y}).cpu())  # fmt: skip
+    return torch.cat(out)
+
+
+def bench_ablation(n=384, steps=50, device=None, progress=True):
+    """FD-FMNIST (against the 2000 shipped test images) and accuracy of ``n`` class-balanced samples per variant."""
+    from .metrics import FDFMNIST
+
+    dev = torch.device(device) if device else torch.device("cpu")
+    fd = FDFMNIST(device=dev)
+    rows = []
+    for cond, name in DIT_ABLATION.items():
+        t0 = time.perf_counter()
+        model = load(name, device=dev)
+        x = sample_classes(model, n, steps=steps, device=dev)
+        e = info(name)
+        row = {"conditioning": cond, "model": name, "parameters": e["parameters"], "fd": fd(x),
+               "accuracy": fd.accuracy(x, _class_labels(n, "cpu")),
+               "final_loss_mean_last_100": e["final_loss_mean_last_100"],
+               "train_seconds": e.get("train_seconds_this_run"), "seconds": time.perf_counter() - t0}  # fmt: skip
+        rows.append(row)
+        if progress:
+            print(row, flush=True)
+    return {"n_samples": n, "sampler": f"DDIM-{steps}, eta = 0, clip_x0", "reference": "shipped test split",
+            "rows": rows, "command": "python -m diffu.bench ablation"}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# t2i: the tiny text-to-image MMDiT
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sample_captions(model, captions, scale=3.0, steps=50, seed=0, batch=128, device=None):
+    """One DDIM-``steps`` sample per caption with classifier-free guidance ``scale`` (null = empty caption)."""
+    from .guidance import ClassifierFreeGuidance
+
+    guided = ClassifierFreeGuidance(model, scale, {"text": model.tokenizer([""])})
+    out = []
+    for start in range(0, len(captions), batch):
+        caps = captions[start : start + batch]
+        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
+        x_T = torch.randn(len(caps), 1, 28, 28, generator=g, device=device)
+        ids = model.tokenizer(caps, device=device)
+        out.append(ddim(guided, x_T, linear_schedule(), steps=steps, generator=g, progress=False, clip_x0=True,
+                        model_kwargs={"text": ids}).cpu())  # fmt: skip
+    return torch.cat(out)
+
+
+def bench_t2i(per_caption=20, scales=(1.0, 3.0, 5.0), steps=50, device=None, progress=True):
+    """Class accuracy (FD-FMNIST's classifier) of samples for "a photo of a <class>" per guidance scale, and the mean
+    brightness of samples for "a photo of a dark <class>" versus "… light <class>"."""
+    from .captions import caption
+    from .metrics import FDFMNIST
+
+    dev = torch.device(device) if device else torch.device("cpu")
+    model = load("fmnist_t2i", device=dev)
+    fd = FDFMNIST(device=dev)
+    labels = torch.arange(10).repeat_interleave(per_caption)
+    res = {"per_caption": per_caption, "sampler": f"DDIM-{steps}, eta = 0, CFG", "command": "python -m diffu.bench t2i"}
+    res["accuracy"] = []
+    for s in scales:
+        x = sample_captions(model, [caption(int(c)) for c in labels], s, steps, device=dev)
+        row = {"scale": s, "accuracy": fd.accuracy(x, labels), "fd": fd(x)}
+        res["accuracy"].append(row)
+        if progress:
+            print(row, flush=True)
+    bright = {}
+    for attr in ("dark", "light"):
+        x = sample_captions(model, [caption(int(c), attr) for c in labels], 3.0, steps, seed=1, device=dev)
+        bright[attr] = x.flatten(1).mean(1).reshape(10, per_caption).mean(1).tolist()  # per class
+        res[f"accuracy_{attr}"] = fd.accuracy(x, labels)
+    darker = sum(a < b for a, b in zip(bright["dark"], bright["light"]))
+    res["brightness"] = {"scale": 3.0, "classes": list(FMNIST_CLASSES), **bright, "classes_darker_when_dark": darker}
+    if progress:
+        print(res["brightness"], flush=True)
+    return res
