@@ -114,9 +114,10 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.conditioning == "adaLN-Zero":
-            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)  # (N, D) each
-            x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-            return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+            # (N, 1, D) each; addcmul fuses the modulation and the gated residual into one pass each
+            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
+            x = torch.addcmul(x, gate1, self.attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1)))
+            return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm2(x), 1 + scale2)))
         if self.conditioning == "adaLN":
             shift1, scale1, shift2, scale2 = self.adaLN_modulation(c).chunk(4, dim=-1)
             x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
