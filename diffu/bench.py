@@ -9,8 +9,9 @@
 - ``nfe``: quality versus NFE for every sampler of §2.2 and §2.5 (DDPM, DDIM, PF-ODE Euler/Heun, reverse SDE,
   predictor–corrector, flow matching Euler/Heun): MMD² on 2D with exact models, FD-FMNIST on Fashion-MNIST with
   the shipped ``fmnist_unet`` and ``fmnist_flow``; writes ``book/results/nfe_*.json`` and a sample grid (§2.5).
-- ``dit``, ``ablation``, ``t2i``: the architectures chapter (§2.6), see :mod:`diffu.bench_arch` — DiT versus
-  diffusers' ``DiTTransformer2DModel`` speed (goal ≥ 1.2×), the DiT conditioning ablation, the text-to-image MMDiT.
+- ``dit``, ``ablation``, ``probe``, ``t2i``: the architectures chapter (§2.6), see :mod:`diffu.bench_arch` — DiT
+  versus diffusers' ``DiTTransformer2DModel`` speed (goal ≥ 1.2×), the DiT conditioning ablation, linear probes on
+  the UNet's features, the text-to-image MMDiT.
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -296,13 +297,16 @@ def bench_nfe(out_dir=RESULTS, tiny=False, n=384, device=None, progress=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description=__doc__.split("\n")[0])
-    p.add_argument("what", nargs="?", default="all",
-                   choices=["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "t2i"])  # fmt: skip
+    commands = ["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "probe", "t2i"]
+    p.add_argument("what", nargs="?", default="all", choices=commands)
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--n", type=int, default=384, help="fd: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument("--out-dir", default=str(RESULTS), help="fd: where the JSON and grids go")
     p.add_argument("--device", default=None)
+    p.add_argument("--n-train", type=int, default=2000, help="probe: training images")
+    p.add_argument("--n-test", type=int, default=1000, help="probe: test images")
+    p.add_argument("--ts", type=int, nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
     args = p.parse_args(argv)
     report = {}
     if args.what in ("all", "speed"):
@@ -341,7 +345,7 @@ def main(argv=None):
         print(f"[nfe] Fashion-MNIST, FD-FMNIST over {fm['n_samples']} samples (NFE budget per column)")
         _print_table(fm["rows"], fm["nfes"], "fd", 1.0)
         report["nfe"] = res
-    if args.what in ("dit", "ablation", "t2i"):
+    if args.what in ("dit", "ablation", "probe", "t2i"):
         report.update(_arch_main(args))
     return report
 
@@ -360,6 +364,17 @@ def _arch_main(args):
                   f"activations {e['activation_MiB']:7.1f} MiB")  # fmt: skip
         print(f"  speed ratio ours/diffusers {r['speedup']:.2f}x (goal >= 1.2), activation memory "
               f"diffusers/ours {r['memory_ratio']:.2f}x")  # fmt: skip
+    if args.what == "probe":
+        res = report["probe"] = bench_arch.bench_probe(n_train=args.n_train, n_test=args.n_test, ts=args.ts)
+        for t in args.ts:
+            for kind in ("accuracy", "untrained"):
+                row = "  ".join(f"{k.split()[0]} {v:.3f}" for k, v in res[kind][str(t)].items())
+                print(f"[probe] t={t:4d} {'trained' if kind == 'accuracy' else 'untrained':9s} {row}")
+        print(f"[probe] raw pixels {res['pixels']:.3f}")
+        out = Path(args.out_dir) / "unet_probe.json"
+        if args.out_dir != str(RESULTS) or (args.n_train, args.n_test) == (2000, 1000):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(res, indent=2) + "\n")
     if args.what in ("ablation", "t2i"):
         out_dir = Path(args.out_dir)
         if args.what == "ablation":

@@ -1,10 +1,12 @@
-"""Benchmarks of the architectures chapter (§2.6), run through ``python -m diffu.bench dit|ablation|t2i``.
+"""Benchmarks of the architectures chapter (§2.6), run through ``python -m diffu.bench dit|ablation|probe|t2i``.
 
 - ``dit``: training-step (forward + backward) throughput and activation memory of our DiT versus diffusers'
   ``DiTTransformer2DModel`` with an identical tiny configuration, as a ratio in one run (goal ≥ 1.2×).
 - ``ablation``: the DiT paper's conditioning ablation at toy scale — FD-FMNIST and classifier accuracy of
   class-balanced DDIM samples from the four shipped DiT-T/4 variants, plus their training-loss summaries;
   writes ``book/results/dit_ablation.json``.
+- ``probe``: linear probes on the shipped UNet's pooled features per level and timestep, with the untrained network
+  and raw pixels as controls (Fuest et al. 2024); writes ``book/results/unet_probe.json``.
 - ``t2i``: the shipped text-to-image MMDiT — class accuracy of samples per caption and guidance scale, and whether
   "dark"/"light" in the caption moves the samples' brightness; writes ``book/results/t2i.json``.
 """
@@ -172,4 +174,30 @@ def bench_t2i(per_caption=20, scales=(1.0, 3.0, 5.0), steps=50, device=None, pro
     res["brightness"] = {"scale": 3.0, "classes": list(FMNIST_CLASSES), **bright, "classes_darker_when_dark": darker}
     if progress:
         print(res["brightness"], flush=True)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# probe: what the UNet's features know (Fuest et al. 2024)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def bench_probe(model="fmnist_unet", n_train=2000, n_test=1000, ts=(0, 50, 200, 500, 900), seed=0, progress=True):
+    """Linear-probe accuracy per UNet level and timestep (null label), for the shipped and the untrained network."""
+    from .data import fashion_mnist
+    from .pretrained import RECIPES
+    from .representations import probe_sweep
+    from .train import seeded
+
+    start = time.perf_counter()
+    data = (linear_schedule(), fashion_mnist("train", n=n_train), fashion_mnist("test", n=n_test), list(ts))
+    res = probe_sweep(load(model), *data, generator=torch.Generator().manual_seed(seed), progress=progress)
+    # the control: the same architecture before training (same seed → the same noisy images x_t)
+    with seeded(seed):
+        untrained = RECIPES[model]["build"]().eval()
+    res["untrained"] = probe_sweep(untrained, *data, generator=torch.Generator().manual_seed(seed),
+                                   progress=progress)["accuracy"]  # fmt: skip
+    cmd = f"python -m diffu.bench probe --n-train {n_train} --n-test {n_test} --ts " + " ".join(map(str, ts))
+    res.update(model=model, n_train=n_train, n_test=n_test, seed=seed, command=cmd,
+               seconds=round(time.perf_counter() - start, 1), torch=torch.__version__)  # fmt: skip
     return res

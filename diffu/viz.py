@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["animate_trajectory", "image_grid", "plot_trajectory", "show_images"]
+__all__ = ["animate_trajectory", "image_grid", "plot_trajectory", "show_feature_maps", "show_images", "unet_diagram"]
 
 
 def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> torch.Tensor:
@@ -96,3 +96,153 @@ def animate_trajectory(traj, n_frames: int = 20, nrow: int = 8, interval: int = 
     anim = FuncAnimation(fig, update, frames=len(idx), interval=interval, blit=False)
     plt.close(fig)
     return anim
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The UNet drawn in code, and its feature maps (chapter §2.6)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _unet_levels_info(model) -> list[dict]:
+    """Per feature level (forward order): name, resolution, channels, ResBlock count, attention, parameters."""
+    from .representations import unet_levels, unet_summary
+
+    rows = unet_summary(model)
+    out = []
+    for name in unet_levels(model):
+        mine = [r for r in rows if r["level"] == name]
+        res_blocks = [r for r in mine if r["block"].startswith("ResBlock")]
+        out.append({
+            "name": name,
+            "resolution": mine[-1]["resolution"],
+            "channels": res_blocks[-1]["channels"],
+            "res_blocks": len(res_blocks),
+            "attention": any("attention" in r["block"] for r in mine),
+            "params": sum(r["params"] for r in mine),
+        })  # fmt: skip
+    return out
+
+
+def unet_diagram(model, ax=None):
+    """Draw the UNet's U shape from its modules: one box per level (resolution × channels, ResBlocks, attention,
+    parameters counted from the model), down/up arrows, skip connections across, the time (and label) embedding
+    entering every ResBlock. ``model`` is a :class:`diffu.nn.UNet` or a :class:`diffu.nn.UNetConfig` (built to count
+    parameters). Returns the matplotlib figure. Chapter §2.6."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from .nn.unet import UNet, UNetConfig
+    from .representations import unet_summary
+
+    if isinstance(model, UNetConfig):
+        model = UNet(model)
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a diffu.nn.UNet or UNetConfig, got {type(model).__name__}")
+    cfg, info = model.config, _unet_levels_info(model)
+    n_levels = len(cfg.channel_mult)
+    enc, mid, dec = info[:n_levels], info[n_levels], info[n_levels + 1 :][::-1]  # dec[l] is decoder level l
+    rows = unet_summary(model)
+    total = sum(r["params"] for r in rows)
+    emb_params = sum(r["params"] for r in rows if r["level"] == "embedding")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 1.9 * (n_levels + 2)))
+    fig = ax.figure
+    w, h, dy, xr = 2.6, 1.15, 1.8, 7.4  # box size, vertical step, x of the decoder column
+    pos = {}
+
+    def box(key, x, y, lv, color):
+        edge, lw = ("darkorange", 2.2) if lv["attention"] else ("0.3", 1.0)
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.04", fc=color, ec=edge, lw=lw))
+        blocks = f"{lv['res_blocks']} ResBlock" + ("s" * (lv["res_blocks"] > 1)) + (" + attn" * lv["attention"])
+        text = f"{lv['name']}   {lv['channels']} ch\n{blocks}\n{lv['params']:,} params"
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+        pos[key] = (x, y)
+
+    def arrow(a, b, style="-|>", **kw):
+        ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle=style, **kw))
+
+    for l, lv in enumerate(enc):
+        box(("enc", l), 0, -l * dy, lv, "#dce9f7")
+        box(("dec", l), xr, -l * dy, dec[l], "#e3f2e1")
+    box("mid", xr / 2, -n_levels * dy, mid, "#ece1f5")
+    for l in range(n_levels - 1):
+        (x0, y0), (x1, y1) = pos[("enc", l)], pos[("enc", l + 1)]
+        arrow((x0, y0 - h / 2 - 0.05), (x1, y1 + h / 2 + 0.05), color="0.2")
+        ax.text(x0 - 0.12, (y0 + y1) / 2, "stride-2 conv", ha="right", va="center", fontsize=8)
+        (x0, y0), (x1, y1) = pos[("dec", l + 1)], pos[("dec", l)]
+        arrow((x0, y0 + h / 2 + 0.05), (x1, y1 - h / 2 - 0.05), color="0.2")
+        ax.text(x0 + 0.12, (y0 + y1) / 2, "upsample ×2", ha="left", va="center", fontsize=8)
+    (xe, ye), (xm, ym), (xd, yd) = pos[("enc", n_levels - 1)], pos["mid"], pos[("dec", n_levels - 1)]
+    arrow((xe + w / 4, ye - h / 2 - 0.05), (xm - w / 2 - 0.05, ym), color="0.2")
+    arrow((xm + w / 2 + 0.05, ym), (xd - w / 4, yd - h / 2 - 0.05), color="0.2")
+    for l in range(n_levels):
+        (x0, y0), (x1, _) = pos[("enc", l)], pos[("dec", l)]
+        arrow((x0 + w / 2 + 0.05, y0 - 0.25), (x1 - w / 2 - 0.05, y0 - 0.25), color="tab:green", ls="--", lw=1.4)
+        n_skip = dec[l]["res_blocks"]
+        ax.text(xr / 2, y0 - 0.18, f"{n_skip} skip tensors, concatenated", ha="center", va="bottom", fontsize=8,
+                color="tab:green")  # fmt: skip
+    # the embedding, added inside every ResBlock
+    ey = dy * 0.95
+    label = " + label embedding (null class = unconditional)" if model.num_classes is not None else ""
+    ax.text(xr / 2, ey, f"t → sinusoidal embedding → MLP{label}\n{emb_params:,} params; added in every ResBlock",
+            ha="center", va="center", fontsize=8.5, color="tab:red",
+            bbox=dict(boxstyle="round", fc="#fbe3e1", ec="tab:red"))  # fmt: skip
+    for x, y in pos.values():
+        arrow((xr / 2, ey - 0.3), (x, y + h / 2 + 0.02), style="-|>", color="tab:red", ls=":", lw=0.8, alpha=0.6,
+              connectionstyle="arc3,rad=0.08")  # fmt: skip
+    arrow((-w / 2 - 0.9, dy * 0.55), (-w / 2 + 0.3, h / 2 + 0.05), color="0.2")
+    ax.text(-w / 2 - 0.9, dy * 0.6, f"$x_t$ {cfg.image_size}×{cfg.image_size}×{cfg.in_channels}", ha="center",
+            va="bottom", fontsize=9)  # fmt: skip
+    arrow((xr + w / 2 - 0.3, h / 2 + 0.05), (xr + w / 2 + 0.9, dy * 0.55), color="0.2")
+    ax.text(xr + w / 2 + 0.9, dy * 0.6, r"$\hat\varepsilon$ (or $\hat x_0$, $v$)", ha="center", va="bottom",
+            fontsize=9)  # fmt: skip
+    ax.set_xlim(-w / 2 - 1.6, xr + w / 2 + 1.6)
+    ax.set_ylim(-n_levels * dy - h, dy * 1.35)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(f"UNet, {total:,} parameters; orange frame = self-attention", fontsize=10)
+    return fig
+
+
+def show_feature_maps(features: dict, index: int = 0, n_channels: int = 6, image: torch.Tensor | None = None,
+                      title: str | None = None):  # fmt: skip
+    """One row per level of ``features`` (``{name: (N, C, H, W)}``, e.g. from
+    :func:`diffu.representations.unet_features`): the ``n_channels`` channels with the largest spatial variance for
+    image ``index``, each on its own colour scale. ``image`` (optional, in [-1, 1]) is drawn first in every row: one
+    ``(C, H, W)`` image for all rows, or ``(rows, C, H, W)`` with one per row. Returns the figure. Chapter §2.6."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(features, dict) or not features:
+        raise ValueError("features must be a non-empty dict {level: (N, C, H, W) tensor}")
+    if any(not isinstance(f, torch.Tensor) or f.ndim != 4 for f in features.values()):
+        raise ValueError("features must map level names to (N, C, H, W) tensors")
+    n = min(f.shape[0] for f in features.values())
+    if not 0 <= index < n:
+        raise ValueError(f"index must be in [0, {n - 1}], got {index}")
+    if n_channels < 1:
+        raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+    extra = image is not None
+    if extra:
+        image = image.detach().float().cpu()
+        if image.ndim == 3:
+            image = image.expand(len(features), *image.shape)
+        if image.ndim != 4 or image.shape[0] != len(features):
+            raise ValueError(f"image must be (C, H, W) or ({len(features)}, C, H, W), got {tuple(image.shape)}")
+    fig, axes = plt.subplots(len(features), n_channels + extra, figsize=(1.25 * (n_channels + extra + 1.2),
+                             1.25 * len(features)), squeeze=False)  # fmt: skip
+    for i, (row, (name, f)) in enumerate(zip(axes, features.items())):
+        maps = f[index].detach().float().cpu()  # (C, H, W)
+        order = maps.flatten(1).var(1).argsort(descending=True)[:n_channels]
+        if extra:
+            row[0].imshow(image[i, 0], cmap="gray", vmin=-1, vmax=1)
+        for j, c in enumerate(order.tolist()):
+            row[j + extra].imshow(maps[c], cmap="viridis")
+            row[j + extra].set_title(f"ch {c}", fontsize=7, pad=2)
+        for a in row:
+            a.set_xticks([])
+            a.set_yticks([])
+        row[0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
