@@ -42,6 +42,15 @@ def _labels(n, device):
     return (torch.arange(n, device=device) % len(FMNIST_CLASSES)).long()
 
 
+def class_batches(n, batch, seed, device):
+    """Batches ``(x_T, labels, generator)`` of ``n`` class-balanced (label ``i mod 10``) Fashion-MNIST-sized
+    samples; each batch has its own seeded generator, so results do not depend on the batch size's divisions."""
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
+        yield torch.randn(m, 1, 28, 28, generator=g, device=device), _labels(start + m, device)[start:], g
+
+
 def _timed(fn, repeats=1):
     best = float("inf")
     out = None
@@ -236,11 +245,7 @@ def bench_nfe_fmnist(nfes=NFE_FMNIST, samplers=None, n=384, batch=128, seed=0, d
         for k in nfes:
             t0 = time.perf_counter()
             out = []
-            for start in range(0, n, batch):
-                m = min(batch, n - start)
-                g = torch.Generator(device=dev).manual_seed(seed * 100_003 + start)
-                x_T = torch.randn(m, 1, 28, 28, generator=g, device=dev)
-                y = _labels(start + m, dev)[start:]
+            for x_T, y, g in class_batches(n, batch, seed, dev):
                 x, used = sample_at_nfe(name, k, x_T, eps_model=eps_m, velocity_model=vel_m, schedule=sched,
                                         clip_x0=True, model_kwargs={"y": y}, generator=g)  # fmt: skip
                 out.append(x.cpu())

@@ -18,7 +18,7 @@ import time
 import torch
 
 from .bench import _labels as _class_labels
-from .bench import _timed
+from .bench import _timed, class_batches
 from .data import FMNIST_CLASSES
 from .pretrained import DIT_ABLATION, info, load
 from .samplers import ddim
@@ -90,14 +90,10 @@ def bench_dit(batch=64, hidden=96, depth=4, heads=4, patch=2, repeats=3, device=
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def sample_classes(model, n, steps=50, batch=128, seed=0, device=None, **model_kwargs_fn):
+def sample_classes(model, n, steps=50, batch=128, seed=0, device=None):
     """``n`` class-balanced (label ``i mod 10``) DDIM-``steps`` samples (η = 0) of a class-conditional ε-model."""
     out = []
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
-        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
-        x_T = torch.randn(m, 1, 28, 28, generator=g, device=device)
-        y = _class_labels(start + m, device)[start:]
+    for x_T, y, g in class_batches(n, batch, seed, device):
         out.append(ddim(model, x_T, linear_schedule(), steps=steps, generator=g, progress=False, clip_x0=True,
                         model_kwargs={"y": y}).cpu())  # fmt: skip
     return torch.cat(out)

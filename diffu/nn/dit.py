@@ -22,14 +22,14 @@ from torch import nn
 
 from .embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_pos_embed, unpatchify
 
-__all__ = ["CONDITIONINGS", "DIT_SIZES", "DiT", "DiTBlock", "DiTConfig"]
+__all__ = ["CONDITIONINGS", "DIT_SIZES", "DiT", "DiTBlock", "DiTConfig", "PatchTransformerConfig"]
 
 CONDITIONINGS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
 
 
 @dataclass
-class DiTConfig:
-    """Hyper-parameters of :class:`DiT` (stored next to shipped weights)."""
+class PatchTransformerConfig:
+    """The fields shared by :class:`DiTConfig` and :class:`~diffu.nn.MMDiTConfig`."""
 
     image_size: int = 28
     patch_size: int = 4
@@ -38,13 +38,26 @@ class DiTConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 4.0
+
+    def to_dict(self):
+        return asdict(self)
+
+    def check(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+        if self.hidden_size % self.num_heads or self.hidden_size % 4:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads} and "
+                             "by 4")  # fmt: skip
+
+
+@dataclass
+class DiTConfig(PatchTransformerConfig):
+    """Hyper-parameters of :class:`DiT` (stored next to shipped weights)."""
+
     num_classes: int | None = 10
     class_dropout_prob: float = 0.1
     conditioning: str = "adaLN-Zero"
     learn_sigma: bool = False
-
-    def to_dict(self):
-        return asdict(self)
 
 
 # tiny configurations for this book's 28×28 Fashion-MNIST (the paper's S/B/L/XL start at 384 hidden units)
@@ -86,6 +99,36 @@ class Attention(nn.Module):
         q, k, v = (z.reshape(n, -1, h, d // h).transpose(1, 2) for z in (q, k, v))  # (N, heads, T, d/heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, d/heads)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
+
+
+def build_patch_and_time_embedders(model, cfg: PatchTransformerConfig):
+    """Give ``model`` the patch embedding ``x_embedder``, the fixed ``pos_embed`` buffer ``(1, T, D)``, the
+    ``t_embedder`` and the token-grid side ``grid`` (shared by DiT and MMDiT)."""
+    model.grid = cfg.image_size // cfg.patch_size
+    model.x_embedder = PatchEmbed(cfg.in_channels, cfg.hidden_size, cfg.patch_size)
+    model.register_buffer("pos_embed", sincos_2d_pos_embed(cfg.hidden_size, model.grid)[None], persistent=False)
+    model.t_embedder = TimestepEmbedder(cfg.hidden_size)
+
+
+def embed_patches_and_time(model, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input side shared by :class:`DiT` and :class:`~diffu.nn.MMDiT`: validate ``x``, embed its patches plus
+    the fixed positions, ``(N, T, D)``, and the timesteps (a scalar is broadcast), ``(N, D)``."""
+    cfg = model.config
+    if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
+        raise ValueError(f"x must be (N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}")
+    t = torch.as_tensor(t, device=x.device)
+    t = t.expand(x.shape[0]) if t.ndim == 0 else t
+    return model.x_embedder(x) + model.pos_embed.to(x.dtype), model.t_embedder(t).to(x.dtype)
+
+
+def final_layer(model, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """The output side shared by :class:`DiT` and :class:`~diffu.nn.MMDiT`: LayerNorm (adaptively modulated by
+    ``c`` when given), a linear map of each token to ``p·p·C_out`` values, and unpatchify to ``(N, C_out, H, W)``."""
+    h = model.norm_final(h)
+    if c is not None:
+        shift, scale = model.final_modulation(c).chunk(2, dim=-1)
+        h = modulate(h, shift, scale)
+    return unpatchify(model.linear_final(h), model.config.patch_size, model.grid)
 
 
 def _mlp(dim, ratio):
@@ -141,19 +184,13 @@ class DiT(nn.Module):
         cfg = config or DiTConfig(**kwargs)
         if cfg.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {cfg.conditioning!r}")
-        if cfg.image_size % cfg.patch_size:
-            raise ValueError(f"image_size {cfg.image_size} must be divisible by patch_size {cfg.patch_size}")
-        if cfg.hidden_size % cfg.num_heads or cfg.hidden_size % 4:
-            raise ValueError(f"hidden_size {cfg.hidden_size} must be divisible by num_heads {cfg.num_heads} and by 4")
+        cfg.check()
         self.config = cfg
         self.learn_sigma = cfg.learn_sigma  # output [ε̂, v]; samplers take ε̂, DDPM's "learned_range" also v
         d, p = cfg.hidden_size, cfg.patch_size
-        self.grid = cfg.image_size // p
         self.out_channels = cfg.in_channels * (2 if cfg.learn_sigma else 1)
         self.num_classes = cfg.num_classes
-        self.x_embedder = PatchEmbed(cfg.in_channels, d, p)
-        self.register_buffer("pos_embed", sincos_2d_pos_embed(d, self.grid)[None], persistent=False)  # (1, T, D)
-        self.t_embedder = TimestepEmbedder(d)
+        build_patch_and_time_embedders(self, cfg)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes else None
         self.blocks = nn.ModuleList([DiTBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.conditioning)
                                      for _ in range(cfg.depth)])  # fmt: skip
@@ -187,13 +224,7 @@ class DiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, generator=None):
         n = x.shape[0]
-        if x.shape[1:] != (self.config.in_channels, self.config.image_size, self.config.image_size):
-            raise ValueError(f"x must be (N, {self.config.in_channels}, {self.config.image_size}, "
-                             f"{self.config.image_size}), got {tuple(x.shape)}")  # fmt: skip
-        t = torch.as_tensor(t, device=x.device)
-        t = t.expand(n) if t.ndim == 0 else t
-        h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (N, T, D)
-        t_emb = self.t_embedder(t).to(x.dtype)  # (N, D)
+        h, t_emb = embed_patches_and_time(self, x, t)  # (N, T, D), (N, D)
         y_emb = None
         if self.y_embedder is not None:
             y = torch.full((n,), self.num_classes, device=x.device, dtype=torch.long) if y is None else y
@@ -211,9 +242,4 @@ class DiT(nn.Module):
             h = block(h, cond)
         if self.config.conditioning == "in-context":
             h = h[:, cond.shape[1] :]  # drop the conditioning tokens
-        h = self.norm_final(h)
-        if adaptive:
-            shift, scale = self.final_modulation(cond).chunk(2, dim=-1)
-            h = modulate(h, shift, scale)
-        out = self.linear_final(h)  # (N, T, p·p·C_out)
-        return unpatchify(out, self.config.patch_size, self.grid)  # (N, C_out, H, W)
+        return final_layer(self, h, cond if adaptive else None)

@@ -8,14 +8,20 @@ block the text stream stops after attention (``context_pre_only``): its output w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dit import _mlp, modulate
-from .embeddings import PatchEmbed, TimestepEmbedder, sincos_2d_pos_embed, unpatchify
+from .dit import (
+    PatchTransformerConfig,
+    _mlp,
+    build_patch_and_time_embedders,
+    embed_patches_and_time,
+    final_layer,
+    modulate,
+)
 from .text import TextEncoder, WordTokenizer
 
 __all__ = ["MMDiT", "MMDiTBlock", "MMDiTConfig", "joint_attention"]
@@ -79,22 +85,12 @@ class MMDiTBlock(nn.Module):
 
 
 @dataclass
-class MMDiTConfig:
+class MMDiTConfig(PatchTransformerConfig):
     """Hyper-parameters of :class:`MMDiT` (stored next to shipped weights); ``vocab`` is the tokenizer's word list."""
 
     vocab: tuple = ()
-    image_size: int = 28
-    patch_size: int = 4
-    in_channels: int = 1
-    hidden_size: int = 96
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
     text_depth: int = 1
     max_len: int = 12
-
-    def to_dict(self):
-        return asdict(self)
 
 
 class MMDiT(nn.Module):
@@ -113,15 +109,11 @@ class MMDiT(nn.Module):
         cfg = config or MMDiTConfig(**kwargs)
         if not cfg.vocab:
             raise ValueError("config.vocab must list the tokenizer's words")
-        if cfg.image_size % cfg.patch_size:
-            raise ValueError(f"image_size {cfg.image_size} must be divisible by patch_size {cfg.patch_size}")
+        cfg.check()
         self.config = cfg
         d, p = cfg.hidden_size, cfg.patch_size
-        self.grid = cfg.image_size // p
         self.tokenizer = WordTokenizer(cfg.vocab, cfg.max_len)
-        self.x_embedder = PatchEmbed(cfg.in_channels, d, p)
-        self.register_buffer("pos_embed", sincos_2d_pos_embed(d, self.grid)[None], persistent=False)  # (1, T, D)
-        self.t_embedder = TimestepEmbedder(d)
+        build_patch_and_time_embedders(self, cfg)
         self.text_encoder = TextEncoder(len(self.tokenizer), d, cfg.max_len, cfg.text_depth, cfg.num_heads)
         self.context_proj = nn.Linear(d, d)  # text tokens → the joint width (SD3's context_embedder)
         self.pooled_proj = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
@@ -155,18 +147,10 @@ class MMDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text=None, attention: list | None = None) -> torch.Tensor:
         """``attention``: pass a list to receive each block's joint attention weights ``(N, heads, T+L, T+L)``."""
-        n = x.shape[0]
-        if x.shape[1:] != (self.config.in_channels, self.config.image_size, self.config.image_size):
-            raise ValueError(f"x must be (N, {self.config.in_channels}, {self.config.image_size}, "
-                             f"{self.config.image_size}), got {tuple(x.shape)}")  # fmt: skip
-        t = torch.as_tensor(t, device=x.device)
-        t = t.expand(n) if t.ndim == 0 else t
-        tokens, pooled = self.text_encoder(self.encode_text(text, n, x.device))  # (N, L, D), (N, D)
-        h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (N, T, D)
+        h, t_emb = embed_patches_and_time(self, x, t)  # (N, T, D), (N, D)
+        tokens, pooled = self.text_encoder(self.encode_text(text, x.shape[0], x.device))  # (N, L, D), (N, D)
         ctx = self.context_proj(tokens)  # (N, L, D)
-        c = self.t_embedder(t).to(x.dtype) + self.pooled_proj(pooled)  # (N, D)
+        c = t_emb + self.pooled_proj(pooled)  # (N, D)
         for block in self.blocks:
             h, ctx = block(h, ctx, c, attention)
-        shift, scale = self.final_modulation(c).chunk(2, dim=-1)
-        out = self.linear_final(modulate(self.norm_final(h), shift, scale))  # (N, T, p·p·C)
-        return unpatchify(out, self.config.patch_size, self.grid)  # (N, C, H, W)
+        return final_layer(self, h, c)  # (N, C, H, W)
