@@ -153,7 +153,7 @@ for _cond, _name in DIT_ABLATION.items():
         "build": _dit_fmnist(_cond),
         "arch": "DiT",
         "config": TrainConfig(
-            steps=2500, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+            steps=6000, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
         ),  # fmt: skip
         "loss": _dit_loss,
         "use_ema": True,

@@ -50,3 +50,18 @@ def test_bench_dit_tiny():
     for name in ("ours", "diffusers"):
         assert r[name]["images_per_s"] > 0 and r[name]["activation_MiB"] > 0
     assert r["speedup"] > 0 and r["memory_ratio"] > 0
+
+
+def test_bench_architecture_tiny_and_committed_results():
+    """The ablation and text-to-image benchmarks run (tiny), and their committed results cover every variant."""
+    from diffu.pretrained import DIT_ABLATION
+
+    res = bench.main(["ablation", "--tiny"])["ablation"]
+    assert [r["conditioning"] for r in res["rows"]] == list(DIT_ABLATION)
+    assert all(r["fd"] > 0 and 0 <= r["accuracy"] <= 1 for r in res["rows"])
+    t2i = bench.main(["t2i", "--tiny"])["t2i"]
+    assert 0 <= t2i["accuracy"][0]["accuracy"] <= 1 and 0 <= t2i["brightness"]["classes_darker_when_dark"] <= 10
+    saved = json.loads((bench.RESULTS / "dit_ablation.json").read_text())
+    assert saved["n_samples"] >= 256 and {r["conditioning"] for r in saved["rows"]} == set(DIT_ABLATION)
+    saved = json.loads((bench.RESULTS / "t2i.json").read_text())
+    assert saved["per_caption"] >= 20 and len(saved["accuracy"]) >= 2

@@ -73,3 +73,24 @@ def test_shipped_unet_samples_nan_free_over_whole_range():
              generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
     assert all(torch.isfinite(v).all() for v in traj.xs + traj.x0s) and torch.isfinite(x).all()
     assert float(x.abs().max()) < 1.5
+
+
+def test_shipped_architecture_models_load_and_match_their_configs():
+    """The four DiT conditioning variants and the text-to-image MMDiT (chapter §2.6) load with their recorded
+    configs, share one training recipe, and the MMDiT's tokenizer is the one it was trained with."""
+    from diffu.captions import vocabulary
+    from diffu.nn import DiT, MMDiT
+
+    recipes = set()
+    for cond, name in pretrained.DIT_ABLATION.items():
+        m, e = pretrained.load(name), pretrained.info(name)
+        assert isinstance(m, DiT) and m.config.conditioning == cond == e["dit_config"]["conditioning"]
+        assert e["parameters"] == sum(p.numel() for p in m.parameters())
+        assert len(e["loss_curve_50"]) == e["train_config"]["steps"] // 50
+        recipes.add(json.dumps(e["train_config"], sort_keys=True))
+    assert len(recipes) == 1  # same budget for all four
+    t2i, e = pretrained.load("fmnist_t2i"), pretrained.info("fmnist_t2i")
+    assert isinstance(t2i, MMDiT) and list(e["mmdit_config"]["vocab"]) == vocabulary()
+    with torch.no_grad():
+        out = t2i(torch.randn(2, 1, 28, 28), torch.tensor([10.0, 900.0]), text=["a photo of a bag", ""])
+    assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
