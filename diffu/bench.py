@@ -309,6 +309,8 @@ def main(argv=None):
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument("--out-dir", default=str(RESULTS), help="fd: where the JSON and grids go")
     p.add_argument("--device", default=None)
+    p.add_argument("--batch", type=int, default=64, help="dit: batch size")
+    p.add_argument("--patch", type=int, default=2, help="dit: patch size (28 must be divisible by it)")
     p.add_argument("--n-train", type=int, default=2000, help="probe: training images")
     p.add_argument("--n-test", type=int, default=1000, help="probe: test images")
     p.add_argument("--ts", type=int, nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
@@ -360,7 +362,7 @@ def _arch_main(args):
 
     report = {}
     if args.what == "dit":
-        kw = dict(batch=4, depth=1, repeats=1) if args.tiny else {}
+        kw = dict(batch=4, depth=1, repeats=1) if args.tiny else dict(batch=args.batch, patch=args.patch)
         r = report["dit"] = bench_arch.bench_dit(device=args.device, **kw)
         print(f"[dit] {r['device']}, {r['threads']} threads, batch {r['batch']}, {r['config']}: forward + backward")
         for name in ("ours", "diffusers"):
