@@ -44,7 +44,7 @@ def _labels(n, device):
 
 def class_batches(n, batch, seed, device):
     """Batches ``(x_T, labels, generator)`` of ``n`` class-balanced (label ``i mod 10``) Fashion-MNIST-sized
-    samples; each batch has its own seeded generator, so results do not depend on the batch size's divisions."""
+    samples; each batch has its own generator, seeded from ``seed`` and its start index."""
     for start in range(0, n, batch):
         m = min(batch, n - start)
         g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)

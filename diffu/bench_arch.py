@@ -17,8 +17,7 @@ import time
 
 import torch
 
-from .bench import _labels as _class_labels
-from .bench import _timed, class_batches
+from .bench import _labels, _timed, class_batches
 from .data import FMNIST_CLASSES
 from .pretrained import DIT_ABLATION, info, load
 from .samplers import ddim
@@ -112,7 +111,7 @@ def bench_ablation(n=384, steps=50, device=None, progress=True):
         x = sample_classes(model, n, steps=steps, device=dev)
         e = info(name)
         row = {"conditioning": cond, "model": name, "parameters": e["parameters"], "fd": fd(x),
-               "accuracy": fd.accuracy(x, _class_labels(n, "cpu")),
+               "accuracy": fd.accuracy(x, _labels(n, "cpu")),
                "final_loss_mean_last_100": e["final_loss_mean_last_100"],
                "train_seconds": e.get("train_seconds_this_run"), "seconds": time.perf_counter() - t0}  # fmt: skip
         rows.append(row)
@@ -127,26 +126,11 @@ def bench_ablation(n=384, steps=50, device=None, progress=True):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def sample_captions(model, captions, scale=3.0, steps=50, seed=0, batch=128, device=None):
-    """One DDIM-``steps`` sample per caption with classifier-free guidance ``scale`` (null = empty caption)."""
-    from .guidance import ClassifierFreeGuidance
-
-    guided = ClassifierFreeGuidance(model, scale, {"text": model.tokenizer([""])})
-    out = []
-    for start in range(0, len(captions), batch):
-        caps = captions[start : start + batch]
-        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
-        x_T = torch.randn(len(caps), 1, 28, 28, generator=g, device=device)
-        ids = model.tokenizer(caps, device=device)
-        out.append(ddim(guided, x_T, linear_schedule(), steps=steps, generator=g, progress=False, clip_x0=True,
-                        model_kwargs={"text": ids}).cpu())  # fmt: skip
-    return torch.cat(out)
-
-
 def bench_t2i(per_caption=20, scales=(1.0, 3.0, 5.0), steps=50, device=None, progress=True):
     """Class accuracy (FD-FMNIST's classifier) of samples for "a photo of a <class>" per guidance scale, and the mean
     brightness of samples for "a photo of a dark <class>" versus "… light <class>"."""
     from .captions import caption
+    from .guidance import sample_captions
     from .metrics import FDFMNIST
 
     dev = torch.device(device) if device else torch.device("cpu")

@@ -51,8 +51,8 @@ def _flow_unet_fmnist():
     return _unet_fmnist(prediction="velocity", time_scale=1000.0)
 
 
-def _unet_train(steps):
-    """The training recipe shared by the two Fashion-MNIST UNets (diffusion and flow matching)."""
+def _denoiser_train(steps):
+    """The training recipe shared by every shipped denoiser (UNets, DiTs, the text-to-image MMDiT)."""
     return TrainConfig(steps=steps, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0,
                        ckpt_every=250)  # fmt: skip
 
@@ -82,9 +82,8 @@ def _t2i_data(x, y):
 
 def _t2i_loss(m, x, y, level, generator):
     caps = captions.captions_for(y, level, generator)
-    drop = (
-        torch.rand(len(caps), generator=generator, device=x.device) < 0.1
-    )  # the empty caption is the CFG null condition
+    # 10 % empty captions: the null condition of classifier-free guidance
+    drop = torch.rand(len(caps), generator=generator, device=x.device) < 0.1
     ids = m.tokenizer(["" if d else c for c, d in zip(caps, drop.tolist())], device=x.device)
     return diffusion_loss(m, linear_schedule(), x, generator, model_kwargs={"text": ids})
 
@@ -98,7 +97,7 @@ RECIPES = {
         "10 % null-label dropout (serves unconditional sampling and CFG)",
         "build": _unet_fmnist,
         "arch": "UNet",
-        "config": _unet_train(6000),
+        "config": _denoiser_train(6000),
         "loss": lambda m, x, y, generator: diffusion_loss(m, linear_schedule(), x, generator, y=y, p_uncond=0.1),
         "use_ema": True,
     },
@@ -107,7 +106,7 @@ RECIPES = {
         "Fashion-MNIST subset, same architecture and training budget as fmnist_unet; data at t = 0, noise at t = 1",
         "build": _flow_unet_fmnist,
         "arch": "UNet",
-        "config": _unet_train(4000),
+        "config": _denoiser_train(4000),
         "loss": _fm_loss,
         "use_ema": True,
     },
@@ -139,9 +138,7 @@ RECIPES["fmnist_t2i"] = {
     "build": _mmdit_fmnist,
     "arch": "MMDiT",
     "data": _t2i_data,
-    "config": TrainConfig(
-        steps=3000, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
-    ),  # fmt: skip
+    "config": _denoiser_train(3000),
     "loss": _t2i_loss,
     "use_ema": True,
 }
@@ -152,9 +149,7 @@ for _cond, _name in DIT_ABLATION.items():
         "subset (the conditioning ablation of chapter §2.6: the four variants share data, schedule and budget)",
         "build": _dit_fmnist(_cond),
         "arch": "DiT",
-        "config": TrainConfig(
-            steps=6000, batch_size=128, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
-        ),  # fmt: skip
+        "config": _denoiser_train(6000),
         "loss": _dit_loss,
         "use_ema": True,
     }
@@ -241,9 +236,7 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
         "torch": torch.__version__,
     }
-    if isinstance(final, UNet):
-        entry["unet_config"] = final.config.to_dict()
-    if isinstance(final, (DiT, MMDiT)):
+    if hasattr(final, "config"):  # unet_config, dit_config, mmdit_config
         entry[f"{recipe['arch'].lower()}_config"] = final.config.to_dict()
     if name == "fmnist_classifier":
         xt, yt = fashion_mnist("test")

@@ -143,21 +143,25 @@ class _EnoughFeatures(Exception):
     """Raised inside a hook once every requested level is captured: the rest of the forward pass is skipped."""
 
 
+def _resolve_levels(names: list[str], levels, what: str) -> set[str]:
+    """The full names among ``names`` that ``levels`` (one name or prefix such as ``"mid"``, or a sequence) picks."""
+    levels = [levels] if isinstance(levels, str) else list(levels)
+    if not levels:
+        raise ValueError(f"levels must name at least one {what} from {names}")
+    chosen = set()
+    for lv in levels:
+        match = [n for n in names if lv in (n, n.split()[0])]
+        if not match:
+            raise ValueError(f"levels must be {what}s from {names} (or their prefixes), got {lv!r}")
+        chosen.update(match)
+    return chosen
+
+
 def _select(model, levels):
     taps = {r.level: r.tap for r in _blocks(model) if r.tap is not None}
     if levels is None:
         return taps
-    if isinstance(levels, str):
-        levels = [levels]
-    if len(levels) == 0:
-        raise ValueError("levels must name at least one level (or be None for all)")
-    short = {k.split()[0]: k for k in taps}
-    chosen = []
-    for lv in levels:
-        key = lv if lv in taps else short.get(lv)
-        if key is None:
-            raise ValueError(f"levels must be names from {list(taps)} (or their prefixes), got {lv!r}")
-        chosen.append(key)
+    chosen = _resolve_levels(list(taps), levels, "level")
     return {k: v for k, v in taps.items() if k in chosen}  # forward order
 
 
@@ -283,15 +287,7 @@ def zero_skips(model: UNet, levels) -> Iterator[None]:
     _check_unet(model)
     rows = [r for r in _blocks(model) if r.skip_from is not None]
     names = sorted({r.level for r in rows}, key=lambda s: s.split()[0])
-    levels = [levels] if isinstance(levels, str) else list(levels)
-    if not levels:
-        raise ValueError(f"levels must name at least one decoder level from {names}")
-    chosen = set()
-    for lv in levels:
-        match = [n for n in names if lv in (n, n.split()[0])]
-        if not match:
-            raise ValueError(f"levels must be decoder levels from {names} (or their prefixes), got {lv!r}")
-        chosen.update(match)
+    chosen = _resolve_levels(names, levels, "decoder level")
 
     def pre_hook(cut):
         def zero(_module, args):

@@ -61,3 +61,15 @@ def test_errors(unet):
     g = ClassifierFreeGuidance(unet, 1.0, {"y": torch.tensor([3])})
     with pytest.raises(ValueError, match="keys"):
         g(torch.zeros(1, 1, 8, 8), torch.zeros(1), text=torch.zeros(1, 2))
+
+
+def test_sample_captions_is_seeded():
+    from diffu.guidance import sample_captions
+    from diffu.pretrained import load
+
+    m = load("fmnist_t2i")
+    caps = ["a bag", "a dark coat", "light trousers"]
+    a = sample_captions(m, caps, scale=2.0, steps=2, seed=3)
+    b = sample_captions(m, caps, scale=2.0, steps=2, seed=3)
+    assert a.shape == (3, 1, 28, 28) and torch.equal(a, b) and torch.isfinite(a).all()
+    assert not torch.equal(a, sample_captions(m, caps, scale=2.0, steps=2, seed=4))

@@ -157,7 +157,9 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.conditioning == "adaLN-Zero":
-            # (N, 1, D) each; addcmul fuses the modulation and the gated residual into one pass each
+            # (N, 1, D) each; addcmul fuses the modulation and the gated residual into one pass each (the fused form
+            # differs from modulate()'s mul + add in the last bits, so the other variants keep theirs: their weights
+            # were trained with it)
             shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
             x = torch.addcmul(x, gate1, self.attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1)))
             return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm2(x), 1 + scale2)))
