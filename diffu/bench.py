@@ -12,6 +12,8 @@
 - ``dit``, ``ablation``, ``probe``, ``t2i``: the architectures chapter (§2.6), see :mod:`diffu.bench_arch` — DiT
   versus diffusers' ``DiTTransformer2DModel`` speed (goal ≥ 1.2×), the DiT conditioning ablation, linear probes on
   the UNet's features, the text-to-image MMDiT.
+- ``guidance``: chapter §2.3, see :mod:`diffu.bench_guidance` — the noise-aware classifier's accuracy per t-range
+  and FD-FMNIST / accuracy / diversity versus scale for classifier-free and classifier guidance.
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -302,7 +304,7 @@ def bench_nfe(out_dir=RESULTS, tiny=False, n=384, device=None, progress=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description=__doc__.split("\n")[0])
-    commands = ["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "probe", "t2i"]
+    commands = ["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "probe", "t2i", "guidance"]
     p.add_argument("what", nargs="?", default="all", choices=commands)
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--n", type=int, default=384, help="fd: samples per configuration")
@@ -354,7 +356,30 @@ def main(argv=None):
         report["nfe"] = res
     if args.what in ("dit", "ablation", "probe", "t2i"):
         report.update(_arch_main(args))
+    if args.what == "guidance":
+        report["guidance"] = _guidance_main(args)
     return report
+
+
+def _guidance_main(args):
+    from .bench_guidance import bench_guidance
+
+    kw = dict(n=10, steps=2, ddpm_steps=2, cfg_scales=(0.0, 1.0), cg_scales=(0.0, 1.0)) if args.tiny else {}
+    res = bench_guidance(**kw, device=args.device, progress=not args.tiny)
+    res.update(torch=torch.__version__, machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"[guidance] {res['n_samples']} class-balanced samples per row; test set: accuracy "
+          f"{res['test_set']['accuracy']:.3f}, diversity {res['test_set']['diversity']:.3f}")  # fmt: skip
+    print("  noisy classifier accuracy by t: " + ", ".join(f"{k}: {v:.3f}" for k, v in
+                                                       res["classifier_accuracy_by_t"].items()))  # fmt: skip
+    for key in ("cfg_ddim", "classifier_ddim", "classifier_ddpm"):
+        print(f"  {key} ({res[key]['sampler']}): scale  FD  accuracy  diversity")
+        for r in res[key]["rows"]:
+            print(f"    {r['scale']:5.1f}  {r['fd']:8.3f}  {r['accuracy']:.3f}  {r['diversity']:.3f}")
+    if not args.tiny or args.out_dir != str(RESULTS):
+        out = Path(args.out_dir) / "guidance.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 
 def _arch_main(args):

@@ -17,7 +17,7 @@ from .flow import flow_coefficients
 from .schedules import Schedule
 from .sde import SDE
 
-__all__ = ["ExactModel", "GaussianMixture"]
+__all__ = ["ExactClassifier", "ExactModel", "GaussianMixture"]
 
 
 class GaussianMixture:
@@ -89,6 +89,11 @@ class GaussianMixture:
         r = torch.softmax(logp, dim=1)
         return (-(r[:, :, None] * sol).sum(1)).to(x)
 
+    def component_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(k | x)`` for every component ``k`` → ``(N, K)`` (float64): the exact classifier when each
+        component is a class (chapter §2.3)."""
+        return torch.log_softmax(self._component_terms(x)[0], dim=1)
+
     def posterior(self, x: torch.Tensor, a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(E[x_0 | x], ∇log p_noised(x))`` for ``x = a x_0 + b ε`` from one pass over the noised components
         (float64): the mean is ``Σ_k r_k(x) [μ_k + a Σ_k (a²Σ_k + b²I)^{-1}(x - a μ_k)]``, the score
@@ -151,3 +156,24 @@ class ExactModel(torch.nn.Module):
                 x0, eps = x0.to(x), (-b * score).to(x)
             out[m] = eps if self.flow_sigma_min is None else (1 - self.flow_sigma_min) * eps - x0
         return out
+
+
+class ExactClassifier(torch.nn.Module):
+    """The exact noise-aware classifier ``log p(k | x_t)`` of a :class:`GaussianMixture` whose components are the
+    classes, at (fractional) timesteps of a discrete VP ``schedule``: ``model(x_t, t) -> (N, K)`` log-probabilities
+    (valid logits). With :class:`ExactModel` it makes classifier guidance exact (chapter §2.3): ``ε̂ −
+    √(1−ᾱ_t) ∇ log p(k | x_t)`` is the ε of component ``k`` alone (Bayes' rule on scores)."""
+
+    def __init__(self, gmm: GaussianMixture, schedule: Schedule):
+        super().__init__()
+        self.gmm, self.schedule = gmm, schedule
+        self.num_classes = len(gmm.weights)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
+        out = torch.empty(x.shape[0], self.num_classes, dtype=torch.float64, device=x.device)
+        for tv in t.unique().tolist():
+            m = t == tv
+            ab = float(self.schedule.interp_alpha_bar(torch.tensor(float(tv), dtype=torch.float64)))
+            out[m] = self.gmm.noised(math.sqrt(ab), math.sqrt(1 - ab)).component_log_posterior(x[m])
+        return out.to(x.dtype)

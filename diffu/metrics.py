@@ -12,7 +12,16 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
-__all__ = ["FDFMNIST", "fd_fmnist", "frechet_distance", "gaussian_stats", "mmd", "psnr", "ssim"]
+__all__ = [
+    "FDFMNIST",
+    "fd_fmnist",
+    "frechet_distance",
+    "gaussian_stats",
+    "mmd",
+    "psnr",
+    "ssim",
+    "within_class_diversity",
+]
 
 
 def _check_images(x, y):
@@ -107,6 +116,22 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean Euclidean distance between the features of two different samples of the same class, averaged over
+    the classes present (each with ≥ 2 samples): the diversity measure of the guidance trade-off (chapter §2.3)."""
+    if features.ndim != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)}, {tuple(labels.shape)}")
+    per_class = []
+    for c in labels.unique():
+        f = features[labels == c].double()
+        if len(f) >= 2:
+            d = torch.cdist(f, f)
+            per_class.append(float(d.sum() / (len(f) * (len(f) - 1))))
+    if not per_class:
+        raise ValueError("need at least one class with 2 or more samples")
+    return sum(per_class) / len(per_class)
+
+
 class FDFMNIST:
     """FD-FMNIST: Fréchet distance in the feature space of the shipped Fashion-MNIST classifier.
 
@@ -133,6 +158,10 @@ class FDFMNIST:
         dev = next(self.net.parameters()).device
         pred = torch.cat([self.net(b.to(dev, torch.float32)).argmax(1).cpu() for b in x.split(self.batch_size)])
         return float((pred == y.cpu()).float().mean())
+
+    def diversity(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """:func:`within_class_diversity` of ``x`` (grouped by the intended labels ``y``) in this feature space."""
+        return within_class_diversity(self.features(x.clamp(-1, 1)), y.cpu())
 
     def __call__(self, samples: torch.Tensor) -> float:
         if samples.ndim != 4 or samples.shape[1:] != (1, 28, 28):

@@ -10,6 +10,7 @@ Retrain (from the repository root)::
     python -m diffu.pretrained train fmnist_classifier
     python -m diffu.pretrained train fmnist_flow
     python -m diffu.pretrained train fmnist_dit_adaln_zero   # and _adaln, _cross_attention, _in_context
+    python -m diffu.pretrained train fmnist_noisy_classifier
 """
 
 from __future__ import annotations
@@ -29,9 +30,20 @@ from safetensors.torch import load_file, save_file
 
 from . import captions
 from .data import fashion_mnist
-from .nn import CONDITIONINGS, DIT_SIZES, DiT, DiTConfig, FMNISTClassifier, MMDiT, MMDiTConfig, UNet, UNetConfig
+from .nn import (
+    CONDITIONINGS,
+    DIT_SIZES,
+    DiT,
+    DiTConfig,
+    FMNISTClassifier,
+    MMDiT,
+    MMDiTConfig,
+    NoisyClassifier,
+    UNet,
+    UNetConfig,
+)
 from .schedules import linear_schedule
-from .train import TrainConfig, classifier_loss, diffusion_loss, seeded, train
+from .train import TrainConfig, classifier_loss, diffusion_loss, noisy_classifier_loss, seeded, train
 
 __all__ = ["ChecksumError", "DIT_ABLATION", "RECIPES", "available", "info", "load", "sha256"]
 
@@ -130,6 +142,26 @@ RECIPES = {
     },
 }
 
+
+RECIPES["fmnist_noisy_classifier"] = {
+    "description": "noise-aware Fashion-MNIST classifier p(y | x_t, t) for classifier guidance (chapter §2.3): the "
+    "UNet's encoder half with time embedding, trained on x_t of the linear schedule (T = 1000) at uniform t",
+    "build": NoisyClassifier,
+    "arch": "NoisyClassifier",
+    "config": TrainConfig(
+        steps=4000,
+        batch_size=128,
+        lr=1e-3,
+        warmup=100,
+        grad_clip=1.0,
+        ema_decay=0.999,
+        seed=0,
+        weight_decay=0.05,
+        ckpt_every=250,
+    ),  # fmt: skip
+    "loss": lambda m, x, y, generator: noisy_classifier_loss(m, linear_schedule(), x, y, generator),
+    "use_ema": True,
+}
 
 RECIPES["fmnist_t2i"] = {
     "description": "tiny text-to-image MMDiT (SD3-style joint attention, 4 blocks of width 96, patch 4) with its own "

@@ -113,6 +113,15 @@ def model_eps(model, x, t: int, schedule: Schedule, model_kwargs=None) -> torch.
     return schedule.to_eps(out, x, t, getattr(model, "prediction", "eps"))
 
 
+def _cond(cond_fn, x, t, model_kwargs):
+    """``cond_fn(x_t, t, **model_kwargs)`` with a float ``(N,)`` timestep; checked to have ``x``'s shape."""
+    tt = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+    g = cond_fn(x, tt, **(model_kwargs or {}))
+    if g.shape != x.shape:
+        raise ValueError(f"cond_fn must return a tensor of x_t's shape {tuple(x.shape)}, got {tuple(g.shape)}")
+    return g
+
+
 def _alpha_bar(schedule, t, x):
     """ᾱ_t as a scalar tensor like ``x``; ``t = -1`` means the clean end (ᾱ = 1, DDIM's prepended β = 0)."""
     t = int(t)
@@ -135,21 +144,23 @@ def _ddpm_log_variance(schedule: Schedule, variance: str) -> torch.Tensor:
     raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
 
 
-def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", clip_x0=True, noise=None, v=None):
+def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", clip_x0=True, noise=None, v=None,
+              guidance=None):  # fmt: skip
     """One ancestral step ``x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z`` (Algorithm 2 of Ho et al. 2020, written through the
     posterior mean of Eq. 7). ``variance`` picks σ_t² = β̃_t ("fixedsmall"), β_t ("fixedlarge") or Nichol &
     Dhariwal's "learned_range" ``log σ_t² = f log β_t + (1 - f) log β̃_t`` with ``f = (v + 1)/2`` from the network's
-    variance output ``v`` (DiT's ``learn_sigma``); no noise is added at ``t = 0``. Returns ``(x_{t-1}, x̂_0)``."""
+    variance output ``v`` (DiT's ``learn_sigma``); no noise is added at ``t = 0``. ``guidance`` (a tensor like
+    ``x_t``, e.g. ``s ∇ log p(y | x_t)``) shifts the mean by ``Σ_t · guidance`` — classifier guidance, Algorithm 1
+    of Dhariwal & Nichol 2021 — with Σ_t the step's variance (β̃_0 = 0, so no shift at the last step of
+    "fixedsmall"). Returns ``(x_{t-1}, x̂_0)``."""
     logvar = _ddpm_log_variance(schedule, variance)
     t = int(schedule.check_t(t))
     x0 = schedule.eps_to_x0(eps, x_t, t)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
     mean, _, _ = schedule.q_posterior(x0, x_t, t)
-    if t == 0:
+    if t == 0 and guidance is None:
         return mean, x0
-    if noise is None:
-        raise ValueError("noise is required for t > 0")
     std = torch.exp(0.5 * logvar[t]).to(device=x_t.device, dtype=x_t.dtype)
     if variance == "learned_range":
         if v is None or v.shape != x_t.shape:
@@ -157,6 +168,15 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
         frac = (v + 1) / 2
         log_small = schedule.posterior_log_variance_clipped[t].to(x_t)
         std = torch.exp(0.5 * (frac * logvar[t].to(x_t) + (1 - frac) * log_small))
+    if guidance is not None:
+        if guidance.shape != x_t.shape:
+            raise ValueError(f"guidance must have x_t's shape {tuple(x_t.shape)}, got {tuple(guidance.shape)}")
+        var = schedule.at("posterior_variance", t, x_t) if variance == "fixedsmall" else std**2  # unclipped β̃_t
+        mean = mean + var * guidance
+    if t == 0:
+        return mean, x0
+    if noise is None:
+        raise ValueError("noise is required for t > 0")
     return mean + std * noise, x0
 
 
@@ -170,6 +190,7 @@ def ddpm(
     variance: str = "fixedsmall",
     clip_x0: bool = True,
     model_kwargs: dict | None = None,
+    cond_fn: Callable | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
     callback: Callable[[SamplerState], None] | None = None,
@@ -187,6 +208,9 @@ def ddpm(
         variance: "fixedsmall" (β̃_t), "fixedlarge" (β_t) or "learned_range" (interpolated by the network's
             second output half, for ``learn_sigma`` models such as DiT).
         clip_x0: clip x̂_0 to [-1, 1] as the original sampler does.
+        cond_fn: classifier guidance, ``cond_fn(x_t, t, **model_kwargs) -> s ∇_x log p(y | x_t)`` evaluated at the
+            original timestep (e.g. :class:`diffu.guidance.ClassifierGuidance`); it shifts each step's mean by
+            Σ_t times its value (Dhariwal & Nichol 2021, Algorithm 1).
 
     Returns:
         The sample ``x_0`` with ``x_T``'s shape, device and dtype.
@@ -208,8 +232,9 @@ def ddpm(
                 eps = schedule.to_eps(out, x, int(ts[i]), getattr(model, "prediction", "eps"))
             else:
                 eps = model_eps(model, x, int(ts[i]), schedule, model_kwargs)
+            grad = None if cond_fn is None else _cond(cond_fn, x, ts[i], model_kwargs)
             noise = _noise_like(x, generator) if i > 0 else None
-            x, x0 = ddpm_step(sched, x, i, eps, variance=variance, clip_x0=clip_x0, noise=noise, v=v)
+            x, x0 = ddpm_step(sched, x, i, eps, variance=variance, clip_x0=clip_x0, noise=noise, v=v, guidance=grad)
             if callback is not None:
                 callback(SamplerState(steps - 1 - i, int(ts[i]), x, x0))
     return x
@@ -277,6 +302,7 @@ def ddim(
     timesteps: Sequence[int] | None = None,
     clip_x0: bool = False,
     model_kwargs: dict | None = None,
+    cond_fn: Callable | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
     callback: Callable[[SamplerState], None] | None = None,
@@ -284,6 +310,10 @@ def ddim(
     """DDIM sampling (Song et al. 2021, Eq. 12) over ``steps`` timesteps chosen by ``spacing`` (or an explicit
     decreasing ``timesteps`` list). η = 0: deterministic; η = 1: ancestral-like. ``steps`` is also the number of
     network evaluations (NFE). Returns ``x_0`` with ``x_T``'s shape, device and dtype.
+
+    ``cond_fn(x_t, t, **model_kwargs) -> s ∇_x log p(y | x_t)`` adds classifier guidance as a shift of the
+    predicted noise, ``ε̃ = ε̂ - √(1 - ᾱ_t) · cond_fn(…)`` (the score-based form for deterministic samplers,
+    Dhariwal & Nichol 2021, Algorithm 2); x̂_0 and the step follow from ε̃.
     """
     _check_eta(eta)
     if timesteps is None:
@@ -298,8 +328,14 @@ def ddim(
         for i, (t, tp) in enumerate(tqdm(list(zip(ts.tolist(), prev.tolist())), disable=not progress,
                                          desc=f"DDIM-{len(ts)}")):  # fmt: skip
             eps = model_eps(model, x, t, schedule, model_kwargs)
+            clip = clip_x0
+            if cond_fn is not None:
+                if clip_x0:  # as guided-diffusion: clip x̂_0 first, then shift ε (the shifted x̂_0 is not re-clipped)
+                    eps = schedule.x0_to_eps(schedule.eps_to_x0(eps, x, t).clamp(-1, 1), x, t)
+                eps = eps - (1 - _alpha_bar(schedule, t, x)).sqrt() * _cond(cond_fn, x, t, model_kwargs)
+                clip = False
             noise = _noise_like(x, generator) if eta > 0 else None
-            x, x0 = ddim_step(schedule, x, t, tp, eps, eta=eta, clip_x0=clip_x0, noise=noise)
+            x, x0 = ddim_step(schedule, x, t, tp, eps, eta=eta, clip_x0=clip, noise=noise)
             if callback is not None:
                 callback(SamplerState(i, t, x, x0))
     return x

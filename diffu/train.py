@@ -137,6 +137,19 @@ def classifier_loss(model, x: torch.Tensor, y: torch.Tensor, generator=None, fli
     return F.cross_entropy(model(x), y)
 
 
+def noisy_classifier_loss(model, schedule: Schedule, x0: torch.Tensor, y: torch.Tensor, generator=None,
+                          flip: bool = True) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of a noise-aware classifier ``model(x_t, t)`` on ``x_t = q_sample(x_0, t)`` with ``t`` uniform
+    over the schedule's steps (t = 0 is the nearly clean image), as guided-diffusion trains its classifiers
+    (``classifier_train.py`` with ``--noised True``); random horizontal flips as in :func:`classifier_loss`."""
+    if flip:
+        f = torch.rand(x0.shape[0], generator=generator, device=x0.device) < 0.5
+        x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return F.cross_entropy(model(schedule.q_sample(x0, t, noise), t.to(x0.dtype)), y)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------

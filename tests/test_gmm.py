@@ -224,3 +224,24 @@ def test_exact_model_mixed_times_per_sample():
         k = t == tv
         torch.testing.assert_close(out[k], m(x[k], torch.full((int(k.sum()),), tv, dtype=torch.float64)))
     assert m(x.float(), t.float()).dtype == torch.float32
+
+
+def test_exact_classifier_guidance_is_bayes_rule_on_scores():
+    """ε_uncond − √(1−ᾱ) ∇log p(k | x_t) equals the ε of component k alone, exactly (chapter §2.3)."""
+    from diffu.gmm import ExactClassifier
+    from diffu.guidance import ClassifierGuidance
+    from diffu.schedules import linear_schedule
+
+    s = linear_schedule()
+    gmm = GaussianMixture.ring(8)
+    model, clf = ExactModel(gmm, schedule=s), ExactClassifier(gmm, s)
+    x = 2 * torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for t in (0.0, 250.0, 900.0):
+        tt = torch.full((6,), t, dtype=torch.float64)
+        logp = clf(x, tt)
+        torch.testing.assert_close(logp.exp().sum(1), torch.ones(6, dtype=torch.float64))
+        guided = model(x, tt) - (1 - s.interp_alpha_bar(torch.tensor(t)).double()).sqrt() * ClassifierGuidance(
+            clf, 1.0, y=3
+        )(x, tt)
+        alone = ExactModel(GaussianMixture(torch.ones(1), gmm.means[3:4], 0.2), schedule=s)(x, tt)
+        torch.testing.assert_close(guided, alone, rtol=1e-9, atol=1e-9)

@@ -86,3 +86,17 @@ def test_fd_fmnist_one_shot_matches_class():
 
     x, _ = fashion_mnist("train", n=300)
     assert fd_fmnist(x) == pytest.approx(FDFMNIST()(x), rel=1e-6)
+
+
+def test_within_class_diversity():
+    from diffu.metrics import within_class_diversity
+
+    f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert within_class_diversity(f, y) == pytest.approx((5.0 + 0.0) / 2)
+    assert within_class_diversity(2 * f, y) == pytest.approx(5.0)
+    assert within_class_diversity(f[:3], y[:3]) == pytest.approx(5.0)  # a class with one sample is skipped
+    with pytest.raises(ValueError, match="at least one class"):
+        within_class_diversity(f[1:3], y[1:3])
+    with pytest.raises(ValueError, match="features must be"):
+        within_class_diversity(f, y[:3])

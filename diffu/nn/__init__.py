@@ -1,6 +1,6 @@
 """Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6)."""
 
-from .classifier import FMNISTClassifier
+from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
 from .dit import CONDITIONINGS, DIT_SIZES, DiT, DiTConfig
 from .embeddings import (
     LabelEmbedder,
@@ -27,6 +27,8 @@ __all__ = [
     "MMDiT",
     "MMDiTBlock",
     "MMDiTConfig",
+    "NoisyClassifier",
+    "NoisyClassifierConfig",
     "PatchEmbed",
     "TextEncoder",
     "TimestepEmbedder",

@@ -1,12 +1,18 @@
-"""A small Fashion-MNIST classifier whose penultimate features define FD-FMNIST (chapter §2.2, diffu.metrics)."""
+"""Classifiers: the Fashion-MNIST classifier whose penultimate features define FD-FMNIST (chapter §2.2,
+diffu.metrics) and the noise-aware classifier of classifier guidance (chapter §2.3)."""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FMNISTClassifier"]
+from .embeddings import timestep_embedding
+from .unet import AttnBlock, ResBlock, _norm
+
+__all__ = ["FMNISTClassifier", "NoisyClassifier", "NoisyClassifierConfig"]
 
 
 class FMNISTClassifier(nn.Module):
@@ -36,3 +42,74 @@ class FMNISTClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (N, num_classes)
+
+
+@dataclass
+class NoisyClassifierConfig:
+    """Hyper-parameters of :class:`NoisyClassifier` (stored next to shipped weights)."""
+
+    in_channels: int = 1
+    channels: int = 32
+    channel_mult: tuple = (1, 2, 2)
+    num_res_blocks: int = 1
+    attn_resolutions: tuple = (7,)
+    image_size: int = 28
+    num_classes: int = 10
+    groups: int = 8
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class NoisyClassifier(nn.Module):
+    """A noise-aware classifier ``p_φ(y | x_t, t)`` for classifier guidance (Dhariwal & Nichol 2021, chapter §2.3).
+
+    The encoder half of the DDPM UNet — residual blocks into which the timestep embedding is added, downsampling,
+    the middle block with self-attention — then GroupNorm → SiLU → global average pool → linear logits. This is
+    guided-diffusion's ``EncoderUNetModel`` with its ``pool="adaptive"`` head, scaled down for 28×28 images.
+    ``model(x_t, t) -> (N, num_classes)`` logits; ``t`` is the float timestep ``(N,)`` (or a scalar) of the
+    diffusion model's schedule, ``x_t`` in that schedule's units.
+    """
+
+    def __init__(self, config: NoisyClassifierConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = config or NoisyClassifierConfig(**kwargs)
+        self.config, self.num_classes = cfg, cfg.num_classes
+        ch, groups = cfg.channels, cfg.groups
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        layers, cur, res = [], ch, cfg.image_size
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResBlock(cur, ch * mult, emb_dim, 0.0, groups))
+                cur = ch * mult
+                if res in cfg.attn_resolutions:
+                    layers.append(AttnBlock(cur, groups))
+            if level != len(cfg.channel_mult) - 1:
+                layers.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+                res = (res + 1) // 2
+        layers += [
+            ResBlock(cur, cur, emb_dim, 0.0, groups),
+            AttnBlock(cur, groups),
+            ResBlock(cur, cur, emb_dim, 0.0, groups),
+        ]
+        self.blocks = nn.ModuleList(layers)
+        self.norm_out = _norm(cur, groups)
+        self.head = nn.Linear(cur, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"x must be (N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+            )
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or (N,) = ({x.shape[0]},), got {tuple(t.shape)}")
+        emb = self.time_mlp(timestep_embedding(t, cfg.channels).to(x.dtype))  # (N, 4ch)
+        h = self.conv_in(x)
+        for layer in self.blocks:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.head(F.adaptive_avg_pool2d(F.silu(self.norm_out(h)), 1).flatten(1))  # (N, num_classes)
