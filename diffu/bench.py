@@ -13,7 +13,8 @@
   versus diffusers' ``DiTTransformer2DModel`` speed (goal ≥ 1.2×), the DiT conditioning ablation, linear probes on
   the UNet's features, the text-to-image MMDiT.
 - ``guidance``: chapter §2.3, see :mod:`diffu.bench_guidance` — the noise-aware classifier's accuracy per t-range
-  and FD-FMNIST / accuracy / diversity versus scale for classifier-free and classifier guidance.
+  and FD-FMNIST / accuracy / diversity versus scale for classifier-free and classifier guidance; plug-and-play
+  priors (§2.4): class constraints and inpainting.
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -362,10 +363,12 @@ def main(argv=None):
 
 
 def _guidance_main(args):
-    from .bench_guidance import bench_guidance
+    from .bench_guidance import bench_guidance, bench_pnp
 
     kw = dict(n=10, steps=2, ddpm_steps=2, cfg_scales=(0.0, 1.0), cg_scales=(0.0, 1.0)) if args.tiny else {}
     res = bench_guidance(**kw, device=args.device, progress=not args.tiny)
+    kw = dict(n=4, steps=2, class_runs=(("c on x_t", 1.0, True),), inpaint_weights=(10.0,)) if args.tiny else {}
+    res["pnp"] = bench_pnp(**kw, device=args.device, progress=not args.tiny)
     res.update(torch=torch.__version__, machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
     print(f"[guidance] {res['n_samples']} class-balanced samples per row; test set: accuracy "
           f"{res['test_set']['accuracy']:.3f}, diversity {res['test_set']['diversity']:.3f}")  # fmt: skip
@@ -375,6 +378,15 @@ def _guidance_main(args):
         print(f"  {key} ({res[key]['sampler']}): scale  FD  accuracy  diversity")
         for r in res[key]["rows"]:
             print(f"    {r['scale']:5.1f}  {r['fd']:8.3f}  {r['accuracy']:.3f}  {r['diversity']:.3f}")
+    p = res["pnp"]
+    print(f"  plug-and-play ({p['n_images']} images, {p['steps']} Adam steps): class constraint -> accuracy, diversity")
+    for r in p["class"]:
+        print(f"    {r['constraint']:24s} weight {r['weight']:4.1f}  {r['accuracy']:.3f}  {r['diversity']:.3f}")
+    b = p["inpaint_baseline_mean_fill"]
+    print(f"  plug-and-play inpainting (top half observed): mean-fill baseline PSNR {b['psnr']:.2f} dB")
+    for r in p["inpaint"]:
+        print(f"    weight {r['weight']:5.1f}: PSNR {r['psnr']:.2f} dB (missing half {r['psnr_missing_half']:.2f} dB), "
+              f"residual rms {r['residual_rms']:.3f}")  # fmt: skip
     if not args.tiny or args.out_dir != str(RESULTS):
         out = Path(args.out_dir) / "guidance.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ __all__ = [
     "ClassifierGuidance",
     "PnPResult",
     "classifier_accuracy_by_t",
+    "classifier_constraint",
+    "fidelity_constraint",
     "plug_and_play",
     "pnp_timesteps",
     "sample_captions",
@@ -63,6 +65,9 @@ class ClassifierFreeGuidance:
         if set(cond) != set(self.null):
             raise ValueError(f"conditioning keys {sorted(cond)} do not match the null condition's {sorted(self.null)}")
         n = x.shape[0]
+        k = getattr(self.model, "num_classes", None)
+        if "y" in cond and k is not None:  # class labels: 0 … k − 1, or k (the null label) for an unguided row
+            _check_labels(cond["y"], k + 1, n=n, device=x.device)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(n) if t.ndim == 0 else t
         both = {}
@@ -109,7 +114,7 @@ def _check_labels(y, num_classes, n=None, device=None) -> torch.Tensor:
     if n is not None and y.shape != (n,):
         raise ValueError(f"labels must be a scalar or ({n},), got shape {tuple(y.shape)}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes - 1}] (the classifier's classes), got {y.tolist()}")
+        raise ValueError(f"labels must be in [0, {num_classes - 1}], got {y.tolist()}")
     return y.long()
 
 
@@ -193,6 +198,29 @@ class PnPResult(NamedTuple):
     constraint: list
 
 
+def classifier_constraint(classifier, y) -> Callable:
+    """``c(x, t=None) = −log p_φ(y | x, t)`` per image for a noise-aware ``classifier(x, t)``: with ``t=None`` the
+    clean image is classified (``t = 0``, the paper's form ``c(x)``); :func:`plug_and_play` with
+    ``noisy_constraint=True`` passes the noisy sample and its ``t``."""
+    y = _check_labels(y, classifier.num_classes)
+
+    def c(x, t=None):
+        t = torch.zeros(x.shape[0], device=x.device) if t is None else t
+        return F.cross_entropy(classifier(x, t), y.to(x.device).expand(x.shape[0]), reduction="none")
+
+    return c
+
+
+def fidelity_constraint(A: Callable, y: torch.Tensor) -> Callable:
+    """``c(x) = mean((A(x) − y)²)`` per image: data fidelity to a measurement ``y = A(x*) + noise`` for any
+    differentiable forward operator ``A`` (e.g. a mask for inpainting)."""
+
+    def c(x):
+        return (A(x) - y).pow(2).flatten(1).mean(1)
+
+    return c
+
+
 def pnp_timesteps(steps: int, T: int = 1000) -> np.ndarray:
     """The annealed noise levels of the official code (AlexGraikos/diffusion_priors, mnist/inference.ipynb):
     ``t_i = ((S − i) + ⌊(S − i)/4⌋ cos(i/50)) / S · T``, linearly decreasing with a cosine wobble, as integers
@@ -216,6 +244,7 @@ def plug_and_play(
     lr: float = 0.01,
     weight: float = 1.0,
     anneal_weight: bool = True,
+    noisy_constraint: bool = False,
     timesteps=None,
     model_kwargs: dict | None = None,
     generator: torch.Generator | None = None,
@@ -237,6 +266,10 @@ def plug_and_play(
             ``-log p(y | x)`` or a data-fidelity term ``‖A x − y‖²``.
         x_init: starting images ``(N, C, H, W)`` or a shape (standard normal from ``generator``, as the original).
         steps, lr: iterations and Adam learning rate; ``weight``: λ, the constraint's weight (≥ 0).
+        noisy_constraint: call ``constraint(x_t, t)`` on the same noisy sample as the denoising term instead of
+            ``constraint(clip(x))`` — for noise-aware constraints such as the classifier of classifier guidance,
+            whose gradients at high t shape the image globally instead of adding adversarial detail (our variant;
+            the paper evaluates constraints on x).
         timesteps: optional explicit ``t`` per iteration (default :func:`pnp_timesteps`).
     """
     if weight < 0 or lr <= 0:
@@ -253,10 +286,9 @@ def plug_and_play(
         t = int(ts[i])
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         tt = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-        eps = model(schedule.q_sample(x, torch.full((x.shape[0],), t, device=x.device), noise), tt,
-                    **(model_kwargs or {}))  # fmt: skip
-        denoise = F.mse_loss(eps, noise)
-        c = constraint(x.clamp(-1, 1))
+        x_t = schedule.q_sample(x, torch.full((x.shape[0],), t, device=x.device), noise)
+        denoise = F.mse_loss(model(x_t, tt, **(model_kwargs or {})), noise)
+        c = constraint(x_t, tt) if noisy_constraint else constraint(x.clamp(-1, 1))
         c = c.mean() if c.ndim else c
         lam = weight * (steps - i) / steps if anneal_weight else weight
         opt.zero_grad(set_to_none=True)

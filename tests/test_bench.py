@@ -65,3 +65,19 @@ def test_bench_architecture_tiny_and_committed_results():
     assert saved["n_samples"] >= 256 and {r["conditioning"] for r in saved["rows"]} == set(DIT_ABLATION)
     saved = json.loads((bench.RESULTS / "t2i.json").read_text())
     assert saved["per_caption"] >= 20 and len(saved["accuracy"]) >= 2
+
+
+def test_bench_guidance_tiny_and_committed_results(tmp_path):
+    """The guidance benchmark runs (tiny, into a temporary folder), and the committed sweep behind chapter §2.3/§2.4
+    has every row the chapters read."""
+    from diffu.bench_guidance import CFG_SCALES, CG_SCALES
+
+    res = bench.main(["guidance", "--tiny", "--out-dir", str(tmp_path)])["guidance"]
+    assert [r["scale"] for r in res["cfg_ddim"]["rows"]] == [0.0, 1.0]
+    assert all(0 <= r["accuracy"] <= 1 and r["fd"] > 0 for r in res["classifier_ddpm"]["rows"])
+    assert 0 <= res["pnp"]["class"][0]["accuracy"] <= 1 and res["pnp"]["inpaint"][0]["psnr"] > 0
+    assert json.loads((tmp_path / "guidance.json").read_text())["n_samples"] == 10
+    saved = json.loads((bench.RESULTS / "guidance.json").read_text())
+    assert saved["n_samples"] >= 256 and [r["scale"] for r in saved["cfg_ddim"]["rows"]] == list(CFG_SCALES)
+    assert [r["scale"] for r in saved["classifier_ddim"]["rows"]] == list(CG_SCALES)
+    assert len(saved["classifier_accuracy_by_t"]) == 6 and saved["pnp"]["n_images"] >= 50

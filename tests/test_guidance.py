@@ -61,6 +61,11 @@ def test_errors(unet):
     g = ClassifierFreeGuidance(unet, 1.0, {"y": torch.tensor([3])})
     with pytest.raises(ValueError, match="keys"):
         g(torch.zeros(1, 1, 8, 8), torch.zeros(1), text=torch.zeros(1, 2))
+    for net in (unet, unet.net):  # the wrapper checks labels itself when the model has num_classes
+        with pytest.raises(ValueError, match=r"labels (must be )?in \[0, 3\]"):
+            ClassifierFreeGuidance(net, 1.0, {"y": torch.tensor([3])})(
+                torch.zeros(2, 1, 8, 8), torch.zeros(2), y=torch.tensor([0, 4])
+            )
 
 
 def test_sample_captions_is_seeded():
@@ -337,3 +342,37 @@ def test_pnp_is_seeded_and_validates(unet):
         plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=5, weight=-1.0, progress=False)
     with pytest.raises(ValueError, match="timesteps"):
         plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=5, timesteps=[1000] * 5, progress=False)
+
+
+def test_constraint_factories(noisy_clf):
+    from diffu.guidance import classifier_constraint, fidelity_constraint
+
+    x = torch.randn(3, 1, 8, 8)
+    c = classifier_constraint(noisy_clf, 2)
+    with torch.no_grad():
+        logits = noisy_clf(x, torch.zeros(3))
+        assert torch.allclose(c(x), -torch.log_softmax(logits, 1)[:, 2])
+        t = torch.full((3,), 400.0)
+        assert torch.allclose(c(x, t), -torch.log_softmax(noisy_clf(x, t), 1)[:, 2])
+    with pytest.raises(ValueError, match="labels must be in"):
+        classifier_constraint(noisy_clf, 5)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4, :] = 1
+    f = fidelity_constraint(lambda z: mask * z, mask * x)
+    assert torch.allclose(f(x), torch.zeros(3)) and torch.allclose(f(x + mask), mask.mean().expand(3))
+
+
+def test_pnp_noisy_constraint_sees_the_noisy_sample(unet):
+    from diffu.guidance import plug_and_play
+
+    seen = []
+
+    def c(x_t, t):
+        seen.append((x_t.detach().clone(), t.clone()))
+        return x_t.mean((1, 2, 3))
+
+    plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=3, timesteps=[900, 500, 10], noisy_constraint=True,
+                  model_kwargs={"y": torch.tensor([3, 3])}, generator=torch.Generator().manual_seed(0),
+                  progress=False)  # fmt: skip
+    assert [int(t[0]) for _, t in seen] == [900, 500, 10]
+    assert seen[0][0].abs().max() > 1.0  # x_t at t = 900 is mostly noise (not clipped to [-1, 1])

@@ -10,7 +10,7 @@ from diffu import pretrained
 
 def test_registry_lists_shipped_models_with_commands():
     names = pretrained.available()
-    assert {"fmnist_unet", "fmnist_classifier", "fmnist_flow"} <= set(names)
+    assert {"fmnist_unet", "fmnist_classifier", "fmnist_flow", "fmnist_noisy_classifier"} <= set(names)
     for name in names:
         e = pretrained.info(name)
         assert e["command"].startswith(f"python -m diffu.pretrained train {name}")
