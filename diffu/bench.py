@@ -365,9 +365,9 @@ def main(argv=None):
 def _guidance_main(args):
     from .bench_guidance import bench_guidance, bench_pnp
 
-    kw = dict(n=10, steps=2, ddpm_steps=2, cfg_scales=(0.0, 1.0), cg_scales=(0.0, 1.0)) if args.tiny else {}
+    kw = dict(n=20, steps=2, ddpm_steps=2, cfg_scales=(0.0, 1.0), cg_scales=(0.0, 1.0), n_test=100) if args.tiny else {}
     res = bench_guidance(**kw, device=args.device, progress=not args.tiny)
-    kw = dict(n=4, steps=2, class_runs=(("c on x_t", 1.0, True),), inpaint_weights=(10.0,)) if args.tiny else {}
+    kw = dict(n=20, steps=2, class_runs=(("c on x_t", 1.0, True),), inpaint_weights=(10.0,)) if args.tiny else {}
     res["pnp"] = bench_pnp(**kw, device=args.device, progress=not args.tiny)
     res.update(torch=torch.__version__, machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
     print(f"[guidance] {res['n_samples']} class-balanced samples per row; test set: accuracy "

@@ -59,17 +59,18 @@ def guided_samples(model, n, *, kind="cfg", scale=1.0, classifier=None, sampler=
     return torch.cat(out)
 
 
-def bench_guidance(n=384, steps=50, ddpm_steps=100, cfg_scales=CFG_SCALES, cg_scales=CG_SCALES, device=None,
-                   progress=True):  # fmt: skip
+def bench_guidance(n=384, steps=50, ddpm_steps=100, cfg_scales=CFG_SCALES, cg_scales=CG_SCALES, n_test=2000,
+                   device=None, progress=True):  # fmt: skip
     dev = torch.device(device) if device else torch.device("cpu")
     fd = FDFMNIST(device=dev)
     unet = load("fmnist_unet", device=dev)
     clf = load("fmnist_noisy_classifier", device=dev)
-    x_test, y_test = fashion_mnist("test")
+    x_test, y_test = (v[:n_test] for v in fashion_mnist("test"))
     res = {
         "n_samples": n,
         "device": str(dev),
-        "reference": "shipped test split (2000 images)",
+        "reference": "shipped test split (2000 images); classifier accuracy on the first n_test",
+        "n_test": len(x_test),
         "classifier_accuracy_by_t": classifier_accuracy_by_t(clf, linear_schedule(), x_test, y_test),
         "test_set": {"accuracy": fd.accuracy(x_test, y_test), "diversity": fd.diversity(x_test, y_test)},
         "command": "python -m diffu.bench guidance",

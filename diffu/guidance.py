@@ -298,5 +298,5 @@ def plug_and_play(
         if callback is not None:
             from .samplers import SamplerState
 
-            callback(SamplerState(i, t, x.detach(), x.detach().clamp(-1, 1)))
+            callback(SamplerState(i, t, x.detach().clone(), x.detach().clamp(-1, 1)))  # x is updated in place
     return PnPResult(x.detach().clamp(-1, 1), hist_t, hist_d, hist_c)

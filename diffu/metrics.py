@@ -102,16 +102,24 @@ def gaussian_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0), np.cov(f, rowvar=False)
 
 
+def _sqrtm(m):
+    """scipy's matrix square root without its accuracy printout (SciPy ≥ 1.18 dropped the ``disp`` argument)."""
+    try:
+        return linalg.sqrtm(m, disp=False)[0]
+    except TypeError:
+        return linalg.sqrtm(m)
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """``‖μ1 - μ2‖² + tr(Σ1 + Σ2 - 2 (Σ1 Σ2)^{1/2})`` (Dowson & Landau 1982; FID's formula)."""
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     s1, s2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError("the two Gaussians must have the same dimension")
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # nearly singular product: regularise as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+        covmean = _sqrtm((s1 + off) @ (s2 + off))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 

@@ -76,7 +76,7 @@ def test_bench_guidance_tiny_and_committed_results(tmp_path):
     assert [r["scale"] for r in res["cfg_ddim"]["rows"]] == [0.0, 1.0]
     assert all(0 <= r["accuracy"] <= 1 and r["fd"] > 0 for r in res["classifier_ddpm"]["rows"])
     assert 0 <= res["pnp"]["class"][0]["accuracy"] <= 1 and res["pnp"]["inpaint"][0]["psnr"] > 0
-    assert json.loads((tmp_path / "guidance.json").read_text())["n_samples"] == 10
+    assert json.loads((tmp_path / "guidance.json").read_text())["n_samples"] == 20
     saved = json.loads((bench.RESULTS / "guidance.json").read_text())
     assert saved["n_samples"] >= 256 and [r["scale"] for r in saved["cfg_ddim"]["rows"]] == list(CFG_SCALES)
     assert [r["scale"] for r in saved["classifier_ddim"]["rows"]] == list(CG_SCALES)

@@ -338,6 +338,7 @@ def test_pnp_is_seeded_and_validates(unet):
                       callback=traj, **kw)  # fmt: skip
     b = plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(a.x, b.x) and a.denoise == b.denoise and a.x.abs().max() <= 1 and len(traj) == 5
+    assert not torch.equal(traj.xs[0], traj.xs[-1])  # snapshots, not views of the optimised tensor
     with pytest.raises(ValueError, match="weight"):
         plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=5, weight=-1.0, progress=False)
     with pytest.raises(ValueError, match="timesteps"):
