@@ -1,0 +1,193 @@
+"""Fourier and projection measurements: phase retrieval (§3.5), MRI k-space sampling and the CT Radon transform
+(§5).
+
+See :mod:`diffu.inverse.operators` for the interface. The 2D Fourier transform is the orthonormal, centred one of
+fastMRI and the DPS code (:func:`fft2c`): the zero frequency sits at index ``(H//2, W//2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .operators import LinearOperator, Operator, _adjoint_by_autograd, _check_image, _check_mask, _mask_for
+
+__all__ = ["MRI", "PhaseRetrieval", "Radon", "fft2c", "ifft2c"]
+
+_DIMS = (-2, -1)
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal centred 2D FFT over the last two dims, ``fftshift(fft2(ifftshift(x), norm="ortho"))``. §3.5, §5."""
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS)
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`fft2c`, ``fftshift(ifft2(ifftshift(k), norm="ortho"))``. §3.5, §5."""
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phase retrieval (§3.5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseRetrieval(Operator):
+    """Fourier phase retrieval ``y = |F(pad(x))|`` with the orthonormal centred FFT :func:`fft2c`; non-linear (no
+    ``AT``/``pinv``/SVD) but differentiable. ``(N, C, H, W) → (N, C, H + 2p_h, W + 2p_w)``. §3.5.
+
+    Zero padding ``p_h = round(H (oversample − 1) / 2)`` rows on each side (``p_w`` likewise, halves rounded up),
+    so the padded image is ``≈ oversample`` times the original per axis (``oversample = 2``: twice the Nyquist
+    rate of the autocorrelation, the classical uniqueness condition). DPS pads ``oversample/8 · 256`` pixels per
+    side of a 256-px image, i.e. a padded size of ``(1 + oversample/4) H``: its ``oversample = 2`` is our 1.5.
+    The measurement is of ``x`` as given (a [-1, 1] image has the extra global-sign ambiguity ``x → −x``).
+    """
+
+    oversample: float = 2.0
+
+    def __post_init__(self):
+        if not math.isfinite(self.oversample) or self.oversample < 1:
+            raise ValueError(f"oversample must be a finite number >= 1, got {self.oversample}")
+
+    def padding(self, height: int, width: int) -> tuple[int, int]:
+        """``(p_h, p_w)``: the zeros added on each side of an ``height × width`` image."""
+        return tuple(math.floor(n * (self.oversample - 1) / 2 + 0.5) for n in (height, width))
+
+    def image_size(self, height: int, width: int) -> tuple[int, int]:
+        """The image size whose padded size is ``height × width`` (the inverse of the padding rule)."""
+        sizes = []
+        for axis, n in enumerate((height, width)):
+            match = [m for m in range(1, n + 1) if m + 2 * self.padding(m, m)[axis] == n]
+            if not match:
+                raise ValueError(f"no image size pads to {n} with oversample {self.oversample}")
+            sizes.append(match[0])
+        return tuple(sizes)
+
+    def support(self, like: torch.Tensor) -> torch.Tensor:
+        """The image's support in the padded frame of a measurement ``like`` ``(…, H_p, W_p)``: bool ``(H_p, W_p)``."""
+        Hp, Wp = like.shape[-2:]
+        (H, W), (ph, pw) = self.image_size(Hp, Wp), self.padding(*self.image_size(Hp, Wp))
+        s = torch.zeros(Hp, Wp, dtype=torch.bool, device=like.device)
+        s[ph : ph + H, pw : pw + W] = True
+        return s
+
+    def A(self, x):
+        _check_image(x)
+        ph, pw = self.padding(*x.shape[-2:])
+        return fft2c(F.pad(x, (pw, pw, ph, ph))).abs()  # (N, C, H + 2 p_h, W + 2 p_w)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MRI (§5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _conjugate_mask(m: torch.Tensor) -> torch.Tensor:
+    """The mask of the conjugate frequencies ``−k`` (centred layout): ``m'[k] = m[−k]``."""
+    H, W = m.shape[-2:]
+    ih = (2 * (H // 2) - torch.arange(H, device=m.device)) % H
+    iw = (2 * (W // 2) - torch.arange(W, device=m.device)) % W
+    return m[..., ih, :][..., iw]
+
+
+@dataclass(frozen=True, eq=False)
+class MRI(LinearOperator):
+    """Cartesian undersampled single-coil MRI ``y = M ⊙ F x`` with the orthonormal centred FFT :func:`fft2c` and a
+    binary k-space mask ``M`` ``(1 or N, 1 or C, H, W)`` (:func:`~diffu.inverse.masks.cartesian_mask`). §5.
+
+    ``x`` is a real image ``(N, C, H, W)``; ``y`` is real with the complex k-space as a last axis of size 2 (real,
+    imaginary), ``(N, C, H, W, 2)``, as ``torch.view_as_real``; unobserved entries are 0. As a map between real
+    spaces, the adjoint is ``Aᵀ y = Re F⁻¹(M ⊙ y)`` (the zero-filled reconstruction) and the inner product of
+    measurements is the plain sum over both parts, ``Re <y₁, y₂>``. ``pinv = (AᵀA)⁺Aᵀ`` with
+    ``AᵀA = F⁻¹ M_s F``, ``M_s = (M(k) + M(−k))/2``: it equals ``AT`` when the mask is Hermitian-symmetric (as
+    :func:`~diffu.inverse.masks.cartesian_mask`'s are). Gaussian noise on ``y`` adds ``σ²`` to each part.
+    """
+
+    mask: torch.Tensor
+    has_pinv = True
+
+    def __post_init__(self):
+        _check_mask(self.mask)
+
+    def A(self, x):
+        m = _mask_for(self.mask, x)
+        return torch.view_as_real(m * fft2c(x))  # (N, C, H, W, 2)
+
+    def _kspace(self, y):
+        if not isinstance(y, torch.Tensor) or y.ndim != 5 or y.shape[-1] != 2:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"MRI measurements must have shape (N, C, H, W, 2), got {got}")
+        return torch.complex(y[..., 0], y[..., 1]), _mask_for(self.mask, y[..., 0])
+
+    def AT(self, y):
+        k, m = self._kspace(y)
+        return ifft2c(m * k).real
+
+    def pinv(self, y):
+        _, m = self._kspace(y)
+        ms = (m + _conjugate_mask(m)) / 2
+        w = torch.where(ms > 0, 1 / torch.where(ms > 0, ms, 1), 0)
+        return ifft2c(w * fft2c(self.AT(y))).real
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CT: parallel-beam Radon transform (§5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Radon(LinearOperator):
+    """Parallel-beam Radon transform ``p(θ, u) = ∫ x(c + u e_θ + v e_θ^⊥) dv`` of square images:
+    ``(N, C, n, n) → (N, C, n_angles, n)`` (one detector per pixel column, spacing 1 pixel). §5.
+
+    ``angles``: an integer ``n`` (``n`` equally spaced angles in ``[0°, 180°)``) or a sequence of angles in
+    degrees. ``e_θ = (cos θ, sin θ)`` in (column, row) pixel coordinates about the image centre ``c``. Discretised
+    by bilinear sampling (``grid_sample``, zero outside the image) at unit steps in ``v``, over ``⌈√2 n⌉`` samples
+    so every ray crosses the whole square. ``AT`` is the exact adjoint of this discretisation (by
+    autograd): the unfiltered back-projection; :func:`~diffu.inverse.classical.fbp` filters first.
+    Memory: one sample per (angle, ray, step), ``N·C·n_angles·n·⌈√2 n⌉`` values.
+    """
+
+    angles: tuple = 180
+
+    def __post_init__(self):
+        a = self.angles
+        if isinstance(a, int) and not isinstance(a, bool):
+            if a < 1:
+                raise ValueError(f"angles must be a positive count or a sequence of degrees, got {a}")
+            a = [180.0 * i / a for i in range(a)]
+        a = tuple(float(v) for v in (a.tolist() if isinstance(a, torch.Tensor) else a))
+        if not a:
+            raise ValueError("angles must not be empty")
+        object.__setattr__(self, "angles", a)
+
+    def _grid(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """Sampling points in ``grid_sample``'s normalised coordinates, ``(1, n_angles·n_v, n, 2)``."""
+        theta = torch.tensor(self.angles, device=like.device, dtype=like.dtype) * (math.pi / 180)
+        n_v = math.ceil(math.sqrt(2) * n)
+        u = torch.arange(n, device=like.device, dtype=like.dtype) - (n - 1) / 2  # detector positions
+        v = torch.arange(n_v, device=like.device, dtype=like.dtype) - (n_v - 1) / 2  # steps along the ray
+        cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
+        col = u[None, None, :] * cos - v[None, :, None] * sin  # (n_angles, n_v, n), pixels from the centre
+        row = u[None, None, :] * sin + v[None, :, None] * cos
+        return (torch.stack([col, row], -1) * (2 / n)).reshape(1, -1, n, 2)  # align_corners=False: 2 / n per pixel
+
+    def A(self, x):
+        _check_image(x)
+        N, C, H, W = x.shape
+        if H != W:
+            raise ValueError(f"Radon needs square images, got {H}×{W}")
+        grid = self._grid(H, x).expand(N, -1, -1, -1)
+        samples = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return samples.reshape(N, C, len(self.angles), -1, H).sum(3)  # (N, C, n_angles, n)
+
+    def AT(self, y):
+        _check_image(y, "sinogram")
+        N, C, n_angles, n = y.shape
+        if n_angles != len(self.angles):
+            raise ValueError(f"sinogram has {n_angles} angles, the operator {len(self.angles)}")
+        return _adjoint_by_autograd(self.A, y, (N, C, n, n))

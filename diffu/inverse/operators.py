@@ -1,0 +1,427 @@
+"""The operator interface, noise models, super-resolution (§3.1) and inpainting (§3.2) for inverse problems.
+
+Blur and turbulence (§3.3–3.4) are in :mod:`diffu.inverse.blur`, phase retrieval, CT and MRI (§3.5, §5) in
+:mod:`diffu.inverse.fourier`, the mask generators in :mod:`diffu.inverse.masks`.
+
+Every operator is immutable: a frozen dataclass whose calls never change it. Images are ``(N, C, H, W)`` in
+[-1, 1]; sizes, device and dtype always come from the input tensor. The interface:
+
+- ``op.A(x)`` (or ``op(x)``): the measurement, differentiable in ``x``.
+- Linear operators (:class:`LinearOperator`) add the exact adjoint ``op.AT(y)`` (``<A x, y> = <x, Aᵀ y>``) and,
+  where ``op.has_pinv``, the pseudo-inverse ``op.pinv(y)``.
+- Where ``op.has_svd`` (what DDRM needs), an SVD view ``A x = U(s ⊙ Vᵀ x)`` on flattened spectral vectors of
+  length ``D = C·H·W`` (one image):
+
+  * ``Vt(x)``: ``(N, C, H, W) → (N, D)``; ``V(z, shape)`` is its inverse, ``shape`` the image shape ``(N, C, H, W)``.
+  * ``singulars(like)``: the singular values ``s``, ``(1 or N, D)``, in the dtype and device of ``like`` (any
+    tensor of the image's shape); zeros for the directions that ``A`` does not see.
+  * ``Ut(y)``: measurement ``→ (N, D)``, ``Uᵀ y`` in the first ``M`` entries (``M`` = numel of one measurement) and
+    zeros after; ``U(z, shape)`` reads ``z[:, :M]``. Only the first ``M`` singular values can be non-zero.
+
+  So ``A(x) == U(s * Vt(x), x.shape)``, ``V(Vt(x), x.shape) == x`` and ``U(Ut(y), x.shape) == y``.
+
+Noise is a separate, seeded call: ``Gaussian(sigma)(y, generator)`` and ``Poisson(rate)(y, generator)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Bicubic",
+    "BlockAverage",
+    "Gaussian",
+    "Identity",
+    "Inpainting",
+    "LinearOperator",
+    "Operator",
+    "Poisson",
+    "bicubic_kernel",
+]
+
+
+def _check_image(x, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a float image batch of shape (N, C, H, W), got {got}")
+
+
+def _adjoint_by_autograd(A, y: torch.Tensor, in_shape) -> torch.Tensor:
+    """``Aᵀ y`` for a linear ``A`` by reverse-mode autodiff: the vector–Jacobian product of ``A`` at 0 is exact, and
+    stays differentiable in ``y``."""
+    with torch.enable_grad():
+        x = y.new_zeros(in_shape, requires_grad=True)
+        return torch.autograd.grad(A(x), x, grad_outputs=y, create_graph=y.requires_grad)[0]
+
+
+def _uniform(generator: torch.Generator | None) -> float:
+    """One U(0, 1) draw on the generator's device (CPU without a generator), as a Python float."""
+    dev = generator.device if generator is not None else "cpu"
+    return float(torch.rand((), generator=generator, device=dev, dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Interfaces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Operator:
+    """A forward model ``y = A(x)``; ``op(x)`` is ``op.A(x)``. Non-linear operators (phase retrieval) stop here."""
+
+    linear = False
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+
+class LinearOperator(Operator):
+    """A linear forward model with an exact adjoint ``AT``; ``pinv`` where ``has_pinv``, the SVD view of the module
+    docstring where ``has_svd``."""
+
+    linear = True
+    has_pinv = False
+    has_svd = False
+
+    def AT(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form pseudo-inverse (use classical.tikhonov)")
+
+    def _no_svd(self, *_, **__):
+        raise NotImplementedError(f"{type(self).__name__} has no SVD view")
+
+    Vt = V = Ut = U = singulars = _no_svd
+
+
+class _PixelBasis(LinearOperator):
+    """Operators diagonal in the pixel basis (``U = V = I``): only the singular values differ."""
+
+    has_pinv = True
+    has_svd = True
+
+    def Vt(self, x):
+        _check_image(x)
+        return x.reshape(x.shape[0], -1)
+
+    Ut = Vt
+
+    def V(self, z, shape):
+        return z.reshape(shape)
+
+    U = V
+
+
+@dataclass(frozen=True)
+class Identity(_PixelBasis):
+    """``A = I``: denoising as an inverse problem (s = 1 everywhere)."""
+
+    def A(self, x):
+        _check_image(x)
+        return x
+
+    AT = pinv = A
+
+    def singulars(self, like):
+        return torch.ones(1, like[0].numel(), device=like.device, dtype=like.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Noise models
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Additive white Gaussian noise ``y + σ ε``, ``ε ~ N(0, I)`` in the dtype and device of ``y`` (§3)."""
+
+    sigma: float
+
+    def __post_init__(self):
+        if not math.isfinite(self.sigma) or self.sigma < 0:
+            raise ValueError(f"noise level sigma must be a finite number >= 0, got {self.sigma}")
+
+    def __call__(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return y + self.sigma * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+
+
+@dataclass(frozen=True)
+class Poisson:
+    """Shot noise on [-1, 1] images: photon counts ``k ~ Poisson(rate · (y + 1)/2)`` mapped back by
+    ``2k / rate − 1``, so ``E[out] = y`` and ``Var[out] = 2 (y + 1) / rate`` (larger ``rate``, less noise) (§3).
+
+    ``y < −1`` (a negative intensity) raises ``ValueError``; nothing is clipped.
+    """
+
+    rate: float
+
+    def __post_init__(self):
+        if not math.isfinite(self.rate) or self.rate <= 0:
+            raise ValueError(f"photon rate must be a finite number > 0, got {self.rate}")
+
+    def __call__(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if y.numel() and float(y.min()) < -1:
+            raise ValueError(f"Poisson noise needs y >= -1 (non-negative intensity (y + 1)/2), got min {y.min():.4g}")
+        counts = torch.poisson(self.rate * (y + 1) / 2, generator=generator)
+        return 2 * counts / self.rate - 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Separable operators A x = D_h x D_wᵀ: the SVD view from the SVDs of the two 1D matrices
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _block_matrix(factor: int, n: int) -> torch.Tensor:  # (n/f, n): averages of f consecutive samples
+    return torch.kron(
+        torch.eye(n // factor, dtype=torch.float64), torch.full((1, factor), 1.0 / factor, dtype=torch.float64)
+    )
+
+
+def _bicubic_matrix(factor: int, n: int) -> torch.Tensor:  # (n/f, n): the strided 1D convolution of Bicubic
+    k = bicubic_kernel(factor)
+    rows = F.conv1d(torch.eye(n, dtype=torch.float64)[:, None], k[None, None], stride=factor, padding=_pad(factor))
+    return rows[:, 0].T
+
+
+def _circulant_matrix(kernel: tuple, n: int) -> torch.Tensor:  # (n, n): circular convolution with a centred kernel
+    c = torch.zeros(n, dtype=torch.float64)
+    c[: len(kernel)] = torch.tensor(kernel, dtype=torch.float64)
+    c = c.roll(-(len(kernel) // 2))
+    i = torch.arange(n)
+    return c[(i[:, None] - i[None, :]) % n]
+
+
+_MATRICES = {"block": _block_matrix, "bicubic": _bicubic_matrix, "circulant": _circulant_matrix}
+
+
+@functools.lru_cache(maxsize=64)
+def _svd_1d(kind: str, param, n: int, dtype: torch.dtype, device: torch.device):
+    """``(U, s, V)`` of a 1D matrix, computed once in float64 on the CPU and cached per size/dtype/device."""
+    u, s, vh = torch.linalg.svd(_MATRICES[kind](param, n))
+    return tuple(t.to(device=device, dtype=dtype) for t in (u, s, vh.mT))
+
+
+class _Separable(LinearOperator):
+    """Per channel ``A x = D_h x D_wᵀ`` with ``D_h = U_h [S_h 0] V_hᵀ``: ``V = V_h ⊗ V_w``, ``U = U_h ⊗ U_w``,
+    ``s = s_h ⊗ s_w`` on the top-left ``m_h × m_w`` block of coefficients, which :meth:`Vt` puts first."""
+
+    has_svd = True
+    has_pinv = True
+    _kind = ""
+
+    def _param(self):
+        raise NotImplementedError
+
+    def _in_shape(self, y_shape) -> tuple:
+        raise NotImplementedError
+
+    def _factors(self, shape, like):
+        H, W = shape[-2:]
+        return (_svd_1d(self._kind, self._param(), n, like.dtype, like.device) for n in (H, W))
+
+    def Vt(self, x):
+        _check_image(x)
+        (_, sh, vh), (_, sw, vw) = self._factors(x.shape, x)
+        c = vh.mT @ x @ vw  # (N, C, H, W): coefficients in the basis V_h ⊗ V_w
+        m, k, n = len(sh), len(sw), x.shape[0]
+        return torch.cat(
+            [c[..., :m, :k].reshape(n, -1), c[..., :m, k:].reshape(n, -1), c[..., m:, :].reshape(n, -1)], 1
+        )
+
+    def V(self, z, shape):
+        N, C, H, W = shape
+        (_, sh, vh), (_, sw, vw) = self._factors(shape, z)
+        m, k = len(sh), len(sw)
+        a, b, c = z.split([C * m * k, C * m * (W - k), C * (H - m) * W], dim=1)
+        top = torch.cat([a.reshape(N, C, m, k), b.reshape(N, C, m, W - k)], -1)
+        return vh @ torch.cat([top, c.reshape(N, C, H - m, W)], -2) @ vw.mT  # (N, C, H, W)
+
+    def singulars(self, like):
+        (_, sh, _), (_, sw, _) = self._factors(like.shape, like)
+        s = (sh[:, None] * sw[None, :]).flatten().repeat(like.shape[1])  # (C·m_h·m_w,)
+        return F.pad(s, (0, like[0].numel() - len(s)))[None]  # (1, D)
+
+    def Ut(self, y):
+        shape = self._in_shape(y.shape)
+        (uh, _, _), (uw, _, _) = self._factors(shape, y)
+        a = (uh.mT @ y @ uw).reshape(y.shape[0], -1)  # (N, M)
+        return F.pad(a, (0, math.prod(shape[1:]) - a.shape[1]))  # (N, D)
+
+    def U(self, z, shape):
+        N, C = shape[:2]
+        (uh, sh, _), (uw, sw, _) = self._factors(shape, z)
+        return uh @ z[:, : C * len(sh) * len(sw)].reshape(N, C, len(sh), len(sw)) @ uw.mT
+
+    def pinv(self, y, rcond: float = 1e-6):
+        """``V S⁺ Uᵀ y``, singular values below ``rcond · max(s)`` treated as zero."""
+        shape = self._in_shape(y.shape)
+        s = self.singulars(y.new_empty(shape))
+        keep = s > rcond * s.max()
+        return self.V(self.Ut(y) * torch.where(keep, 1 / torch.where(keep, s, 1), 0), shape)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Super-resolution (§3.1)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_factor(factor) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"SR factor must be an integer >= 1, got {factor!r}")
+
+
+def _check_divisible(x, factor: int) -> None:
+    _check_image(x)
+    H, W = x.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"image size {H}×{W} is not divisible by the SR factor {factor}")
+
+
+@dataclass(frozen=True)
+class BlockAverage(_Separable):
+    """``×factor`` super-resolution by block averaging, ``y = avg_pool(x, f)``: ``(N, C, H, W) → (N, C, H/f, W/f)``.
+
+    Separable with the 1D averaging matrix ``D`` (rows ``1/f`` on a block): ``D Dᵀ = I/f``, so every 1D singular
+    value is ``1/√f``, every 2D one ``1/f`` (one per block; the other ``f² − 1`` directions of the block are zero).
+    ``pinv = f² Aᵀ`` is nearest-neighbour upsampling. §3.1.
+    """
+
+    factor: int = 2
+    _kind = "block"
+
+    def __post_init__(self):
+        _check_factor(self.factor)
+
+    def _param(self):
+        return self.factor
+
+    def _in_shape(self, y_shape):
+        return (*y_shape[:2], y_shape[2] * self.factor, y_shape[3] * self.factor)
+
+    def A(self, x):
+        _check_divisible(x, self.factor)
+        return F.avg_pool2d(x, self.factor)
+
+    def AT(self, y):
+        return self.pinv(y) / self.factor**2
+
+    def pinv(self, y):
+        _check_image(y, "y")
+        return y.repeat_interleave(self.factor, -2).repeat_interleave(self.factor, -1)
+
+
+def _keys(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    """Keys' cubic convolution kernel (Keys 1981), ``a = −0.5`` as in PIL and Matlab's imresize."""
+    t = t.abs()
+    inner = (a + 2) * t**3 - (a + 3) * t**2 + 1
+    outer = a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
+    return torch.where(t <= 1, inner, torch.where(t < 2, outer, torch.zeros_like(t)))
+
+
+def _pad(factor: int) -> int:
+    return (4 * factor - factor % 2 - factor) // 2
+
+
+def bicubic_kernel(factor: int) -> torch.Tensor:
+    """The 1D anti-aliased bicubic kernel of ``×factor`` downsampling (Matlab imresize): ``w(t) = keys(t/f)/f`` at
+    the input samples around an output pixel's centre, normalised to sum 1; ``(4f − f mod 2,)`` in float64."""
+    _check_factor(factor)
+    n = 4 * factor - factor % 2
+    w = _keys((torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / factor)
+    return w / w.sum()
+
+
+@dataclass(frozen=True)
+class Bicubic(_Separable):
+    """``×factor`` bicubic downsampling: strided convolution with the separable anti-aliased Keys kernel
+    (:func:`bicubic_kernel`, ``a = −0.5``) and zero padding; ``(N, C, H, W) → (N, C, H/f, W/f)``.
+
+    Output pixel ``i`` is centred on input position ``(i + ½) f − ½`` as in Matlab's imresize; the border uses zero
+    padding (imresize reflects), which keeps the adjoint a transposed convolution. ``pinv`` and the SVD come from
+    the SVDs of the 1D matrices (DDRM's ``SRConv``). §3.1.
+    """
+
+    factor: int = 4
+    _kind = "bicubic"
+
+    def __post_init__(self):
+        _check_factor(self.factor)
+
+    def _param(self):
+        return self.factor
+
+    def _in_shape(self, y_shape):
+        return (*y_shape[:2], y_shape[2] * self.factor, y_shape[3] * self.factor)
+
+    def _weight(self, like):  # (1, 1, L, L)
+        k = bicubic_kernel(self.factor).to(device=like.device, dtype=like.dtype)
+        return (k[:, None] * k[None, :])[None, None]
+
+    def A(self, x):
+        _check_divisible(x, self.factor)
+        N, C, H, W = x.shape
+        y = F.conv2d(x.reshape(N * C, 1, H, W), self._weight(x), stride=self.factor, padding=_pad(self.factor))
+        return y.reshape(N, C, H // self.factor, W // self.factor)
+
+    def AT(self, y):
+        _check_image(y, "y")
+        N, C, h, w = y.shape
+        x = F.conv_transpose2d(
+            y.reshape(N * C, 1, h, w), self._weight(y), stride=self.factor, padding=_pad(self.factor)
+        )
+        return x.reshape(N, C, h * self.factor, w * self.factor)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inpainting (§3.2)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_mask(mask, name: str = "mask") -> None:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{name} must be a tensor of shape (1 or N, 1 or C, H, W), got {got}")
+    if not (mask.dtype == torch.bool or mask.is_floating_point()):
+        raise ValueError(f"{name} dtype must be bool or floating point (values 0/1), got {mask.dtype}")
+    if mask.numel() and ((mask != 0) & (mask != 1)).any():
+        raise ValueError(f"{name} must be binary (0 or 1), got values in [{mask.min():.4g}, {mask.max():.4g}]")
+
+
+def _mask_for(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    _check_image(x)
+    (n, c, h, w), (N, C, H, W) = mask.shape, x.shape
+    if (h, w) != (H, W) or n not in (1, N) or c not in (1, C):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(x.shape)}")
+    return mask.to(device=x.device, dtype=x.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Inpainting(_PixelBasis):
+    """Inpainting ``y = m ⊙ x`` with a binary mask ``m`` of shape ``(1 or N, 1 or C, H, W)`` (1 = observed).
+
+    Self-adjoint projection: ``Aᵀ = A⁺ = A``; SVD ``U = V = I``, ``s = m``. Masks:
+    :func:`~diffu.inverse.masks.box_mask`, :func:`~diffu.inverse.masks.random_mask`,
+    :func:`~diffu.inverse.masks.brush_mask`. §3.2.
+    """
+
+    mask: torch.Tensor
+
+    def __post_init__(self):
+        _check_mask(self.mask)
+
+    def A(self, x):
+        return x * _mask_for(self.mask, x)
+
+    AT = pinv = A
+
+    def singulars(self, like):
+        m = _mask_for(self.mask, like)
+        return m.expand(m.shape[0], *like.shape[1:]).reshape(m.shape[0], -1)  # (1 or N, D)
