@@ -28,6 +28,8 @@ __all__ = [
     "cg",
     "fbp",
     "gerchberg_saxton",
+    "grad",
+    "grad_T",
     "hio",
     "op_norm",
     "tikhonov",
@@ -157,22 +159,24 @@ def op_norm(op: LinearOperator, like: torch.Tensor, iters: int = 50, generator=N
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _grad(x: torch.Tensor) -> torch.Tensor:
-    """Forward differences, 0 across the last row/column (Neumann): ``(N, C, H, W) → (N, C, 2, H, W)``."""
+def grad(x: torch.Tensor) -> torch.Tensor:
+    """The discrete gradient ∇ of :func:`tv`: forward differences, 0 across the last row/column (Neumann),
+    ``(N, C, H, W) → (N, C, 2, H, W)`` with (vertical, horizontal) on axis 2. Appendix A.2.2."""
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
     return torch.stack([dy, dx], 2)
 
 
-def _grad_T(q: torch.Tensor) -> torch.Tensor:
-    """The exact adjoint of :func:`_grad` (minus the discrete divergence): ``(N, C, 2, H, W) → (N, C, H, W)``."""
+def grad_T(q: torch.Tensor) -> torch.Tensor:
+    """The exact adjoint ∇ᵀ of :func:`grad` (minus the discrete divergence): ``(N, C, 2, H, W) → (N, C, H, W)``.
+    Appendix A.2.2."""
     qy, qx = q[:, :, 0, :-1, :], q[:, :, 1, :, :-1]
     return F.pad(qy, (0, 0, 1, 0)) - F.pad(qy, (0, 0, 0, 1)) + F.pad(qx, (1, 0)) - F.pad(qx, (0, 1))
 
 
 def tv(x: torch.Tensor) -> torch.Tensor:
     """Isotropic total variation ``Σ_pixels √((∂_y x)² + (∂_x x)²)``, per image and channel-summed; ``(N,)``. A.2.2."""
-    return _grad(x).pow(2).sum(2).sqrt().flatten(1).sum(1)
+    return grad(x).pow(2).sum(2).sqrt().flatten(1).sum(1)
 
 
 @torch.no_grad()
@@ -200,13 +204,13 @@ def tv_reconstruct(
     x = x0.clone() if x0 is not None else op.AT(y)
     norm = op_norm(op, x, generator=torch.Generator(device=x.device).manual_seed(0)) if norm is None else norm
     tau = sigma = 0.95 / math.sqrt(norm**2 + 8)
-    x_bar, p, q = x, torch.zeros_like(y), torch.zeros_like(_grad(x))
+    x_bar, p, q = x, torch.zeros_like(y), torch.zeros_like(grad(x))
     tiny = torch.finfo(x.dtype).tiny
     for i in tqdm(range(iters), desc="TV", disable=not progress):
         p = (p + sigma * (op.A(x_bar) - y)) / (1 + sigma)  # prox of the conjugate of ½‖· − y‖²
-        q = q + sigma * _grad(x_bar)
+        q = q + sigma * grad(x_bar)
         q = q * (lam / q.pow(2).sum(2, keepdim=True).sqrt().clamp_min(tiny)).clamp(max=1)  # onto ‖q_ij‖ ≤ λ
-        x_new = x - tau * (op.AT(p) + _grad_T(q))
+        x_new = x - tau * (op.AT(p) + grad_T(q))
         x_bar, x = x_new + theta * (x_new - x), x_new
         if callback is not None:
             callback(i, x)
