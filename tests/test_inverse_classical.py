@@ -208,3 +208,15 @@ def test_hio_recovers_a_simple_object_and_error_reduction_stagnates():
     # measured: error reduction alone stalls (Fienup 1982): Fourier error 0.061, registered error 0.51 (seeds 0–5:
     # 0.061–0.116 and 0.39–0.78)
     assert fourier_error(op, er, y) < start and registered_error(op, er, x) > 0.1
+
+
+def test_grad_T_is_the_exact_adjoint_of_grad_and_tv_uses_grad():
+    from diffu.inverse import grad, grad_T, tv
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
+    q = torch.randn(2, 3, 2, 7, 9, generator=g, dtype=torch.float64)
+    lhs, rhs = (grad(x) * q).sum(), (x * grad_T(q)).sum()
+    assert abs(float(lhs - rhs)) <= 1e-12 * abs(float(lhs))
+    assert grad(x).shape == (2, 3, 2, 7, 9) and bool((grad(x)[:, :, 0, -1] == 0).all())  # Neumann: no last-row jump
+    torch.testing.assert_close(tv(x), grad(x).pow(2).sum(2).sqrt().flatten(1).sum(1))
