@@ -1,7 +1,8 @@
-"""Inverse problems ``y = A(x) + noise`` (chapter §3, §5): forward operators with adjoints, pseudo-inverses and
+"""Inverse problems ``y = A(x) + noise`` (chapter §3, §4, §5): forward operators with adjoints, pseudo-inverses and
 SVD views (:mod:`~diffu.inverse.operators`, :mod:`~diffu.inverse.blur`, :mod:`~diffu.inverse.fourier`), mask
-generators (:mod:`~diffu.inverse.masks`), noise models, and classical reconstructions
-(:mod:`~diffu.inverse.classical`).
+generators (:mod:`~diffu.inverse.masks`), noise models, classical reconstructions
+(:mod:`~diffu.inverse.classical`) and diffusion solvers (:mod:`~diffu.inverse.dps`, :mod:`~diffu.inverse.repaint`,
+:mod:`~diffu.inverse.ddrm`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .classical import (
     wiener,
     zero_filled,
 )
+from .ddrm import ddrm
+from .dps import dps
 from .fourier import MRI, PhaseRetrieval, Radon, fft2c, ifft2c
 from .masks import box_mask, brush_mask, cartesian_mask, random_mask
 from .operators import (
@@ -35,6 +38,7 @@ from .operators import (
     Poisson,
     bicubic_kernel,
 )
+from .repaint import repaint, repaint_schedule
 
 __all__ = [
     "MRI",
@@ -55,6 +59,8 @@ __all__ = [
     "brush_mask",
     "cartesian_mask",
     "cg",
+    "ddrm",
+    "dps",
     "fbp",
     "fft2c",
     "gaussian_kernel",
@@ -66,6 +72,8 @@ __all__ = [
     "motion_kernel",
     "op_norm",
     "random_mask",
+    "repaint",
+    "repaint_schedule",
     "tikhonov",
     "tv",
     "tv_denoise",

@@ -285,17 +285,10 @@ def _check_divisible(x, factor: int) -> None:
         raise ValueError(f"image size {H}×{W} is not divisible by the SR factor {factor}")
 
 
-@dataclass(frozen=True)
-class BlockAverage(_Separable):
-    """``×factor`` super-resolution by block averaging, ``y = avg_pool(x, f)``: ``(N, C, H, W) → (N, C, H/f, W/f)``.
+class _Downsampling(_Separable):
+    """``×factor`` super-resolution operators: ``(N, C, H, W) → (N, C, H/f, W/f)``, sizes divisible by ``factor``."""
 
-    Separable with the 1D averaging matrix ``D`` (rows ``1/f`` on a block): ``D Dᵀ = I/f``, so every 1D singular
-    value is ``1/√f``, every 2D one ``1/f`` (one per block; the other ``f² − 1`` directions of the block are zero).
-    ``pinv = f² Aᵀ`` is nearest-neighbour upsampling. §3.1.
-    """
-
-    factor: int = 2
-    _kind = "block"
+    factor: int
 
     def __post_init__(self):
         _check_factor(self.factor)
@@ -305,6 +298,19 @@ class BlockAverage(_Separable):
 
     def _in_shape(self, y_shape):
         return (*y_shape[:2], y_shape[2] * self.factor, y_shape[3] * self.factor)
+
+
+@dataclass(frozen=True)
+class BlockAverage(_Downsampling):
+    """``×factor`` super-resolution by block averaging, ``y = avg_pool(x, f)``: ``(N, C, H, W) → (N, C, H/f, W/f)``.
+
+    Separable with the 1D averaging matrix ``D`` (rows ``1/f`` on a block): ``D Dᵀ = I/f``, so every 1D singular
+    value is ``1/√f``, every 2D one ``1/f`` (one per block; the other ``f² − 1`` directions of the block are zero).
+    ``pinv = f² Aᵀ`` is nearest-neighbour upsampling. §3.1.
+    """
+
+    factor: int = 2
+    _kind = "block"
 
     def A(self, x):
         _check_divisible(x, self.factor)
@@ -340,7 +346,7 @@ def bicubic_kernel(factor: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Bicubic(_Separable):
+class Bicubic(_Downsampling):
     """``×factor`` bicubic downsampling: strided convolution with the separable anti-aliased Keys kernel
     (:func:`bicubic_kernel`, ``a = −0.5``) and zero padding; ``(N, C, H, W) → (N, C, H/f, W/f)``.
 
@@ -351,15 +357,6 @@ class Bicubic(_Separable):
 
     factor: int = 4
     _kind = "bicubic"
-
-    def __post_init__(self):
-        _check_factor(self.factor)
-
-    def _param(self):
-        return self.factor
-
-    def _in_shape(self, y_shape):
-        return (*y_shape[:2], y_shape[2] * self.factor, y_shape[3] * self.factor)
 
     def _weight(self, like):  # (1, 1, L, L)
         k = bicubic_kernel(self.factor).to(device=like.device, dtype=like.dtype)
