@@ -129,12 +129,15 @@ def diffusion_loss(
     return F.mse_loss(out, target)
 
 
+def _random_hflip(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Each image flipped left–right with probability ½ (one draw per image from ``generator``)."""
+    f = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(f[:, None, None, None], x.flip(-1), x)
+
+
 def classifier_loss(model, x: torch.Tensor, y: torch.Tensor, generator=None, flip: bool = True) -> torch.Tensor:
     """Cross-entropy with random horizontal flips (used for the FD-FMNIST feature network)."""
-    if flip:
-        f = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
-        x = torch.where(f[:, None, None, None], x.flip(-1), x)
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(model(_random_hflip(x, generator) if flip else x), y)
 
 
 def noisy_classifier_loss(model, schedule: Schedule, x0: torch.Tensor, y: torch.Tensor, generator=None,
@@ -142,9 +145,7 @@ def noisy_classifier_loss(model, schedule: Schedule, x0: torch.Tensor, y: torch.
     """Cross-entropy of a noise-aware classifier ``model(x_t, t)`` on ``x_t = q_sample(x_0, t)`` with ``t`` uniform
     over the schedule's steps (t = 0 is the nearly clean image), as guided-diffusion trains its classifiers
     (``classifier_train.py`` with ``--noised True``); random horizontal flips as in :func:`classifier_loss`."""
-    if flip:
-        f = torch.rand(x0.shape[0], generator=generator, device=x0.device) < 0.5
-        x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)
+    x0 = _random_hflip(x0, generator) if flip else x0
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return F.cross_entropy(model(schedule.q_sample(x0, t, noise), t.to(x0.dtype)), y)
