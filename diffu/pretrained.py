@@ -232,13 +232,15 @@ def load(name: str, device=None, dtype=None) -> torch.nn.Module:
     return model.to(device=device, dtype=dtype)
 
 
-def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress=True):
+def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress=True, device=None):
     recipe = RECIPES[name]
     cfg = recipe["config"]
     if steps is not None:
         cfg = TrainConfig(**{**asdict(cfg), "steps": steps})
     with seeded(cfg.seed):
         model = recipe["build"]()
+    if device is not None:
+        model = model.to(device)
     data = fashion_mnist("train")
     if "data" in recipe:
         data = recipe["data"](*data)
@@ -250,8 +252,10 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(path))
+    save_file({k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}, str(path))
     cmd = f"python -m diffu.pretrained train {name}" + (f" --steps {cfg.steps}" if steps is not None else "")
+    if device is not None and torch.device(device).type != "cpu":
+        cmd += f" --device {torch.device(device).type}"
     entry = {
         "file": path.name,
         "sha256": sha256(path),
@@ -267,13 +271,15 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         ],  # fmt: skip
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
         "torch": torch.__version__,
+        "device": str(next(final.parameters()).device),
     }
     if hasattr(final, "config"):  # unet_config, dit_config, mmdit_config
         entry[f"{recipe['arch'].lower()}_config"] = final.config.to_dict()
     if name == "fmnist_classifier":
         xt, yt = fashion_mnist("test")
         with torch.no_grad():
-            entry["test_accuracy"] = float((final(xt).argmax(1) == yt).float().mean())
+            dev = next(final.parameters()).device
+            entry["test_accuracy"] = float((final(xt.to(dev)).argmax(1).cpu() == yt).float().mean())
     man_path = out_dir / "manifest.json"
     man = json.loads(man_path.read_text()) if man_path.exists() else {}
     man[name] = {**man.get(name, {}), **entry}
@@ -291,6 +297,7 @@ def main(argv=None):
     t.add_argument("--out-dir", default=str(WEIGHTS_DIR))
     t.add_argument("--workdir", default="runs", help="where periodic checkpoints go")
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--device", default=None, help="train on this device (e.g. cuda); the weights are saved on the CPU")
     args = p.parse_args(argv)
     if args.cmd == "list":
         for name in available():
@@ -299,7 +306,7 @@ def main(argv=None):
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    path, entry = _train_recipe(args.name, args.steps, args.out_dir, args.workdir)
+    path, entry = _train_recipe(args.name, args.steps, args.out_dir, args.workdir, device=args.device)
     print(json.dumps({k: v for k, v in entry.items() if k != "train_config"}, indent=2))
     print("wrote", path, "via", shlex.join(sys.argv))
 
