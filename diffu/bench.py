@@ -15,6 +15,8 @@
 - ``guidance``: chapter §2.3, see :mod:`diffu.bench_guidance` — the noise-aware classifier's accuracy per t-range
   and FD-FMNIST / accuracy / diversity versus scale for classifier-free and classifier guidance; plug-and-play
   priors (§2.4): class constraints and inpainting.
+- ``inverse``: chapter §4.3, see :mod:`diffu.bench_inverse` — PSNR, SSIM, FD-FMNIST, NFE and seconds per image of
+  TV, DPIR, DDRM, DiffPIR, DPS, RePaint, ReSample and the blind Blind-DPS/BIRD on six Fashion-MNIST tasks.
 - ``all`` (default): speed, notebooks and suite.
 
 Every sub-command has a ``--tiny`` flag used by the tests so the committed numbers stay reproducible.
@@ -306,9 +308,14 @@ def bench_nfe(out_dir=RESULTS, tiny=False, n=384, device=None, progress=True):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description=__doc__.split("\n")[0])
     commands = ["all", "speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "probe", "t2i", "guidance"]
+    commands.append("inverse")
     p.add_argument("what", nargs="?", default="all", choices=commands)
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--n", type=int, default=384, help="fd: samples per configuration")
+    p.add_argument("--n-images", type=int, default=64, help="inverse: held-out test images per task")
+    p.add_argument("--dps-steps", type=int, default=250, help="inverse: steps of DPS and Blind-DPS (official 1000)")
+    p.add_argument("--repaint-steps", type=int, default=100, help="inverse: RePaint levels (official 250)")
+    p.add_argument("--methods", nargs="*", default=None, help="inverse: a subset of the methods")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument("--out-dir", default=str(RESULTS), help="fd: where the JSON and grids go")
     p.add_argument("--device", default=None)
@@ -318,6 +325,7 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=1000, help="probe: test images")
     p.add_argument("--ts", type=int, nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     report = {}
     if args.what in ("all", "speed"):
         kw = dict(batch=4, ddpm_steps=5, ddim_steps=5, repeats=1) if args.tiny else {}
@@ -359,6 +367,8 @@ def main(argv=None):
         report.update(_arch_main(args))
     if args.what == "guidance":
         report["guidance"] = _guidance_main(args)
+    if args.what == "inverse":
+        report["inverse"] = _inverse_main(args)
     return report
 
 
@@ -391,6 +401,42 @@ def _guidance_main(args):
         out = Path(args.out_dir) / "guidance.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def _inverse_main(args):
+    from safetensors.torch import save_file
+
+    from .bench_inverse import bench_inverse
+
+    out = Path(args.out_dir)
+    save = not args.tiny or args.out_dir != str(RESULTS)
+    command = "python -m diffu.bench inverse" + " ".join(f" {a}" for a in (args.argv or []))
+
+    def partial(rows):  # nothing is lost if a long run stops half-way
+        if save:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "inverse.partial.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+
+    if args.tiny:
+        kw = dict(n=4, n_val=2, tasks=("gaussian_deblur", "box_inpaint"), dps_steps=3, repaint_steps=3, tiny=True)
+        args.methods = args.methods or ["TV", "DPIR", "DDRM", "DiffPIR", "DPS", "RePaint"]
+    else:
+        kw = dict(n=args.n_images, dps_steps=args.dps_steps, repaint_steps=args.repaint_steps)
+    res = bench_inverse(**kw, methods=args.methods, device=args.device, progress=not args.tiny, on_row=partial)
+    examples = res.pop("_examples")
+    res["command"] = command
+    print(f"[inverse] {res['n_images']} test images, sigma_y = {res['sigma_y']}, {res['machine']}; "
+          f"FD-FMNIST of the ground truth {res['fd_of_ground_truth']:.3f}")  # fmt: skip
+    print(f"  {'task':16s} {'method':24s} {'knob':>16s} {'PSNR':>6s} {'SSIM':>6s} {'FD':>7s} {'NFE':>5s} {'s/img':>7s}")
+    for r in res["rows"]:
+        knob = "" if r["knob"] is None else str(r["knob"])
+        print(f"  {r['task']:16s} {r['method']:24s} {knob:>16s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['fd']:7.3f} "
+              f"{r['nfe']:5d} {r['seconds_per_image']:7.3f}")  # fmt: skip
+    if save:
+        (out / "inverse.json").write_text(json.dumps(res, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in examples.items()}, str(out / "inverse_examples.safetensors"))
+        (out / "inverse.partial.json").unlink(missing_ok=True)
     return res
 
 

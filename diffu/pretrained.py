@@ -11,6 +11,10 @@ Retrain (from the repository root)::
     python -m diffu.pretrained train fmnist_flow
     python -m diffu.pretrained train fmnist_dit_adaln_zero   # and _adaln, _cross_attention, _in_context
     python -m diffu.pretrained train fmnist_noisy_classifier
+    python -m diffu.pretrained train drunet_gray          # plug-and-play denoiser (§4.1)
+    python -m diffu.pretrained train fmnist_autoencoder && python -m diffu.pretrained train fmnist_latent_dit
+    python -m diffu.pretrained train fmnist_restorer && python -m diffu.pretrained train fmnist_controlnet  # §4
+    python -m diffu.pretrained train kernel_prior          # Blind-DPS kernel prior (§4.2)
 """
 
 from __future__ import annotations
@@ -187,6 +191,181 @@ for _cond, _name in DIT_ABLATION.items():
     }
 
 
+# latent diffusion (chapter §4.5, ReSample): a KL-f4-like autoencoder, then a DiT on its unit-std 3×7×7 latents
+def _fmnist_autoencoder():
+    from .nn.autoencoder import Autoencoder
+
+    return Autoencoder()
+
+
+def _autoencoder_loss(m, x, y, generator):
+    from .nn.autoencoder import autoencoder_loss
+
+    return autoencoder_loss(m, x, generator=generator)
+
+
+def _latent_dit():
+    return DiT(DiTConfig(image_size=7, patch_size=1, in_channels=3, hidden_size=96, depth=4, num_heads=4))
+
+
+def _latent_data(x, y):
+    """The Fashion-MNIST train set encoded by the SHIPPED autoencoder (so retrain fmnist_autoencoder first)."""
+    from .nn.autoencoder import encode_images
+
+    return encode_images(load("fmnist_autoencoder"), x), y
+
+
+RECIPES["fmnist_autoencoder"] = {
+    "description": "KL-regularised convolutional autoencoder (LDM's KL-f4 at toy scale): 1×28×28 ↔ 3×7×7, L1 + "
+    "1e-6 KL, posterior mean as the latent, scale_factor buffer making the training latents unit-std",
+    "build": _fmnist_autoencoder,
+    "arch": "Autoencoder",
+    "config": TrainConfig(
+        steps=7000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0, ckpt_every=500
+    ),
+    "loss": _autoencoder_loss,
+    "use_ema": False,  # the scale_factor buffer is tracked on the raw weights' latents
+}
+
+RECIPES["fmnist_latent_dit"] = {
+    "description": "class-conditional ε-prediction DiT (patch 1, width 96, depth 4) on the 3×7×7 latents of "
+    "fmnist_autoencoder, linear schedule T=1000, 10 % null-label dropout (unconditional with y=None)",
+    "build": _latent_dit,
+    "arch": "DiT",
+    "data": _latent_data,
+    "config": _denoiser_train(8000),
+    "loss": _dit_loss,
+    "use_ema": True,
+}
+
+
+def _drunet_gray():
+    from .nn.drunet import DRUNet
+
+    return DRUNet()
+
+
+def _drunet_data(x, y):
+    from .nn.drunet import drunet_data
+
+    return drunet_data(x, y)
+
+
+def _drunet_loss(m, x, generator):
+    from .nn.drunet import drunet_loss
+
+    return drunet_loss(m, x, generator)
+
+
+RECIPES["drunet_gray"] = {
+    "description": "small DRUNet-like bias-free Gaussian denoiser D(x, σ) with a noise-level map (σ on the [-1, 1] "
+    "scale, uniform in [0, 2·50/255]), L1 loss, trained on the Fashion-MNIST subset plus as many 28×28 patches "
+    "(flips/rot90, scales 1 and 1/2) of scikit-image's bundled images; skimage.data.camera is held out (chapter §4.1 "
+    "deblurs it)",
+    "build": _drunet_gray,
+    "arch": "DRUNet",
+    "data": _drunet_data,
+    "config": TrainConfig(
+        steps=6000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+    ),
+    "loss": _drunet_loss,
+    "use_ema": True,
+}
+
+
+# two-stage blind restoration (chapter §4, StableSR/DiffBIR at toy scale): stage 1 regression, stage 2 ControlNet
+def _restorer_fmnist():
+    from .inverse.two_stage import build_restorer
+
+    return build_restorer()
+
+
+def _restorer_loss(m, x, generator):
+    from .inverse.two_stage import restorer_loss
+
+    return restorer_loss(m, x, generator)
+
+
+def _controlnet_fmnist():
+    from .inverse.two_stage import build_controlled_unet
+
+    return build_controlled_unet()  # loads the shipped fmnist_unet and fmnist_restorer (train the latter first)
+
+
+def _controlnet_loss(m, x, generator):
+    from .inverse.two_stage import controlnet_loss
+
+    return controlnet_loss(m, x, generator)
+
+
+def _images_only(x, y):
+    return (x,)
+
+
+RECIPES["fmnist_restorer"] = {
+    "description": "stage 1 of the two-stage restorer: a small conv UNet without time input (global residual) "
+    "trained with MSE to map diffu.inverse.degrade(x) (random blur σ∈[0.5, 2], ×2/×4 block-average + bilinear "
+    "up, noise σ∈[0, 0.1]) back to the clean Fashion-MNIST image",
+    "build": _restorer_fmnist,
+    "arch": "Restorer",
+    "data": _images_only,
+    "config": TrainConfig(
+        steps=4000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+    ),
+    "loss": _restorer_loss,
+    "use_ema": True,
+}
+
+RECIPES["fmnist_controlnet"] = {
+    "description": "stage 2 of the two-stage restorer: a ControlNet adapter (trainable copy of fmnist_unet's "
+    "encoder + zero convs) on the frozen fmnist_unet, conditioned on the frozen fmnist_restorer's output for a "
+    "random degradation; ε-loss, linear schedule, null label. The file holds only the adapter; the frozen UNet and "
+    "restorer are rebuilt from their own shipped weights (so fmnist_restorer must be trained first)",
+    "build": _controlnet_fmnist,
+    "arch": "ControlledUNet",
+    "data": _images_only,
+    "config": TrainConfig(
+        steps=3000, batch_size=128, lr=1e-4, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+    ),
+    "loss": _controlnet_loss,
+    "use_ema": True,
+}
+
+
+def _kernel_unet():
+    from .inverse.blind import KernelUNet
+
+    return KernelUNet()
+
+
+def _kernel_data(x, y):
+    from .inverse.blind import kernel_prior_data
+
+    return kernel_prior_data(x, y)
+
+
+def _kernel_loss(m, k, generator):
+    from .inverse.blind import kernel_prior_loss
+
+    return kernel_prior_loss(m, k, generator)
+
+
+RECIPES["kernel_prior"] = {
+    "description": "Blind-DPS's kernel diffusion prior at toy scale: ε-prediction UNet over 9×9 blur kernels "
+    "(zero-padded to a 12×12 canvas), trained on 20 000 procedural kernels (diffu.inverse.random_kernels: half "
+    "motion blur of random intensity, half isotropic/anisotropic Gaussians) mapped to [-1, 1] by 2k/max k − 1; "
+    "linear schedule T = 1000; the Fashion-MNIST tensors are ignored",
+    "build": _kernel_unet,
+    "arch": "KernelUNet",
+    "data": _kernel_data,
+    "config": TrainConfig(
+        steps=4000, batch_size=256, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+    ),
+    "loss": _kernel_loss,
+    "use_ema": True,
+}
+
+
 def sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -261,7 +440,8 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         "sha256": sha256(path),
         "arch": recipe["arch"],
         "description": recipe["description"],
-        "parameters": sum(p.numel() for p in final.parameters()),
+        # what the file holds (a ControlNet adapter saves none of its frozen base)
+        "parameters": sum(p.numel() for k, p in final.named_parameters() if k in final.state_dict()),
         "train_config": asdict(cfg),
         "command": cmd,
         "final_loss_mean_last_100": sum(res.losses[-100:]) / len(res.losses[-100:]),

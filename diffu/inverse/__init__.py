@@ -2,12 +2,22 @@
 SVD views (:mod:`~diffu.inverse.operators`, :mod:`~diffu.inverse.blur`, :mod:`~diffu.inverse.fourier`), mask
 generators (:mod:`~diffu.inverse.masks`), noise models, classical reconstructions
 (:mod:`~diffu.inverse.classical`) and diffusion solvers (:mod:`~diffu.inverse.dps`, :mod:`~diffu.inverse.repaint`,
-:mod:`~diffu.inverse.ddrm`).
+:mod:`~diffu.inverse.ddrm`, :mod:`~diffu.inverse.resample`, :mod:`~diffu.inverse.blind`).
 """
 
 from __future__ import annotations
 
-from .blur import Blur, Turbulence, gaussian_kernel, motion_kernel
+from .blind import (
+    BlindState,
+    KernelUNet,
+    bird,
+    blind_dps,
+    blur_each,
+    kernel_error,
+    kernel_from_diffusion,
+    kernel_to_diffusion,
+)
+from .blur import Blur, Turbulence, gaussian_kernel, motion_kernel, random_kernels
 from .classical import (
     cg,
     fbp,
@@ -38,9 +48,14 @@ from .operators import (
     Poisson,
     bicubic_kernel,
 )
+from .pnp import diffpir, diffpir_timesteps, dpir, dpir_schedule, hqs_data_step
 from .repaint import repaint, repaint_schedule
+from .resample import resample, resample_moments, stochastic_resample
+from .two_stage import degrade, two_stage_restore
 
 __all__ = [
+    "BlindState",
+    "KernelUNet",
     "MRI",
     "Bicubic",
     "BlockAverage",
@@ -55,11 +70,19 @@ __all__ = [
     "Radon",
     "Turbulence",
     "bicubic_kernel",
+    "bird",
+    "blind_dps",
+    "blur_each",
     "box_mask",
     "brush_mask",
     "cartesian_mask",
     "cg",
     "ddrm",
+    "degrade",
+    "diffpir",
+    "diffpir_timesteps",
+    "dpir",
+    "dpir_schedule",
     "dps",
     "fbp",
     "fft2c",
@@ -68,16 +91,25 @@ __all__ = [
     "grad",
     "grad_T",
     "hio",
+    "hqs_data_step",
     "ifft2c",
+    "kernel_error",
+    "kernel_from_diffusion",
+    "kernel_to_diffusion",
     "motion_kernel",
     "op_norm",
+    "random_kernels",
     "random_mask",
     "repaint",
     "repaint_schedule",
+    "resample",
+    "resample_moments",
+    "stochastic_resample",
     "tikhonov",
     "tv",
     "tv_denoise",
     "tv_reconstruct",
+    "two_stage_restore",
     "wiener",
     "zero_filled",
 ]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .operators import LinearOperator, _adjoint_by_autograd, _check_image, _Separable, _svd_1d, _uniform
 
-__all__ = ["Blur", "Turbulence", "gaussian_kernel", "motion_kernel"]
+__all__ = ["Blur", "Turbulence", "gaussian_kernel", "motion_kernel", "random_kernels"]
 
 
 def _check_odd(name: str, size) -> None:
@@ -57,6 +57,38 @@ def motion_kernel(size: int, intensity: float = 0.5, generator=None, device=None
             w = (frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dc else 1 - frac[:, 1])
             k.index_add_(0, (i0[:, 0] + dr) * size + i0[:, 1] + dc, w)
     return (k / k.sum()).reshape(size, size).to(device=device, dtype=dtype)
+
+
+def random_kernels(n: int, size: int, *, generator=None, motion_fraction: float = 0.5, device=None,
+                   dtype=torch.float32) -> torch.Tensor:  # fmt: skip
+    """A procedural mix of ``n`` blur kernels ``(n, size, size)``, each non-negative with sum 1 — the training set
+    of the kernel diffusion prior of Blind-DPS (:mod:`diffu.inverse.blind`, §4). Deterministic for a generator.
+
+    With probability ``motion_fraction`` a kernel is a :func:`motion_kernel` of intensity ``U(0, 1)``; otherwise a
+    Gaussian ``exp(−½ pᵀ Σ⁻¹ p)`` with major std ``U(0.5, size/4)`` pixels, isotropic or (with probability ½)
+    anisotropic with minor/major ratio ``U(0.3, 1)`` and a uniform orientation. (Blind-DPS trains its kernel prior
+    on motion kernels of the ``motionblur`` package and Gaussians of random width; the mix here is ours.)
+    """
+    _check_odd("kernel", size)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not 0 <= motion_fraction <= 1:
+        raise ValueError(f"motion_fraction must be in [0, 1], got {motion_fraction}")
+    t = torch.arange(size, dtype=torch.float64) - size // 2
+    rows, cols = t[:, None], t[None, :]
+    out = []
+    for _ in range(n):
+        if _uniform(generator) < motion_fraction:
+            out.append(motion_kernel(size, _uniform(generator), generator=generator, dtype=torch.float64))
+            continue
+        major = 0.5 + (size / 4 - 0.5) * _uniform(generator)
+        minor = major * (0.3 + 0.7 * _uniform(generator)) if _uniform(generator) < 0.5 else major
+        theta = math.pi * _uniform(generator)
+        u = rows * math.cos(theta) + cols * math.sin(theta)  # coordinates along the principal axes
+        v = -rows * math.sin(theta) + cols * math.cos(theta)
+        g = torch.exp(-0.5 * ((u / major) ** 2 + (v / minor) ** 2))
+        out.append(g / g.sum())
+    return torch.stack(out).to(device=device, dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)

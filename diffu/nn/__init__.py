@@ -1,7 +1,10 @@
 """Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6)."""
 
+from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
+from .controlnet import ControlledUNet, ControlNet, Restorer, RestorerConfig, zero_conv
 from .dit import CONDITIONINGS, DIT_SIZES, DiT, DiTConfig
+from .drunet import DRUNet, DRUNetConfig
 from .embeddings import (
     LabelEmbedder,
     PatchEmbed,
@@ -17,10 +20,16 @@ from .text import TextEncoder, WordTokenizer
 from .unet import UNet, UNetConfig
 
 __all__ = [
+    "Autoencoder",
+    "AutoencoderConfig",
     "CONDITIONINGS",
+    "ControlNet",
+    "ControlledUNet",
     "DIT_SIZES",
     "DiT",
     "DiTConfig",
+    "DRUNet",
+    "DRUNetConfig",
     "FMNISTClassifier",
     "LabelEmbedder",
     "MLPDenoiser",
@@ -30,6 +39,8 @@ __all__ = [
     "NoisyClassifier",
     "NoisyClassifierConfig",
     "PatchEmbed",
+    "Restorer",
+    "RestorerConfig",
     "TextEncoder",
     "TimestepEmbedder",
     "UNet",
@@ -40,4 +51,5 @@ __all__ = [
     "sincos_2d_pos_embed",
     "timestep_embedding",
     "unpatchify",
+    "zero_conv",
 ]

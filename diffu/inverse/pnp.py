@@ -1,0 +1,342 @@
+"""Plug-and-play restoration by half-quadratic splitting (chapter §4.1): DPIR with a learned Gaussian denoiser
+(Zhang et al. 2021) and DiffPIR with a diffusion model as the denoiser (Zhu et al. 2023).
+
+Both alternate a *data step*, the closed-form proximal operator of the measurement term (:func:`hqs_data_step`),
+with a *prior step*, a denoiser at a decreasing noise level. All noise levels here are on diffu's [-1, 1] image
+scale; the official codes work on [0, 1] images (DPIR) or mix the two (DiffPIR), see each docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..samplers import SamplerState, model_eps
+from ..schedules import Schedule
+from .blur import Blur
+from .classical import cg
+from .operators import _check_image
+
+__all__ = ["diffpir", "diffpir_timesteps", "dpir", "dpir_schedule", "hqs_data_step"]
+
+SPACINGS = ("quad", "uniform")
+# DPIR's floor of the noise level in ρ_k: 0.255/255 on [0, 1] images, i.e. 0.51/255 on [-1, 1]
+DPIR_SIGMA_FLOOR = 2 * 0.255 / 255
+# DiffPIR's floor of σ_n (on [0, 1], as in the official ``sigma = max(0.001, noise_level_img)``)
+DIFFPIR_SIGMA_FLOOR = 0.001
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_sigma_y(sigma_y) -> None:
+    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y):
+        raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y!r}")
+    if sigma_y < 0:
+        raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y!r}")
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+    if bad or (high is not None and value > high):
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
+
+
+def _rho(rho, z: torch.Tensor) -> torch.Tensor:
+    """``rho`` (a number or ``(N,)``) as a ``(1 or N, 1, 1, 1)`` tensor like ``z``, checked finite and > 0."""
+    if isinstance(rho, torch.Tensor):
+        if rho.ndim > 1 or rho.numel() not in (1, z.shape[0]):
+            shape = tuple(rho.shape)
+            raise ValueError(f"rho must be a number or a tensor of shape (N,) = ({z.shape[0]},), got {shape}")
+        r = rho.to(device=z.device, dtype=z.dtype).reshape(-1, 1, 1, 1)
+    else:
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)):
+            raise ValueError(f"rho must be a number or a (N,) tensor, got {rho!r}")
+        r = torch.full((1, 1, 1, 1), float(rho), device=z.device, dtype=z.dtype)
+    if not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
+        raise ValueError(f"rho must be finite and > 0, got {r.flatten().tolist()}")
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The data sub-problem
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def hqs_data_step(op, y: torch.Tensor, z: torch.Tensor, rho, *, tol: float = 1e-6, max_iter: int = 200):
+    """The HQS data step ``argmin_x ‖A x − y‖² + ρ ‖x − z‖²``, i.e. the solution of ``(AᵀA + ρ I) x = Aᵀy + ρ z``.
+
+    Solved in closed form where the operator allows it (Zhang et al. 2021, §4; official
+    ``cszn/DPIR/utils/utils_sisr.py::data_solution`` does the FFT case):
+
+    - circular :class:`~diffu.inverse.blur.Blur`: ``x = F⁻¹[(conj(k̂) ŷ + ρ ẑ) / (|k̂|² + ρ)]``;
+    - operators with an SVD view (``op.has_svd``: Identity, Inpainting — where ``U = V = I`` and this is
+      elementwise, ``x = (m ⊙ y + ρ z) / (m + ρ)`` — BlockAverage, Bicubic): ``x = V[(s ⊙ Uᵀy + ρ Vᵀz) / (s² + ρ)]``;
+    - any other linear operator (e.g. a zero-padded blur): conjugate gradients (:func:`diffu.inverse.classical.cg`)
+      started at ``z``, to relative residual ``tol`` or ``max_iter`` iterations.
+
+    The objective is invariant to the image scale, so ``ρ`` is the same on [0, 1] and [-1, 1] images. §4.1.
+
+    Args:
+        op: a linear operator (:mod:`diffu.inverse.operators`).
+        y: the measurement ``(N, …)``, shaped like ``op.A(z)``.
+        z: the prior point ``(N, C, H, W)`` (the denoiser's output, or DiffPIR's x̂_0).
+        rho: ``ρ > 0``, a number or a ``(N,)`` tensor (one per image).
+
+    Returns:
+        ``x`` ``(N, C, H, W)`` like ``z``.
+    """
+    if not getattr(op, "linear", False):
+        raise ValueError(f"op must be a linear operator (with AT), got {type(op).__name__}")
+    _check_image(z, "z")
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
+    if op.A(z).shape != y.shape:
+        raise ValueError(f"y must have the shape of op.A(z) {tuple(op.A(z).shape)}, got {tuple(y.shape)}")
+    r = _rho(rho, z)  # (1 or N, 1, 1, 1)
+    y = y.to(z)
+    if isinstance(op, Blur) and op.boundary == "circular":
+        k = op.transfer(z)  # (H, W//2 + 1)
+        num = k.conj() * torch.fft.rfft2(y) + r * torch.fft.rfft2(z)
+        return torch.fft.irfft2(num / (k.abs() ** 2 + r), s=z.shape[-2:])
+    if getattr(op, "has_svd", False):
+        s = op.singulars(z)  # (1 or N, D)
+        rr = r.reshape(-1, 1)  # (1 or N, 1)
+        return op.V((s * op.Ut(y) + rr * op.Vt(z)) / (s**2 + rr), z.shape)
+    return cg(lambda v: op.AT(op.A(v)) + r * v, op.AT(y) + r * z, x0=z, tol=tol, max_iter=max_iter)
+
+
+def _initial_image(op, y: torch.Tensor) -> torch.Tensor:
+    """``y`` for operators that keep the image size, else ``y`` upsampled bicubically to ``op.AT(y)``'s size (the
+    official SR scripts start from a bicubic upsampling of the low-resolution image)."""
+    size = op.AT(y).shape[-2:] if getattr(op, "linear", False) else y.shape[-2:]
+    if tuple(size) == tuple(y.shape[-2:]):
+        return y
+    return F.interpolate(y, size=tuple(size), mode="bicubic", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DPIR
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def dpir_schedule(sigma_y: float, iters: int = 8, sigma_start: float = 2 * 49 / 255, sigma_end: float | None = None,
+                  lam: float = 0.23) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """DPIR's noise levels and penalties (official ``cszn/DPIR/utils/utils_pnp.py::get_rho_sigma`` with ``w = 1``):
+    ``σ_k`` log-spaced from ``sigma_start`` to ``sigma_end`` in ``iters`` steps and
+    ``ρ_k = λ max(σ_y, 0.51/255)² / σ_k²``, all on the [-1, 1] scale (the ratio in ρ_k does not depend on it).
+
+    ``sigma_end`` defaults to ``max(σ_y, 0.51/255)``: the official deblurring script ends at ``σ_y`` (it cannot take
+    ``σ_y = 0``, ``log 0``), the SR script at ``max(sf, 255 σ_y)/255`` on [0, 1], i.e. pass
+    ``sigma_end = max(2 sf / 255, σ_y)`` for ×sf SR. Returns ``(sigmas, rhos)``, two float64 ``(iters,)`` tensors.
+    """
+    _check_sigma_y(sigma_y)
+    _check_int("iters", iters, 1)
+    _check_positive("sigma_start", sigma_start)
+    _check_positive("lam", lam)
+    floor = max(float(sigma_y), DPIR_SIGMA_FLOOR)
+    sigma_end = floor if sigma_end is None else sigma_end
+    _check_positive("sigma_end", sigma_end)
+    sigmas = torch.logspace(math.log10(sigma_start), math.log10(sigma_end), iters, dtype=torch.float64)
+    return sigmas, lam * floor**2 / sigmas**2
+
+
+@torch.no_grad()
+def dpir(
+    denoiser: Callable,
+    y: torch.Tensor,
+    op,
+    *,
+    sigma_y: float,
+    iters: int = 8,
+    sigma_start: float = 2 * 49 / 255,
+    sigma_end: float | None = None,
+    lam: float = 0.23,
+    x_init: torch.Tensor | None = None,
+    progress: bool = True,
+    callback: Callable[[SamplerState], None] | None = None,
+) -> torch.Tensor:
+    """DPIR: plug-and-play HQS with a noise-level-aware denoiser (Zhang et al. 2021, §4, half-quadratic splitting).
+
+    With ``σ_k, ρ_k`` from :func:`dpir_schedule` (``σ_k`` log-spaced from ``sigma_start`` down to ``σ_y``,
+    ``ρ_k = λ σ_y² / σ_k²``, σ_y floored at 0.51/255), starting from ``z_0 = x_init`` (default ``y``, or its bicubic
+    upsampling for SR), each iteration ``k = 1 … iters`` does
+
+    1. data step ``x_k = argmin_x ‖A x − y‖² + ρ_k ‖x − z_{k−1}‖²`` (:func:`hqs_data_step`),
+    2. prior step ``z_k = D(x_k, σ_k)``,
+
+    and the result is ``z_iters`` — the order and output of the official ``cszn/DPIR/main_dpir_deblur.py`` and
+    ``main_dpir_sisr.py`` (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]).
+
+    Scale: ``sigma_y``, ``sigma_start``, ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale
+    (twice DPIR's [0, 1] values: its default 49/255 is our 98/255); ρ_k is unchanged by the scale. Not done: the
+    official ×8 self-ensemble (``x8``: a different flip/rotation of the input at each iteration) and the padding
+    to a multiple of 8 done by ``test_mode`` (our :class:`~diffu.nn.DRUNet` pads itself).
+
+    Args:
+        denoiser: ``denoiser(x, sigma) -> x̂`` with ``sigma`` a number on the [-1, 1] scale
+            (e.g. :class:`~diffu.nn.DRUNet`).
+        y: the measurement ``(N, …)``, shaped like ``op.A(x)``.
+        op: a linear operator.
+        sigma_y: the measurement noise std (>= 0, [-1, 1] scale).
+        iters: the number of HQS iterations (>= 1).
+        sigma_start, sigma_end, lam: see :func:`dpir_schedule`.
+        x_init: the starting point ``z_0`` ``(N, C, H, W)``.
+        callback: called after every iteration with ``SamplerState(k, k, z_k, x_k)`` (no diffusion timestep:
+            ``t`` repeats the iteration index; ``x0_hat`` is the data-step output).
+
+    Returns:
+        The restored images ``z_iters`` ``(N, C, H, W)``.
+    """
+    sigmas, rhos = dpir_schedule(sigma_y, iters, sigma_start, sigma_end, lam)
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
+    z = _initial_image(op, y) if x_init is None else x_init
+    _check_image(z, "x_init")
+    z = z.to(device=y.device, dtype=y.dtype)
+    for k in tqdm(range(iters), disable=not progress, desc=f"DPIR-{iters}"):
+        x = hqs_data_step(op, y, z, float(rhos[k]))
+        z = denoiser(x, float(sigmas[k]))
+        if callback is not None:
+            callback(SamplerState(k, k, z.clone(), x.clone()))
+    return z
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DiffPIR
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def diffpir_timesteps(T: int, steps: int, spacing: str = "quad") -> list[int]:
+    """The decreasing model timesteps visited by DiffPIR (official ``yuanzhi-zhu/DiffPIR/main_ddpir_deblur.py``).
+
+    The official code builds ``seq`` and visits ``t = T − 1 − seq[i]``:
+
+    - "quad": ``seq = int(√linspace(0, T², steps))`` with the last entry lowered by one, so ``steps`` timesteps from
+      ``T − 1`` to ``0``, dense near ``t = 0`` (needs ``steps >= 2``);
+    - "uniform": ``seq = (0, k, 2k, …, (steps − 1) k)`` with ``k = T // steps``, plus ``T − 1`` when ``k > 1``: so
+      ``steps + 1`` timesteps ending at ``0`` (``steps`` when ``k = 1``).
+
+    The model is evaluated at every timestep but the last (see :func:`diffpir`).
+    """
+    _check_int("T", T, 1)
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    _check_int("steps", steps, 2 if spacing == "quad" else 1, T)
+    if spacing == "quad":
+        seq = [int(s) for s in np.sqrt(np.linspace(0, T**2, steps))]
+        seq[-1] -= 1
+    else:
+        k = T // steps
+        seq = [i * k for i in range(steps)] + ([T - 1] if k > 1 else [])
+    return [T - 1 - s for s in seq]
+
+
+def diffpir(
+    model: Callable,
+    y: torch.Tensor,
+    op,
+    schedule: Schedule,
+    *,
+    sigma_y: float,
+    steps: int = 100,
+    lam: float = 1.0,
+    zeta: float = 0.1,
+    spacing: str = "quad",
+    model_kwargs: dict | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    callback: Callable[[SamplerState], None] | None = None,
+    x_T: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DiffPIR: a diffusion model as the HQS prior, one data step per reverse step (Zhu et al. 2023, Alg. 1).
+
+    With ``σ̄_t = √(1 − ᾱ_t)/√ᾱ_t`` (the noise level of ``x_t/√ᾱ_t``) and ``ρ_t = λ σ_n² / σ̄_t²``, each step from
+    ``x_t`` to the next timestep ``s`` of :func:`diffpir_timesteps` does
+
+    1. ``x̂_0 = clip((x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, −1, 1)``;
+    2. ``x̂_0 ← argmin_x ‖A x − y‖² + ρ_t ‖x − x̂_0‖²`` (:func:`hqs_data_step`, closed form / CG);
+    3. ``ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)`` (recomputed from the corrected x̂_0);
+    4. ``x_s = √ᾱ_s x̂_0 + √(1 − ζ) √(1 − ᾱ_s) ε̂ + √ζ √(1 − ᾱ_s) z``, ``z ~ N(0, I)``.
+
+    Facts kept from the official code (``yuanzhi-zhu/DiffPIR``, ``main_ddpir_deblur.py`` / ``_sisr.py`` /
+    ``_inpainting.py``, default ``generate_mode='DiffPIR'``, ``eta = 0``, ``iter_num_U = 1``):
+
+    - the timesteps of :func:`diffpir_timesteps`, starting at ``t = T − 1``;
+    - ``x_T = √(ᾱ_T/ᾱ_{t_y}) u + √((1 − ᾱ_T) − (ᾱ_T/ᾱ_{t_y})(1 − ᾱ_{t_y})) z`` with ``u = y`` (deblurring,
+      inpainting) and ``t_y`` the timestep whose σ̄ is nearest σ_y — i.e. ``y`` diffused on from its own noise
+      level. For size-changing operators ``u`` is the bicubic upsampling of ``y`` (the SR script uses that ``u``
+      with ``t_y = −1``: a difference of order √ᾱ_T ≈ 0.006);
+    - σ_n is the noise std **on [0, 1] images** (``sigma = max(0.001, noise_level_img)``) while x̂_0 and σ̄_t live on
+      [-1, 1]: so with our ``sigma_y`` on [-1, 1], ``σ_n = max(0.001, σ_y / 2)`` and ``ρ_t = λ σ_n²/σ̄_t²``. In
+      consistent units this is ``ρ_t = (λ/4) σ_y² / σ̄_t²``: the official λ = 1 is a quarter of the ratio of
+      the measurement variance to x̂_0's "prior" variance σ̄_t² that the paper's derivation suggests;
+    - the last timestep (t = 0): the official loop evaluates the model there, does no data step and no update, and
+      returns the current ``x`` — the state *at* ``t = 0`` (it still carries noise of std ≈ √(1 − ᾱ_0) = 0.01).
+      We return the same ``x`` and skip that unused evaluation, so a run costs ``len(timesteps) − 1`` model calls
+      (99 for "quad" with ``steps = 100``, 100 for "uniform").
+
+    Defaults (official): 100 steps, "quad", λ = 1, ζ = 0.1 for deblurring and SR; 20 steps and ζ = 1 for
+    inpainting. The official runs are 256×256 FFHQ/ImageNet with σ_n = 12.75/255 (our ``sigma_y = 0.1``); our toy
+    setting is a 28×28 Fashion-MNIST ε-model, so λ and ζ may need retuning. §4.1.
+
+    Args:
+        model: ``model(x_t, t, **model_kwargs)`` predicting ε (or what ``model.prediction`` says).
+        y: the measurement ``(N, …)``, shaped like ``op.A(x)``.
+        op: a linear operator (closed-form data step where :func:`hqs_data_step` has one, CG otherwise).
+        schedule: the training schedule (``T`` timesteps).
+        sigma_y: the measurement noise std on the [-1, 1] scale (>= 0).
+        steps: the number of timesteps (see :func:`diffpir_timesteps`).
+        lam: λ > 0.
+        zeta: ζ ∈ [0, 1], the share of fresh noise (0: deterministic, DDIM-like; 1: DDPM-like re-noising).
+        spacing: "quad" or "uniform".
+        x_T: the initial state ``(N, C, H, W)`` (default: the official start above, drawn from ``generator``).
+        callback: called after every step with ``SamplerState(i, t, x_s, corrected x̂_0)``.
+
+    Returns:
+        The reconstruction ``x`` at ``t = 0`` ``(N, C, H, W)``, dtype and device of ``y``.
+    """
+    _check_sigma_y(sigma_y)
+    _check_positive("lam", lam)
+    if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0.0 <= zeta <= 1.0:
+        raise ValueError(f"zeta must be a number in [0, 1], got {zeta!r}")
+    ts = diffpir_timesteps(schedule.T, steps, spacing)
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
+    ab = schedule.alpha_bar  # (T,) float64 on the CPU; used as Python floats
+    sigma_bar = ((1 - ab) / ab).sqrt()  # σ̄_t
+    if x_T is None:
+        u = _initial_image(op, y)
+        _check_image(u, "the initial image")
+        t_y = int((sigma_bar - sigma_y).abs().argmin())
+        scale = math.sqrt(ab[ts[0]] / ab[t_y])
+        std = math.sqrt(max(0.0, (1 - ab[ts[0]]) - scale**2 * (1 - ab[t_y])))
+        x = scale * u + std * torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+    else:
+        _check_image(x_T, "x_T")
+        x = x_T.to(device=y.device, dtype=y.dtype)
+    sigma_n = max(DIFFPIR_SIGMA_FLOOR, sigma_y / 2)  # the official σ_n, on [0, 1]
+    for i in tqdm(range(len(ts) - 1), disable=not progress, desc=f"DiffPIR-{steps}"):
+        t, s = ts[i], ts[i + 1]
+        a_t, a_s = float(ab[t]), float(ab[s])
+        with torch.no_grad():
+            eps = model_eps(model, x, t, schedule, model_kwargs)
+        x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1, 1)
+        x0 = hqs_data_step(op, y, x0, lam * sigma_n**2 / float(sigma_bar[t]) ** 2)
+        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # ε̂ recomputed from the corrected x̂_0
+        x = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s) * math.sqrt(1 - zeta) * eps
+        if zeta > 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + math.sqrt(1 - a_s) * math.sqrt(zeta) * noise
+        if callback is not None:
+            callback(SamplerState(i, t, x.clone(), x0.clone()))
+    return x
