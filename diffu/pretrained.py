@@ -34,6 +34,8 @@ from safetensors.torch import load_file, save_file
 
 from . import captions
 from .data import fashion_mnist
+from .inverse.blind import KernelUNet, kernel_prior_data, kernel_prior_loss
+from .inverse.two_stage import build_controlled_unet, build_restorer, controlnet_loss, images_only, restorer_loss
 from .nn import (
     CONDITIONINGS,
     DIT_SIZES,
@@ -46,6 +48,8 @@ from .nn import (
     UNet,
     UNetConfig,
 )
+from .nn.autoencoder import Autoencoder, autoencoder_loss, encode_images
+from .nn.drunet import DRUNet, drunet_data, drunet_loss
 from .schedules import linear_schedule
 from .train import TrainConfig, classifier_loss, diffusion_loss, noisy_classifier_loss, seeded, train
 
@@ -191,17 +195,7 @@ for _cond, _name in DIT_ABLATION.items():
     }
 
 
-# latent diffusion (chapter §4.5, ReSample): a KL-f4-like autoencoder, then a DiT on its unit-std 3×7×7 latents
-def _fmnist_autoencoder():
-    from .nn.autoencoder import Autoencoder
-
-    return Autoencoder()
-
-
-def _autoencoder_loss(m, x, y, generator):
-    from .nn.autoencoder import autoencoder_loss
-
-    return autoencoder_loss(m, x, generator=generator)
+# latent diffusion (chapter §4.2.3, ReSample): a KL-f4-like autoencoder, then a DiT on its unit-std 3×7×7 latents
 
 
 def _latent_dit():
@@ -210,20 +204,18 @@ def _latent_dit():
 
 def _latent_data(x, y):
     """The Fashion-MNIST train set encoded by the SHIPPED autoencoder (so retrain fmnist_autoencoder first)."""
-    from .nn.autoencoder import encode_images
-
     return encode_images(load("fmnist_autoencoder"), x), y
 
 
 RECIPES["fmnist_autoencoder"] = {
     "description": "KL-regularised convolutional autoencoder (LDM's KL-f4 at toy scale): 1×28×28 ↔ 3×7×7, L1 + "
     "1e-6 KL, posterior mean as the latent, scale_factor buffer making the training latents unit-std",
-    "build": _fmnist_autoencoder,
+    "build": Autoencoder,
     "arch": "Autoencoder",
     "config": TrainConfig(
         steps=7000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0, ckpt_every=500
     ),
-    "loss": _autoencoder_loss,
+    "loss": autoencoder_loss,
     "use_ema": False,  # the scale_factor buffer is tracked on the raw weights' latents
 }
 
@@ -239,80 +231,36 @@ RECIPES["fmnist_latent_dit"] = {
 }
 
 
-def _drunet_gray():
-    from .nn.drunet import DRUNet
-
-    return DRUNet()
-
-
-def _drunet_data(x, y):
-    from .nn.drunet import drunet_data
-
-    return drunet_data(x, y)
-
-
-def _drunet_loss(m, x, generator):
-    from .nn.drunet import drunet_loss
-
-    return drunet_loss(m, x, generator)
-
-
 RECIPES["drunet_gray"] = {
     "description": "small DRUNet-like bias-free Gaussian denoiser D(x, σ) with a noise-level map (σ on the [-1, 1] "
     "scale, uniform in [0, 2·50/255]), L1 loss, trained on the Fashion-MNIST subset plus as many 28×28 patches "
     "(flips/rot90, scales 1 and 1/2) of scikit-image's bundled images; skimage.data.camera is held out (chapter §4.1 "
     "deblurs it)",
-    "build": _drunet_gray,
+    "build": DRUNet,
     "arch": "DRUNet",
-    "data": _drunet_data,
+    "data": drunet_data,
     "config": TrainConfig(
         steps=6000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
     ),
-    "loss": _drunet_loss,
+    "loss": drunet_loss,
     "use_ema": True,
 }
 
 
-# two-stage blind restoration (chapter §4, StableSR/DiffBIR at toy scale): stage 1 regression, stage 2 ControlNet
-def _restorer_fmnist():
-    from .inverse.two_stage import build_restorer
-
-    return build_restorer()
-
-
-def _restorer_loss(m, x, generator):
-    from .inverse.two_stage import restorer_loss
-
-    return restorer_loss(m, x, generator)
-
-
-def _controlnet_fmnist():
-    from .inverse.two_stage import build_controlled_unet
-
-    return build_controlled_unet()  # loads the shipped fmnist_unet and fmnist_restorer (train the latter first)
-
-
-def _controlnet_loss(m, x, generator):
-    from .inverse.two_stage import controlnet_loss
-
-    return controlnet_loss(m, x, generator)
-
-
-def _images_only(x, y):
-    return (x,)
+# two-stage blind restoration (chapter §4.2.1, StableSR/DiffBIR at toy scale): stage 1 regression, stage 2 ControlNet
 
 
 RECIPES["fmnist_restorer"] = {
     "description": "stage 1 of the two-stage restorer: a small conv UNet without time input (global residual) "
     "trained with MSE to map diffu.inverse.degrade(x) (random blur σ∈[0.5, 2], ×2/×4 block-average + bilinear "
     "up, noise σ∈[0, 0.1]) back to the clean Fashion-MNIST image",
-    "build": _restorer_fmnist,
+    "build": build_restorer,
     "arch": "Restorer",
-    "data": _images_only,
+    "data": images_only,
     "config": TrainConfig(
         steps=4000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
     ),
-    "loss": _restorer_loss,
+    "loss": restorer_loss,
     "use_ema": True,
 }
 
@@ -321,33 +269,15 @@ RECIPES["fmnist_controlnet"] = {
     "encoder + zero convs) on the frozen fmnist_unet, conditioned on the frozen fmnist_restorer's output for a "
     "random degradation; ε-loss, linear schedule, null label. The file holds only the adapter; the frozen UNet and "
     "restorer are rebuilt from their own shipped weights (so fmnist_restorer must be trained first)",
-    "build": _controlnet_fmnist,
+    "build": build_controlled_unet,  # loads the shipped fmnist_unet and fmnist_restorer
     "arch": "ControlledUNet",
-    "data": _images_only,
+    "data": images_only,
     "config": TrainConfig(
         steps=3000, batch_size=128, lr=1e-4, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
     ),
-    "loss": _controlnet_loss,
+    "loss": controlnet_loss,
     "use_ema": True,
 }
-
-
-def _kernel_unet():
-    from .inverse.blind import KernelUNet
-
-    return KernelUNet()
-
-
-def _kernel_data(x, y):
-    from .inverse.blind import kernel_prior_data
-
-    return kernel_prior_data(x, y)
-
-
-def _kernel_loss(m, k, generator):
-    from .inverse.blind import kernel_prior_loss
-
-    return kernel_prior_loss(m, k, generator)
 
 
 RECIPES["kernel_prior"] = {
@@ -355,13 +285,13 @@ RECIPES["kernel_prior"] = {
     "(zero-padded to a 12×12 canvas), trained on 20 000 procedural kernels (diffu.inverse.random_kernels: half "
     "motion blur of random intensity, half isotropic/anisotropic Gaussians) mapped to [-1, 1] by 2k/max k − 1; "
     "linear schedule T = 1000; the Fashion-MNIST tensors are ignored",
-    "build": _kernel_unet,
+    "build": KernelUNet,
     "arch": "KernelUNet",
-    "data": _kernel_data,
+    "data": kernel_prior_data,
     "config": TrainConfig(
         steps=4000, batch_size=256, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
     ),
-    "loss": _kernel_loss,
+    "loss": kernel_prior_loss,
     "use_ema": True,
 }
 
