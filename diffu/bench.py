@@ -316,6 +316,7 @@ def main(argv=None):
     p.add_argument("--dps-steps", type=int, default=250, help="inverse: steps of DPS and Blind-DPS (official 1000)")
     p.add_argument("--repaint-steps", type=int, default=100, help="inverse: RePaint levels (official 250)")
     p.add_argument("--methods", nargs="*", default=None, help="inverse: a subset of the methods")
+    p.add_argument("--tasks", nargs="*", default=None, help="inverse: a subset of the tasks")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument("--out-dir", default=str(RESULTS), help="fd: where the JSON and grids go")
     p.add_argument("--device", default=None)
@@ -423,6 +424,8 @@ def _inverse_main(args):
         args.methods = args.methods or ["TV", "DPIR", "DDRM", "DiffPIR", "DPS", "RePaint"]
     else:
         kw = dict(n=args.n_images, dps_steps=args.dps_steps, repaint_steps=args.repaint_steps)
+        if args.tasks:
+            kw["tasks"] = tuple(args.tasks)
     res = bench_inverse(**kw, methods=args.methods, device=args.device, progress=not args.tiny, on_row=partial)
     examples = res.pop("_examples")
     res["command"] = command
