@@ -309,7 +309,7 @@ def bench_inverse(n=64, n_val=8, tasks=TASKS, methods=None, dps_steps=250, repai
                      "fd": fd(x), "nfe": int(nfe), "seconds_per_image": secs / n})  # fmt: skip
         if on_row is not None:
             on_row(rows)
-        examples[f"{task}/{m.name}"] = x[:6].cpu()
+        examples[f"{task}/{label}"] = x[:6].cpu()
         if not tiny and m.name == chosen[0].name:
             examples[f"{task}/measurement"] = y[:6].cpu()
     return {

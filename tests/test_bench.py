@@ -116,3 +116,17 @@ def test_register_phase_undoes_shift_and_twin():
     torch.testing.assert_close(register_phase(op.pr, twin, x), x)
     assert float((twin - x).abs().max()) > 0.5  # the unregistered twin is a different image
     assert F.mse_loss(register_phase(op.pr, -x, x), x) > 0.1  # a wrong image stays wrong
+
+
+def test_committed_inverse_results_are_complete():
+    """book/results/inverse.json, which chapter §4.3 reads, has a row for every (task, method) the benchmark defines."""
+    from diffu.bench_inverse import METHODS, TASKS
+
+    saved = json.loads((bench.RESULTS / "inverse.json").read_text())
+    assert saved["n_images"] >= 32 and saved["command"].startswith("python -m diffu.bench inverse")
+    have = {(r["task"], r["method"]) for r in saved["rows"]}
+    for m in METHODS:
+        for task in m.tasks:
+            label = "HIO" if m.name == "TV" and task == "phase_retrieval" else m.name
+            assert (task, label) in have, (task, label)
+    assert len(saved["rows"]) == len(have) == sum(len(m.tasks) for m in METHODS)
