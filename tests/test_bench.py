@@ -120,7 +120,7 @@ def test_register_phase_undoes_shift_and_twin():
 
 def test_committed_inverse_results_are_complete():
     """book/results/inverse.json, which chapter §4.3 reads, has a row for every (task, method) the benchmark defines."""
-    from diffu.bench_inverse import METHODS, TASKS
+    from diffu.bench_inverse import METHODS
 
     saved = json.loads((bench.RESULTS / "inverse.json").read_text())
     assert saved["n_images"] >= 32 and saved["command"].startswith("python -m diffu.bench inverse")
