@@ -29,6 +29,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy
 import torch
 import torch.nn.functional as F
 
@@ -57,6 +58,13 @@ def _adjoint_by_autograd(A, y: torch.Tensor, in_shape) -> torch.Tensor:
     with torch.enable_grad():
         x = y.new_zeros(in_shape, requires_grad=True)
         return torch.autograd.grad(A(x), x, grad_outputs=y, create_graph=y.requires_grad)[0]
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < low
+    if bad or (high is not None and value > high):
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
 
 
 def _uniform(generator: torch.Generator | None) -> float:

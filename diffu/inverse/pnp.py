@@ -20,7 +20,7 @@ from ..samplers import SamplerState, model_eps
 from ..schedules import Schedule
 from .blur import Blur
 from .classical import cg
-from .operators import _check_image
+from .operators import _check_image, _check_int
 
 __all__ = ["diffpir", "diffpir_timesteps", "dpir", "dpir_schedule", "hqs_data_step"]
 
@@ -37,17 +37,8 @@ def _check_positive(name: str, value) -> None:
 
 
 def _check_sigma_y(sigma_y) -> None:
-    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y):
+    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y) or sigma_y < 0:
         raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y!r}")
-    if sigma_y < 0:
-        raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y!r}")
-
-
-def _check_int(name: str, value, low: int, high: int | None = None) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
-    if bad or (high is not None and value > high):
-        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
 
 
 def _rho(rho, z: torch.Tensor) -> torch.Tensor:

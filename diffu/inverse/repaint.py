@@ -13,14 +13,9 @@ from tqdm.auto import tqdm
 
 from ..samplers import SamplerState, _check_steps, ddim_timesteps, ddpm_step, model_eps
 from ..schedules import Schedule
-from .operators import _check_mask, _mask_for
+from .operators import _check_int, _check_mask, _mask_for
 
 __all__ = ["repaint", "repaint_schedule"]
-
-
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def repaint_schedule(steps: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[int]:
@@ -36,9 +31,9 @@ def repaint_schedule(steps: int, jump_length: int = 10, jump_n_sample: int = 10)
     ``scheduler.timesteps == repaint_schedule(...)[:-1] * (T // steps)``. The paper uses 250 steps with
     ``jump_length = jump_n_sample = 10`` (≈ 4 500 network evaluations).
     """
-    _check_positive_int(steps, "steps")
-    _check_positive_int(jump_length, "jump_length")
-    _check_positive_int(jump_n_sample, "jump_n_sample")
+    _check_int("steps", steps, 1)
+    _check_int("jump_length", jump_length, 1)
+    _check_int("jump_n_sample", jump_n_sample, 1)
     jumps = {j: jump_n_sample - 1 for j in range(0, steps - jump_length, jump_length)}
     t, times = steps, []
     while t >= 1:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..samplers import SamplerState, _alpha_bar, _check_steps, ddim_step, ddim_timesteps, model_eps
 from ..schedules import Schedule
+from .operators import _check_int
 
 __all__ = [
     "latent_optimization",
@@ -124,11 +125,6 @@ def latent_optimization(y: torch.Tensor, op, decode: Callable, z_init: torch.Ten
 # ----------------------------------------------------------------------------------------------------------------
 # The sampler
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_int(name, v, low):
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 def resample(
