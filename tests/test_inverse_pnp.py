@@ -14,7 +14,7 @@ from diffu.data import fashion_mnist
 from diffu.inverse.blur import Blur, gaussian_kernel
 from diffu.inverse.classical import tikhonov
 from diffu.inverse.operators import Bicubic, BlockAverage, Identity, Inpainting, Operator
-from diffu.inverse.pnp import diffpir, diffpir_timesteps, dpir, dpir_schedule, hqs_data_step
+from diffu.inverse.pnp import diffpir, diffpir_timesteps, dihedral, dpir, dpir_schedule, hqs_data_step
 from diffu.nn.drunet import DRUNet, DRUNetConfig, drunet_data, drunet_loss, natural_patches
 from diffu.nn.unet import UNet, UNetConfig
 from diffu.samplers import Trajectory
@@ -150,6 +150,67 @@ def test_dpir_converges_to_linear_denoiser_fixed_point():
     rho = 0.23 * sigma_y**2 / sigma**2
     expected = c * tikhonov(op, y, rho * (1 - c), method="fft")
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=0)
+
+
+# KAIR's augment_img_tensor4, written out mode by mode as in cszn/KAIR utils/utils_image.py (an independent oracle)
+_KAIR = [
+    lambda x: x,
+    lambda x: x.rot90(1, [2, 3]).flip([2]),
+    lambda x: x.flip([2]),
+    lambda x: x.rot90(3, [2, 3]),
+    lambda x: x.rot90(2, [2, 3]).flip([2]),
+    lambda x: x.rot90(1, [2, 3]),
+    lambda x: x.rot90(2, [2, 3]),
+    lambda x: x.rot90(3, [2, 3]).flip([2]),
+]
+
+
+def test_dihedral_matches_kair_and_inverts():
+    x = torch.randn(2, 1, 5, 7, generator=gen(20))  # non-square: the odd quarter turns swap H and W
+    outs = []
+    for m in range(8):
+        out = dihedral(x, m)
+        torch.testing.assert_close(out, _KAIR[m](x), rtol=0, atol=0)
+        torch.testing.assert_close(dihedral(out, m, inverse=True), x, rtol=0, atol=0)
+        # the official scripts undo modes 3 and 5 with 5 and 3, every other mode with itself
+        torch.testing.assert_close(dihedral(x, m, inverse=True), _KAIR[8 - m if m in (3, 5) else m](x), rtol=0, atol=0)
+        outs.append(out)
+    square = torch.randn(1, 1, 6, 6, generator=gen(21))
+    distinct = {tuple(dihedral(square, m).flatten().tolist()) for m in range(8)}
+    assert len(distinct) == 8  # the eight symmetries of the square, no repeats
+    with pytest.raises(ValueError, match="mode"):
+        dihedral(x, 8)
+
+
+def test_dpir_x8_cycles_the_symmetries():
+    """x8: iteration k denoises dihedral(x_k, k mod 8) and undoes it (the official order); an equivariant
+    denoiser gives the plain result, a non-equivariant one a different but reproducible result."""
+    op = Blur(gaussian_kernel(5, 1.0, dtype=D64))
+    y = torch.randn(1, 1, 10, 12, generator=gen(22), dtype=D64)
+    iso = lambda v, s: 0.9 * v  # noqa: E731  (commutes with every flip/rotation)
+    plain = dpir(iso, y, op, sigma_y=0.05, iters=10, progress=False)
+    torch.testing.assert_close(dpir(iso, y, op, sigma_y=0.05, iters=10, x8=True, progress=False), plain)
+
+    seen = []
+    w = torch.linspace(0, 1, 12, dtype=D64)  # a column ramp: multiplying by it is not rotation-invariant
+
+    def ramp(v, s):
+        seen.append(tuple(v.shape[-2:]))
+        return v * w[: v.shape[-1]]
+
+    out = dpir(ramp, y, op, sigma_y=0.05, iters=10, x8=True, progress=False)
+    assert seen == [(10, 12) if _DIHEDRAL_K[k % 8] % 2 == 0 else (12, 10) for k in range(10)]
+    sigmas, rhos = dpir_schedule(0.05, 10)
+    z = y
+    for k in range(10):  # by hand, with the official KAIR transforms and inverses
+        x = hqs_data_step(op, y, z, float(rhos[k]))
+        m = k % 8
+        z = _KAIR[8 - m if m in (3, 5) else m](ramp(_KAIR[m](x), None))
+    torch.testing.assert_close(out, z)
+    assert not torch.allclose(out, dpir(ramp, y, op, sigma_y=0.05, iters=10, progress=False))
+
+
+_DIHEDRAL_K = (0, 1, 0, 3, 2, 1, 2, 3)  # quarter turns of each mode
 
 
 def test_dpir_sr_initialisation_and_drunet(drunet):

@@ -48,7 +48,7 @@ from .operators import (
     Poisson,
     bicubic_kernel,
 )
-from .pnp import diffpir, diffpir_timesteps, dpir, dpir_schedule, hqs_data_step
+from .pnp import diffpir, diffpir_timesteps, dihedral, dpir, dpir_schedule, hqs_data_step
 from .repaint import repaint, repaint_schedule
 from .resample import resample, resample_moments, stochastic_resample
 from .two_stage import degrade, two_stage_restore
@@ -81,6 +81,7 @@ __all__ = [
     "degrade",
     "diffpir",
     "diffpir_timesteps",
+    "dihedral",
     "dpir",
     "dpir_schedule",
     "dps",

@@ -22,7 +22,7 @@ from .blur import Blur
 from .classical import cg
 from .operators import _check_image, _check_int
 
-__all__ = ["diffpir", "diffpir_timesteps", "dpir", "dpir_schedule", "hqs_data_step"]
+__all__ = ["diffpir", "diffpir_timesteps", "dihedral", "dpir", "dpir_schedule", "hqs_data_step"]
 
 SPACINGS = ("quad", "uniform")
 # DPIR's floor of the noise level in ρ_k: 0.255/255 on [0, 1] images, i.e. 0.51/255 on [-1, 1]
@@ -141,6 +141,27 @@ def dpir_schedule(sigma_y: float, iters: int = 8, sigma_start: float = 2 * 49 / 
     return sigmas, lam * floor**2 / sigmas**2
 
 
+# the 8 flips/rotations of KAIR's ``utils_image.augment_img_tensor4`` (used by DPIR's ×8 mode), in its order:
+# mode m = rot90 by k quarter turns (dims H, W), then a flip of H if f
+_DIHEDRAL = ((0, False), (1, True), (0, True), (3, False), (2, True), (1, False), (2, False), (3, True))
+
+
+def dihedral(x: torch.Tensor, mode: int, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 symmetries of the square applied to the last two dims of ``x`` (``(…, H, W)``; H and W swap
+    for the odd quarter turns), numbered as DPIR's ``augment_img_tensor4`` (``cszn/KAIR``, ``utils_image.py``):
+    ``mode = 0…7`` is a rotation by ``k`` quarter turns followed by an optional flip of H, with ``(k, flip)`` =
+    (0, no), (1, yes), (0, yes), (3, no), (2, yes), (1, no), (2, no), (3, yes). ``inverse=True`` undoes ``mode``
+    (the official scripts undo modes 3 and 5 with modes 5 and 3 and the other six, which are involutions, with
+    themselves). Used by :func:`dpir`'s ``x8`` self-ensemble (§4.1)."""
+    _check_int("mode", mode, 0, 7)
+    k, flip = _DIHEDRAL[mode]
+    if not inverse:
+        x = x.rot90(k, (-2, -1))
+        return x.flip(-2) if flip else x
+    x = x.flip(-2) if flip else x
+    return x.rot90(-k, (-2, -1))
+
+
 @torch.no_grad()
 def dpir(
     denoiser: Callable,
@@ -153,6 +174,7 @@ def dpir(
     sigma_end: float | None = None,
     lam: float = 0.23,
     x_init: torch.Tensor | None = None,
+    x8: bool = False,
     progress: bool = True,
     callback: Callable[[SamplerState], None] | None = None,
 ) -> torch.Tensor:
@@ -169,9 +191,14 @@ def dpir(
     ``main_dpir_sisr.py`` (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]).
 
     Scale: ``sigma_y``, ``sigma_start``, ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale
-    (twice DPIR's [0, 1] values: its default 49/255 is our 98/255); ρ_k is unchanged by the scale. Not done: the
-    official ×8 self-ensemble (``x8``: a different flip/rotation of the input at each iteration) and the padding
-    to a multiple of 8 done by ``test_mode`` (our :class:`~diffu.nn.DRUNet` pads itself).
+    (twice DPIR's [0, 1] values: its default 49/255 is our 98/255); ρ_k is unchanged by the scale. The official
+    padding to a multiple of 8 (``test_mode``) is left out: our :class:`~diffu.nn.DRUNet` pads itself.
+
+    ``x8=True`` is the official "×8" self-ensemble (``drunet_gray_x8`` models): iteration ``k`` (from 0) denoises
+    ``dihedral(x_k, k mod 8)`` and maps the result back with the inverse symmetry — one flip/rotation per iteration,
+    cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
+    denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
+    (e.g. the identity or an isotropic filter) it changes nothing.
 
     Args:
         denoiser: ``denoiser(x, sigma) -> x̂`` with ``sigma`` a number on the [-1, 1] scale
@@ -182,6 +209,7 @@ def dpir(
         iters: the number of HQS iterations (>= 1).
         sigma_start, sigma_end, lam: see :func:`dpir_schedule`.
         x_init: the starting point ``z_0`` ``(N, C, H, W)``.
+        x8: cycle the denoiser's input through the 8 flips/rotations (:func:`dihedral`), as the official ×8 mode.
         callback: called after every iteration with ``SamplerState(k, k, z_k, x_k)`` (no diffusion timestep:
             ``t`` repeats the iteration index; ``x0_hat`` is the data-step output).
 
@@ -196,7 +224,10 @@ def dpir(
     z = z.to(device=y.device, dtype=y.dtype)
     for k in tqdm(range(iters), disable=not progress, desc=f"DPIR-{iters}"):
         x = hqs_data_step(op, y, z, float(rhos[k]))
-        z = denoiser(x, float(sigmas[k]))
+        if x8:  # the official order: flip/rotate, denoise, undo
+            z = dihedral(denoiser(dihedral(x, k % 8), float(sigmas[k])), k % 8, inverse=True)
+        else:
+            z = denoiser(x, float(sigmas[k]))
         if callback is not None:
             callback(SamplerState(k, k, z.clone(), x.clone()))
     return z
