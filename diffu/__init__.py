@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+#: The package version.
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "device"]

@@ -40,6 +40,9 @@ from .samplers import ddim, ddpm
 from .schedules import linear_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The committed benchmark results that the chapters show (``book/results/`` of the repository).
+#:
+#: :meta hide-value:
 RESULTS = ROOT / "book" / "results"
 
 

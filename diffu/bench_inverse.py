@@ -43,6 +43,7 @@ from .metrics import FDFMNIST, psnr, ssim
 from .schedules import linear_schedule
 
 SIGMA_Y = 0.05
+#: The six tasks of the benchmark, each a ``task`` that :func:`make_operator` builds.
 TASKS = ("sr4", "gaussian_deblur", "motion_deblur", "box_inpaint", "random_inpaint", "phase_retrieval")
 KERNEL_SIZE = 9
 GAUSS_STD = 1.6

@@ -12,6 +12,7 @@ import torch
 
 __all__ = ["CLASS_NOUNS", "TEMPLATES", "brightness_levels", "caption", "captions_for", "vocabulary"]
 
+#: Nouns (synonyms) that name each Fashion-MNIST class in a caption, indexed by label.
 CLASS_NOUNS = (
     ("t-shirt", "top", "tee"),
     ("trousers", "pants"),
@@ -25,6 +26,7 @@ CLASS_NOUNS = (
     ("ankle boot", "boot"),
 )
 PLURAL = {"trousers", "pants"}
+#: Caption templates; ``{}`` is replaced by the noun phrase (article, optional brightness word, class noun).
 TEMPLATES = ("a photo of {}", "an image of {}", "a picture of {}", "{}")
 ATTRIBUTES = ("dark", None, "light")  # brightness level 0, 1, 2
 P_ATTRIBUTE = 0.7  # how often a dark/light image's caption says so

@@ -17,6 +17,8 @@ from .sde import VPSDE, FromDiscrete, euler_maruyama, karras_timesteps, pf_ode, 
 
 __all__ = ["SAMPLERS", "sample_at_nfe"]
 
+#: Sampler name → a one-line description with its NFE per step; the keys are the ``name`` of
+#: :func:`sample_at_nfe`.
 SAMPLERS = {
     "ddpm": "DDPM ancestral (respaced), NFE = steps",
     "ddim": "DDIM η = 0 (= Euler on the PF-ODE in σ variables), NFE = steps",
@@ -44,8 +46,9 @@ def sample_at_nfe(
     progress: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Run sampler ``name`` (a key of :data:`SAMPLERS`) with at most ``nfe`` network evaluations from ``x_T`` and
-    return ``(x_0, nfe_used)``. Diffusion samplers need ``eps_model`` and ``schedule``; "fm-*" need
-    ``velocity_model``. The SDE samplers use the VP SDE matched to ``schedule`` (:meth:`VPSDE.from_schedule`).
+    return ``(x_0, nfe_used)``. Diffusion samplers need ``eps_model`` and ``schedule``; ``"fm-*"`` need
+    ``velocity_model``. The SDE samplers use the VP SDE matched to ``schedule``
+    (:meth:`~diffu.sde.VPSDE.from_schedule`).
     ``spacing`` picks the discrete samplers' timesteps ("linspace" runs from t = T-1, pure noise, to t = 0, like
     the continuous samplers run from t = 1 to t_min; "karras" is Karras et al.'s ρ = 7 grid, for ddim and
     pf-heun); ``clip_x0`` applies to DDPM only (off for 2D data)."""

@@ -17,6 +17,7 @@ from .samplers import SamplerState
 
 __all__ = ["SOLVERS", "integrate", "solve_adaptive"]
 
+#: The fixed-step solvers of :func:`integrate`.
 SOLVERS = ("euler", "heun")
 
 

@@ -12,6 +12,7 @@ Retrain (from the repository root)::
     python -m diffu.pretrained train fmnist_dit_adaln_zero   # and _adaln, _cross_attention, _in_context
     python -m diffu.pretrained train fmnist_noisy_classifier
     python -m diffu.pretrained train drunet_gray          # plug-and-play denoiser (§4.1)
+    python -m diffu.pretrained train natural_unet         # DiffPIR's natural-image prior (§4.1)
     python -m diffu.pretrained train fmnist_autoencoder && python -m diffu.pretrained train fmnist_latent_dit
     python -m diffu.pretrained train fmnist_restorer && python -m diffu.pretrained train fmnist_controlnet  # §4
     python -m diffu.pretrained train kernel_prior          # Blind-DPS kernel prior (§4.2)
@@ -49,7 +50,7 @@ from .nn import (
     UNetConfig,
 )
 from .nn.autoencoder import Autoencoder, autoencoder_loss, encode_images
-from .nn.drunet import DRUNet, drunet_data, drunet_loss
+from .nn.drunet import DRUNet, drunet_data, drunet_loss, natural_patches
 from .schedules import linear_schedule
 from .train import TrainConfig, classifier_loss, diffusion_loss, noisy_classifier_loss, seeded, train
 
@@ -108,9 +109,15 @@ def _t2i_loss(m, x, y, level, generator):
     return diffusion_loss(m, linear_schedule(), x, generator, model_kwargs={"text": ids})
 
 
-# the DiT paper's conditioning ablation (its Fig. 5) at toy scale: four variants, one budget (chapter §2.6)
+#: Conditioning scheme → name of its shipped DiT-T/4 weights (the DiT paper's conditioning ablation, its Fig. 5, at
+#: toy scale; four variants, one budget, chapter §2.6).
 DIT_ABLATION = {c: "fmnist_dit_" + c.lower().replace("-", "_") for c in CONDITIONINGS}
 
+#: Name → recipe of each shipped weight, with the keys ``description``, ``build`` (the untrained network), ``arch``,
+#: ``config`` (a :class:`~diffu.train.TrainConfig`), ``loss``, ``use_ema`` and optionally ``data``; ``python -m
+#: diffu.pretrained train NAME`` retrains from it.
+#:
+#: :meta hide-value:
 RECIPES = {
     "fmnist_unet": {
         "description": "class-conditional ε-prediction UNet on the Fashion-MNIST subset, linear schedule T=1000, "
@@ -243,6 +250,31 @@ RECIPES["drunet_gray"] = {
         steps=6000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
     ),
     "loss": drunet_loss,
+    "use_ema": True,
+}
+
+
+def _natural_unet():
+    # no attention: the network is fully convolutional, so it runs on images larger than its 28×28 training patches
+    return UNet(UNetConfig(channels=24, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), image_size=28))
+
+
+def _natural_data(x, y):
+    """60 000 natural 28×28 patches (:func:`~diffu.nn.drunet.natural_patches`, seed 0); Fashion-MNIST is ignored."""
+    return (natural_patches(60_000, size=28, seed=0),)
+
+
+RECIPES["natural_unet"] = {
+    "description": "unconditional ε-prediction UNet (width 24, no attention, fully convolutional) on 28×28 grayscale "
+    "patches of scikit-image's bundled images (flips/rot90, scales 1 and 1/2; skimage.data.camera held out), linear "
+    "schedule T = 1000: the natural-image diffusion prior of DiffPIR in chapter §4.1, applied to the 128×128 camera",
+    "build": _natural_unet,
+    "arch": "UNet",
+    "data": _natural_data,
+    "config": TrainConfig(
+        steps=4000, batch_size=64, lr=5e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
+    ),
+    "loss": lambda m, x, generator: diffusion_loss(m, linear_schedule(), x, generator),
     "use_ema": True,
 }
 

@@ -34,6 +34,7 @@ __all__ = [
     "model_eps",
 ]
 
+#: The timestep spacings that :func:`ddim_timesteps` accepts.
 SPACINGS = ("leading", "trailing", "linspace")
 VARIANCES = ("fixedsmall", "fixedlarge", "learned_range")
 

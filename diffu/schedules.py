@@ -22,6 +22,7 @@ __all__ = [
     "sigmoid_schedule",
 ]
 
+#: What a network can predict; :class:`Schedule` converts between them.
 PREDICTIONS = ("eps", "x0", "v", "score")
 
 

@@ -180,6 +180,7 @@ class VESDE(SDE):
         return torch.ones_like(sig), sig
 
 
+#: Name → SDE class, for :func:`make_sde`.
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
 
@@ -200,8 +201,8 @@ class FromDiscrete(torch.nn.Module):
 
     At time t the SDE state ``x = s x_0 + σ ε`` has the SNR of the VP state ``x / √(s² + σ²)`` with
     ``ᾱ = s²/(s² + σ²)``; the network is queried there at the fractional index whose interpolated ᾱ matches
-    (:meth:`Schedule.interp_alpha_bar`), and its ε is the SDE's ε. Noise levels beyond the trained range are
-    evaluated at its nearest end (index -1 … T-1).
+    (:meth:`~diffu.schedules.Schedule.interp_alpha_bar`), and its ε is the SDE's ε. Noise levels beyond the trained
+    range are evaluated at its nearest end (index -1 … T-1).
     """
 
     prediction = "eps"

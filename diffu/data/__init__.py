@@ -24,6 +24,7 @@ __all__ = [
     "toy_2d",
 ]
 
+#: The ten Fashion-MNIST class names, indexed by label.
 FMNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -94,6 +95,9 @@ def _spirals(n, g):
     return sign[:, None] * torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 4.0
 
 
+#: Name → generator of the 2D toy datasets of :func:`toy_2d`.
+#:
+#: :meta hide-value:
 TOY_DATASETS = {
     "moons": _moons,
     "swiss_roll": _swiss_roll,

@@ -156,7 +156,7 @@ class KernelUNet(torch.nn.Module):
 
 
 def kernel_prior_data(x=None, y=None, *, n: int = 20000, size: int = KERNEL_SIZE, seed: int = 0):
-    """The training tensors of the kernel prior: ``(kernels,)`` with ``n`` :func:`~diffu.inverse.random_kernels`
+    """The training tensors of the kernel prior: ``(kernels,)`` with ``n`` :func:`~diffu.inverse.blur.random_kernels`
     from a generator seeded by ``seed``, mapped by :func:`kernel_to_diffusion`, shape ``(n, 1, size, size)``. The
     Fashion-MNIST tensors ``x, y`` of the weights registry are ignored."""
     k = random_kernels(n, size, generator=torch.Generator().manual_seed(seed))

@@ -21,9 +21,9 @@ from ..train import diffusion_loss
 
 __all__ = ["BLUR_SIGMA", "FACTORS", "NOISE_SIGMA", "controlnet_loss", "degrade", "restorer_loss", "two_stage_restore"]
 
-BLUR_SIGMA = (0.5, 2.0)  # Gaussian blur std in pixels, drawn uniformly per image
-FACTORS = (2, 4)  # down-/up-sampling factor, drawn uniformly per image
-NOISE_SIGMA = (0.0, 0.1)  # additive Gaussian noise std on the [-1, 1] scale, drawn uniformly per image
+BLUR_SIGMA = (0.5, 2.0)  #: Gaussian blur std in pixels, drawn uniformly per image.
+FACTORS = (2, 4)  #: Down-/up-sampling factor, drawn uniformly per image.
+NOISE_SIGMA = (0.0, 0.1)  #: Additive Gaussian noise std on the [-1, 1] scale, drawn uniformly per image.
 
 
 def _per_image(value, name, n, like, generator, low, high):

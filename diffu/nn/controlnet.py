@@ -237,7 +237,7 @@ class ControlledUNet(nn.Module):
     control strength ``s = control_scale`` (ControlNet's ``control_scales``/"strength", DiffBIR's
     ``strength``). The zero convs make the model equal the frozen UNet at initialisation, exactly.
 
-    Only ``control`` is trainable and only its tensors are in :meth:`state_dict`: ``base`` (and the optional frozen
+    Only ``control`` is trainable and only its tensors are in ``state_dict()``: ``base`` (and the optional frozen
     stage-1 ``restorer``, kept here so that the training loss can run it on the model's device) are rebuilt from
     their own weights and an adapter-only state dict loads into a model built around them.
 

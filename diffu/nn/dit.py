@@ -24,6 +24,7 @@ from .embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_p
 
 __all__ = ["CONDITIONINGS", "DIT_SIZES", "DiT", "DiTBlock", "DiTConfig", "PatchTransformerConfig"]
 
+#: The four conditioning schemes of the DiT paper's ablation (its Fig. 5).
 CONDITIONINGS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
 
 
@@ -60,7 +61,7 @@ class DiTConfig(PatchTransformerConfig):
     learn_sigma: bool = False
 
 
-# tiny configurations for this book's 28×28 Fashion-MNIST (the paper's S/B/L/XL start at 384 hidden units)
+#: Tiny configurations for this book's 28×28 Fashion-MNIST (the paper's S/B/L/XL start at 384 hidden units).
 DIT_SIZES = {
     "DiT-T/4": dict(hidden_size=96, depth=4, num_heads=4, patch_size=4),
     "DiT-T/2": dict(hidden_size=96, depth=4, num_heads=4, patch_size=2),
