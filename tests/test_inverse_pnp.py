@@ -440,3 +440,23 @@ def test_diffpir_shipped_unet_beats_tikhonov():
                   model_kwargs={"y": torch.full((8,), 10)}, progress=False)  # fmt: skip
     best_tik = max(psnr(tikhonov(op, y, lam), x) for lam in (0.003, 0.01, 0.03, 0.1))
     assert psnr(out.clamp(-1, 1), x) > best_tik + 1.5, (psnr(out.clamp(-1, 1), x), best_tik)
+
+
+@pytest.mark.skipif("natural_unet" not in diffu.pretrained.available(), reason="natural_unet weights not shipped")
+def test_diffpir_natural_unet_deblurs_the_held_out_camera():
+    """The natural-image prior (trained on 28×28 patches, camera held out) runs fully convolutionally on a 64×64 crop
+    of the cameraman: Gaussian blur, σ_y = 0.05, 20 steps, λ = 3, ζ = 1 beats the best Tikhonov of a λ grid by > 1.5
+    dB (measured over three noise draws: 24.5–24.9 dB against 22.4–22.5 dB)."""
+    from skimage import data
+    from skimage.transform import resize
+
+    cam = torch.tensor(resize(data.camera(), (128, 128), anti_aliasing=True), dtype=torch.float32)[None, None] * 2 - 1
+    x = cam[..., 16:80, 32:96]
+    op = Blur(gaussian_kernel(9, 1.6))
+    y = op.A(x) + 0.05 * torch.randn(x.shape, generator=gen(0))
+    model = diffu.pretrained.load("natural_unet")
+    assert model.config.attn_resolutions == () and model.config.num_classes is None
+    out = diffpir(model, y, op, linear_schedule(), sigma_y=0.05, steps=20, lam=3.0, zeta=1.0, generator=gen(1),
+                  progress=False)  # fmt: skip
+    best_tik = max(psnr(tikhonov(op, y, lam), x) for lam in (0.003, 0.01, 0.03, 0.1))
+    assert psnr(out.clamp(-1, 1), x) > best_tik + 1.5, (psnr(out.clamp(-1, 1), x), best_tik)
