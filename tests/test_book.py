@@ -1,11 +1,18 @@
-"""The book's frame: every notebook is in the table of contents, titled, output-free; citations resolve."""
+"""The book's frame: every notebook is in the table of contents, titled, output-free; citations resolve; chapters
+have claim-checks, widgets and exercises, labs are nbgrader assignments."""
 
 import json
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for d in ("book", "labs") for p in (ROOT / d).rglob("*.ipynb") if "_build" not in p.parts)
+# labs: the solution sources only (release/, submitted/, autograded/ hold nbgrader's generated copies)
+NOTEBOOKS = sorted(
+    p
+    for d in ("book", "labs/source")
+    for p in (ROOT / d).rglob("*.ipynb")
+    if "_build" not in p.parts and ".ipynb_checkpoints" not in p.parts
+)
 
 
 def _cells(p):
@@ -16,8 +23,7 @@ def test_every_notebook_in_toc_titled_and_clean():
     toc = (ROOT / "_toc.yml").read_text()
     for p in NOTEBOOKS:
         rel = p.relative_to(ROOT).with_suffix("").as_posix()
-        if rel.startswith("book/"):
-            assert f"file: {rel}" in toc, f"{rel} is missing from _toc.yml"
+        assert f"file: {rel}" in toc, f"{rel} is missing from _toc.yml"
         cells = _cells(p)
         assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), p
         assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{p} has outputs"
@@ -41,10 +47,33 @@ def test_bibliography_has_all_41_references_and_citations_resolve():
 
 def test_every_book_chapter_has_claim_check_widget_and_exercise():
     for p in NOTEBOOKS:
+        if p.parts[-2] != "book":
+            continue
         cells = _cells(p)
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         md = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
         assert re.search(r"^assert ", code, re.M), f"{p.name}: no claim-check assert"
-        if p.parts[-2] == "book":
-            assert "widgets." in code, f"{p.name}: no widget"
-            assert "{exercise}" in md, f"{p.name}: no exercise"
+        assert "widgets." in code, f"{p.name}: no widget"
+        assert "{exercise}" in md, f"{p.name}: no exercise"
+
+
+def test_every_lab_is_an_nbgrader_assignment():
+    """Solution cells (collapsed in the book) and graded test cells with points and asserts, some of them hidden."""
+    labs = [p for p in NOTEBOOKS if p.parts[-3] == "source"]
+    assert len(labs) >= 4
+    for p in labs:
+        assert p.stem == p.parent.name, f"{p}: nbgrader expects source/<lab>/<lab>.ipynb"
+        cells = [c for c in _cells(p) if c["cell_type"] == "code"]
+        meta = [c["metadata"].get("nbgrader", {}) for c in cells]
+        solutions = [c for c, m in zip(cells, meta) if m.get("solution")]
+        tests = [c for c, m in zip(cells, meta) if m.get("grade")]
+        assert solutions and tests, f"{p.name}: needs solution cells and graded test cells"
+        for c in solutions:
+            src = "".join(c["source"])
+            assert "### BEGIN SOLUTION" in src and "### END SOLUTION" in src, f"{p.name}: {c['id']}"
+            assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} is not collapsed in the book"
+        for c, m in zip(cells, meta):
+            if m.get("grade"):
+                assert m["points"] > 0 and m["locked"], f"{p.name}: {c['id']}"
+                assert re.search(r"^assert ", "".join(c["source"]), re.M), f"{p.name}: {c['id']} asserts nothing"
+        assert any("### BEGIN HIDDEN TESTS" in "".join(c["source"]) for c in tests), f"{p.name}: no hidden tests"
