@@ -77,3 +77,17 @@ def test_every_lab_is_an_nbgrader_assignment():
                 assert m["points"] > 0 and m["locked"], f"{p.name}: {c['id']}"
                 assert re.search(r"^assert ", "".join(c["source"]), re.M), f"{p.name}: {c['id']} asserts nothing"
         assert any("### BEGIN HIDDEN TESTS" in "".join(c["source"]) for c in tests), f"{p.name}: no hidden tests"
+
+
+def test_every_reference_is_cited_and_md_citations_resolve():
+    """All 41 references are cited somewhere in the book (chapters, the conclusion, appendix A.1), and every
+    {cite} in a markdown page names a key of references.bib."""
+    keys = set(re.findall(r"@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text()))
+    texts = ["".join("".join(c["source"]) for c in _cells(p) if c["cell_type"] == "markdown") for p in NOTEBOOKS]
+    texts += [p.read_text() for d in ("book", "labs") for p in (ROOT / d).rglob("*.md") if "_build" not in p.parts]
+    cited = set()
+    for text in texts:
+        for group in re.findall(r"\{cite[^}]*\}`([^`]+)`", text):
+            cited |= {k.strip() for k in group.split(",")}
+    assert cited <= keys, f"unknown keys: {sorted(cited - keys)}"
+    assert keys <= cited, f"never cited: {sorted(keys - cited)}"
