@@ -415,7 +415,7 @@ def _inverse_main(args):
 
     out = Path(args.out_dir)
     save = not args.tiny or args.out_dir != str(RESULTS)
-    command = "python -m diffu.bench inverse" + " ".join(f" {a}" for a in (args.argv or []))
+    command = " ".join(["python -m diffu.bench inverse", *(args.argv or [])])
 
     def partial(rows):  # nothing is lost if a long run stops half-way
         if save:
