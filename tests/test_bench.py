@@ -120,7 +120,9 @@ def test_register_phase_undoes_shift_and_twin():
 
 def test_committed_inverse_results_are_complete():
     """book/results/inverse.json, which chapter §4.3 reads, has a row for every (task, method) the benchmark defines."""
-    from diffu.bench_inverse import METHODS
+    from safetensors.torch import load_file
+
+    from diffu.bench_inverse import METHODS, TASKS
 
     saved = json.loads((bench.RESULTS / "inverse.json").read_text())
     assert saved["n_images"] >= 32 and saved["command"].startswith("python -m diffu.bench inverse")
@@ -130,3 +132,11 @@ def test_committed_inverse_results_are_complete():
             label = "HIO" if m.name == "TV" and task == "phase_retrieval" else m.name
             assert (task, label) in have, (task, label)
     assert len(saved["rows"]) == len(have) == sum(len(m.tasks) for m in METHODS)
+    # the official budgets of the long samplers (§4.3's prose quotes them) and example reconstructions of every task
+    assert saved["dps_steps"] == 1000 and saved["repaint_steps"] == 250, saved["command"]
+    for flag in ("n_images", "dps_steps", "repaint_steps"):  # the recorded command is the one that made the file
+        assert f"--{flag.replace('_', '-')} {saved[flag]}" in saved["command"], (flag, saved["command"])
+    examples = load_file(str(bench.RESULTS / "inverse_examples.safetensors"))
+    assert {k.split("/")[0] for k in examples} == {*TASKS, "ground_truth"}
+    for task, label in have:
+        assert examples[f"{task}/{label}"].shape == examples["ground_truth"].shape == (6, 1, 28, 28), (task, label)
