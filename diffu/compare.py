@@ -13,7 +13,8 @@ import torch
 from . import flow
 from .samplers import ddim, ddpm
 from .schedules import Schedule
-from .sde import VPSDE, FromDiscrete, euler_maruyama, karras_timesteps, pf_ode, pf_ode_sigma, predictor_corrector
+from .sde import VPSDE, FromDiscrete
+from .sde_samplers import euler_maruyama, karras_timesteps, pf_ode, pf_ode_sigma, predictor_corrector
 
 __all__ = ["SAMPLERS", "sample_at_nfe"]
 

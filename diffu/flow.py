@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .ode import SOLVERS, integrate
-from .samplers import SamplerState, _initial
+from .sampling import SamplerState, initial_noise
 from .schedules import Schedule
 from .train import label_kwargs
 
@@ -167,7 +167,7 @@ def sample(
     (Heun). The callback gets ``SamplerState(i, t, x, x0_hat)`` with float ``t``.
     """
     _check_steps(steps)
-    x = _initial(x_1, generator, model)
+    x = initial_noise(x_1, generator, model=model)
     ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
     with torch.no_grad():
         x, _ = integrate(_velocity_fn(model, sigma_min, model_kwargs), x, ts, solver=solver, progress=progress,
@@ -191,7 +191,7 @@ def reflow_pairs(model, x_1, *, steps: int = 50, solver: str = "heun", **kwargs)
     so that fewer Euler steps suffice."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    noise = _initial(x_1, kwargs.pop("generator", None), model)
+    noise = initial_noise(x_1, kwargs.pop("generator", None), model=model)
     return sample(model, noise, steps=steps, solver=solver, **kwargs), noise
 
 

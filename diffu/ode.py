@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .samplers import SamplerState
+from .sampling import SamplerState
 
 __all__ = ["SOLVERS", "integrate", "solve_adaptive"]
 

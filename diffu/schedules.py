@@ -1,6 +1,6 @@
 """Noise schedules, the forward process q(x_t | x_0), its posterior, and parameterisation conversions.
 
-Discrete time follows the DDPM/diffusers convention (DESIGN.md, convention 2): integer ``t ∈ {0, …, T-1}``,
+Discrete time follows the DDPM/diffusers convention (CONTRIBUTING.md, convention 2): integer ``t ∈ {0, …, T-1}``,
 ``t = 0`` the least noisy step, ``alpha_bar[t] = ∏_{s ≤ t} (1 - beta_s)``. Arrays are computed and stored in
 float64 and cast to the input's dtype and device when used. Chapters §2.1 and §2.2 introduce everything here.
 """
@@ -103,6 +103,33 @@ class Schedule:
         v = getattr(self, name)[t.cpu()]
         v = v.reshape(-1, *([1] * (x.ndim - 1)))
         return v.to(device=x.device, dtype=x.dtype)
+
+    def alpha_bar_at(self, t, like: torch.Tensor | None = None) -> torch.Tensor:
+        """ᾱ_t for ``t ∈ {-1, 0, …, T-1}``, where ``t = -1`` is the clean end before the first step: ᾱ_{-1} = 1.
+
+        This is what a sampler needs for "the previous step" of its grid: DDIM's ``t_prev = -1`` after the last
+        step (Song et al. 2021 set α_0 = 1 there; diffusers' ``set_alpha_to_one``), DDIM inversion's start, DDRM's
+        and ReSample's final level. ``alpha_bar[-1]`` would be Python's *last* entry (the noisiest), so -1 is
+        handled here rather than by indexing; ``alpha_bar_prev[t] == alpha_bar_at(t - 1)``.
+
+        Args:
+            t: an integer or an integer tensor of any shape, values in ``[-1, T-1]`` (others raise ``ValueError``).
+            like: cast the result to this tensor's dtype and device (convention 6); default float64 on ``t``'s
+                device.
+
+        Returns:
+            ᾱ with ``t``'s shape (0-d for an integer ``t``).
+        """
+        t = torch.as_tensor(t)
+        if t.is_floating_point() and not bool((t == t.round()).all()):
+            raise ValueError("t must hold integer timesteps for a discrete schedule")
+        t = t.long()
+        if t.numel() and (int(t.min()) < -1 or int(t.max()) >= self.T):
+            raise ValueError(f"t must be in [-1, {self.T - 1}], got values in [{int(t.min())}, {int(t.max())}]")
+        ab = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar])[t.cpu() + 1]  # index 0 is t = -1
+        if like is None:
+            return ab.to(t.device)
+        return ab.to(device=like.device, dtype=like.dtype)
 
     def _check_pair(self, a, b, an, bn):
         if a.shape != b.shape:

@@ -1,4 +1,4 @@
-"""Plots used by the chapters: image grids, sampling trajectories and their animations (DESIGN.md, convention 12).
+"""Plots used by the chapters: image grids, sampling trajectories and their animations (CONTRIBUTING.md, convention 12).
 
 Logic (grid assembly, frame selection) is plain tensor code and unit-tested; matplotlib is imported lazily.
 """

@@ -133,7 +133,7 @@ def test_gaussian_mixture_validation():
 
 
 def test_gaussian_mixture_std_count_mismatch():
-    """K = 8 components but 3 isotropic standard deviations: a bad shape, so ValueError (DESIGN.md convention 8)."""
+    """K = 8 components but 3 isotropic standard deviations: a bad shape, so ValueError (CONTRIBUTING.md, 8)."""
     with pytest.raises(ValueError, match="standard deviations|covs"):
         GaussianMixture(torch.ones(8), torch.zeros(8, 2), torch.ones(3))
 

@@ -234,7 +234,7 @@ def test_samplers_on_gpu(dummy):
 
 
 def test_model_eps_converts_other_parameterisations(dummy):
-    """A v-predicting wrapper of the same network gives identical DDIM samples (DESIGN.md, convention 3)."""
+    """A v-predicting wrapper of the same network gives identical DDIM samples (CONTRIBUTING.md, convention 3)."""
     from diffu.samplers import model_eps
 
     s = linear_schedule(100)
@@ -249,3 +249,23 @@ def test_model_eps_converts_other_parameterisations(dummy):
     torch.testing.assert_close(model_eps(AsV(), x, 40, s), dummy(x, torch.full((3,), 40.0)), atol=1e-5, rtol=1e-5)
     a = ddim(AsV(), x, s, steps=10, progress=False)
     torch.testing.assert_close(a, ddim(dummy, x, s, steps=10, progress=False), atol=1e-5, rtol=1e-5)
+
+
+def test_learned_range_guidance_at_t0_follows_guided_diffusion():
+    """At t = 0 no noise is added, but classifier guidance shifts the mean by Σ_0 (guided-diffusion's
+    ``condition_mean``); with "learned_range" Σ_0 = exp(f log β_0 + (1 - f) log β̃_1), f = (v + 1)/2: the upper end
+    is log β_0 itself (``np.log(self.betas)``), the lower end the clipped posterior log-variance (β̃_1 at t = 0)."""
+    s = linear_schedule().respace(ddim_timesteps(1000, 10).flip(0))  # respaced: β_0 and β̃_1 far apart
+    x, eps, g = _inputs(3, dtype=torch.float64)
+    plain, _ = ddpm_step(s, x, 0, eps, clip_x0=False)
+    for v in (-1.0, 0.0, 1.0):
+        vv = torch.full_like(x, v)
+        shifted, _ = ddpm_step(s, x, 0, eps, variance="learned_range", v=vv, guidance=g, clip_x0=False)
+        f = (v + 1) / 2
+        var = torch.exp(f * torch.log(s.betas[0]) + (1 - f) * torch.log(s.posterior_variance[1]))
+        torch.testing.assert_close(shifted, plain + var * g, rtol=1e-12, atol=1e-12)
+    # the fixed variances at t = 0: β̃_0 = 0 (no shift) and "fixedlarge"'s β̃_1 (Ho et al.'s replaced first β)
+    small, _ = ddpm_step(s, x, 0, eps, guidance=g, clip_x0=False)
+    large, _ = ddpm_step(s, x, 0, eps, variance="fixedlarge", guidance=g, clip_x0=False)
+    torch.testing.assert_close(small, plain, rtol=0, atol=0)
+    torch.testing.assert_close(large, plain + s.posterior_variance[1] * g, rtol=1e-12, atol=1e-12)

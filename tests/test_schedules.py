@@ -166,3 +166,26 @@ def test_respace_keeps_alpha_bar():
     with pytest.raises(ValueError, match="strictly increasing"):
         s.respace([5, 3])
     assert "T=50" in repr(r) and len(r) == 50 and float(s.snr(0)) > float(s.snr(999))
+
+
+def test_alpha_bar_at_the_clean_end_and_previous_step():
+    """ᾱ_{-1} = 1 (the clean end before t = 0), not Python's alpha_bar[-1] (the noisiest step)."""
+    s = linear_schedule()
+    assert float(s.alpha_bar_at(-1)) == 1.0 and float(s.alpha_bar[-1]) < 1e-4
+    assert float(s.alpha_bar_at(0)) == float(s.alpha_bar[0]) and float(s.alpha_bar_at(999)) == float(s.alpha_bar[999])
+    k = torch.arange(1000)
+    # ᾱ of the previous step: alpha_bar_at(k - 1) is alpha_bar[k - 1] for k >= 1 and 1 for k = 0
+    assert torch.equal(s.alpha_bar_at(k - 1), s.alpha_bar_prev)
+    assert float(s.alpha_bar_at(k - 1)[0]) == 1.0 and torch.equal(s.alpha_bar_at(k - 1)[1:], s.alpha_bar[:-1])
+    t = torch.tensor([[-1, 5], [10, 999]])
+    out = s.alpha_bar_at(t)
+    assert out.shape == (2, 2) and out.dtype == torch.float64 and s.alpha_bar_at(3).shape == ()
+    x = torch.zeros(2, dtype=torch.float32)
+    cast = s.alpha_bar_at(t, x)  # dtype and device follow ``like``
+    assert cast.dtype == torch.float32 and torch.equal(cast, out.float())
+    assert torch.equal(s.alpha_bar_at(torch.tensor(7.0)), s.alpha_bar[7])  # integral floats are accepted
+    for bad in (-2, 1000, torch.tensor([0, -3])):
+        with pytest.raises(ValueError, match=r"t must be in \[-1, 999\]"):
+            s.alpha_bar_at(bad)
+    with pytest.raises(ValueError, match="integer timesteps"):
+        s.alpha_bar_at(2.5)

@@ -1,5 +1,6 @@
-"""Tests for diffu.sde: marginals against simulation, validation, determinism, exactness relations, convergence with
-the exact score of a Gaussian mixture, and the PF-ODE likelihood."""
+"""Tests for diffu.sde and diffu.sde_samplers (one file: they share their fixtures): marginals against simulation,
+validation, determinism, exactness relations, convergence with the exact score of a Gaussian mixture, and the
+PF-ODE likelihood."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from diffu import sde as S
+from diffu import sde_samplers as SS
 from diffu.gmm import ExactModel, GaussianMixture
 from diffu.metrics import mmd
 from diffu.nn import MLPDenoiser
@@ -110,7 +112,7 @@ def test_vpsde_from_linear_schedule(sched):
 
 @pytest.mark.parametrize("cls", SDE_CLASSES)
 def test_dtype_follows_input(cls):
-    """DESIGN.md convention 6: float32 in → float32 out, also for per-sample (N,) times."""
+    """CONTRIBUTING.md, convention 6: float32 in → float32 out, also for per-sample (N,) times."""
     sde = cls()
     x = torch.randn(6, 2)
     t = torch.rand(6, generator=_gen(0))
@@ -140,22 +142,22 @@ def test_bad_steps(gmm, sched, steps):
     vp = S.VPSDE()
     m = ExactModel(gmm, sde=vp)
     x = torch.zeros(2, 2)
-    for fn in (S.euler_maruyama, S.predictor_corrector, S.pf_ode):
+    for fn in (SS.euler_maruyama, SS.predictor_corrector, SS.pf_ode):
         with pytest.raises(ValueError, match="steps must be"):
             fn(m, x, vp, steps=steps, progress=False)
     with pytest.raises(ValueError, match="steps must be"):
-        S.pf_ode_sigma(ExactModel(gmm, schedule=sched), x, sched, steps=steps, progress=False)
+        SS.pf_ode_sigma(ExactModel(gmm, schedule=sched), x, sched, steps=steps, progress=False)
 
 
 @pytest.mark.parametrize("t_min", [0.0, 1.0, -0.5])
 def test_bad_t_min(gmm, t_min):
     vp = S.VPSDE()
     m = ExactModel(gmm, sde=vp)
-    for fn in (S.euler_maruyama, S.predictor_corrector, S.pf_ode):
+    for fn in (SS.euler_maruyama, SS.predictor_corrector, SS.pf_ode):
         with pytest.raises(ValueError, match="t_min must be"):
             fn(m, torch.zeros(2, 2), vp, steps=2, t_min=t_min, progress=False)
     with pytest.raises(ValueError, match="t_min must be"):
-        S.log_likelihood(m, torch.zeros(2, 2), vp, t_min=t_min)
+        SS.log_likelihood(m, torch.zeros(2, 2), vp, t_min=t_min)
 
 
 def test_bad_pc_and_solver_arguments(gmm, sched):
@@ -164,14 +166,14 @@ def test_bad_pc_and_solver_arguments(gmm, sched):
     x = torch.zeros(2, 2)
     for snr in (0.0, -0.1):
         with pytest.raises(ValueError, match="snr must be"):
-            S.predictor_corrector(m, x, vp, steps=2, snr=snr, progress=False)
+            SS.predictor_corrector(m, x, vp, steps=2, snr=snr, progress=False)
     for cs in (-1, 1.5):
         with pytest.raises(ValueError, match="corrector_steps must be"):
-            S.predictor_corrector(m, x, vp, steps=2, corrector_steps=cs, progress=False)
+            SS.predictor_corrector(m, x, vp, steps=2, corrector_steps=cs, progress=False)
     with pytest.raises(ValueError, match="solver must be"):
-        S.pf_ode(m, x, vp, steps=2, solver="rk4", progress=False)
+        SS.pf_ode(m, x, vp, steps=2, solver="rk4", progress=False)
     with pytest.raises(ValueError, match="solver must be"):
-        S.pf_ode_sigma(ExactModel(gmm, schedule=sched), x, sched, steps=2, solver="rk45", progress=False)
+        SS.pf_ode_sigma(ExactModel(gmm, schedule=sched), x, sched, steps=2, solver="rk45", progress=False)
     with pytest.raises(ValueError, match="sde must be one of"):
         S.make_sde("vpsde")
 
@@ -194,10 +196,10 @@ def test_bad_log_likelihood_arguments(gmm):
     m = ExactModel(gmm, sde=vp)
     x = torch.zeros(2, 2)
     with pytest.raises(ValueError, match="trace must be"):
-        S.log_likelihood(m, x, vp, trace="skilling")
+        SS.log_likelihood(m, x, vp, trace="skilling")
     for probes in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="probes must be"):
-            S.log_likelihood(m, x, vp, probes=probes)
+            SS.log_likelihood(m, x, vp, probes=probes)
 
 
 @pytest.mark.parametrize("t", [-1.5, 999.5, 1000, float("nan")])
@@ -217,12 +219,12 @@ SAMPLERS = ["euler_maruyama", "predictor_corrector", "pf_ode_euler", "pf_ode_heu
 def _sample(name, model, x, seed, callback=None, sched=None, steps=20):
     kw = dict(steps=steps, generator=_gen(seed), progress=False, callback=callback)
     if name == "euler_maruyama":
-        return S.euler_maruyama(model, x, S.VPSDE(), **kw)
+        return SS.euler_maruyama(model, x, S.VPSDE(), **kw)
     if name == "predictor_corrector":
-        return S.predictor_corrector(model, x, S.VPSDE(), **kw)
+        return SS.predictor_corrector(model, x, S.VPSDE(), **kw)
     if name in ("pf_ode_euler", "pf_ode_heun"):
-        return S.pf_ode(model, x, S.VPSDE(), solver=name.split("_")[-1], **kw)
-    return S.pf_ode_sigma(model, x, sched, solver="heun", **kw)
+        return SS.pf_ode(model, x, S.VPSDE(), solver=name.split("_")[-1], **kw)
+    return SS.pf_ode_sigma(model, x, sched, solver="heun", **kw)
 
 
 def _model(kind, name, gmm, sched):
@@ -263,8 +265,8 @@ def test_pc_without_corrector_is_euler_maruyama(gmm):
     """With corrector_steps=0 the PC loop draws exactly the predictor's noise: it must equal EM bit for bit."""
     vp = S.VPSDE()
     m = ExactModel(gmm, sde=vp)
-    a = S.predictor_corrector(m, (64, 2), vp, steps=15, corrector_steps=0, generator=_gen(4), progress=False)
-    b = S.euler_maruyama(m, (64, 2), vp, steps=15, generator=_gen(4), progress=False)
+    a = SS.predictor_corrector(m, (64, 2), vp, steps=15, corrector_steps=0, generator=_gen(4), progress=False)
+    b = SS.euler_maruyama(m, (64, 2), vp, steps=15, generator=_gen(4), progress=False)
     assert torch.equal(a, b)
 
 
@@ -277,7 +279,7 @@ def test_samplers_start_from_the_prior(gmm, cls):
         def forward(self, x, t):
             return torch.zeros_like(x)
 
-    x = S.euler_maruyama(Zero(), (4000, 1), sde, steps=1, generator=_gen(5), progress=False)
+    x = SS.euler_maruyama(Zero(), (4000, 1), sde, steps=1, generator=_gen(5), progress=False)
     # with score 0 the single step is x_1 + f(x_1, 1) Δt, Δt = t_min - 1: a factor 1 + ½β(1)(1 - t_min) for VP and
     # sub-VP, 1 for VE (f = 0)
     f, _ = sde.drift_diffusion(torch.ones(1, 1, dtype=torch.float64), 1.0)
@@ -295,7 +297,7 @@ def test_samplers_start_from_the_prior(gmm, cls):
 def test_pf_ode_sigma_euler_is_ddim(gmm, sched, steps, dtype, tol):
     m = ExactModel(gmm, schedule=sched)
     x = torch.randn(64, 2, generator=_gen(1), dtype=dtype)
-    a = S.pf_ode_sigma(m, x, sched, steps=steps, solver="euler", progress=False)
+    a = SS.pf_ode_sigma(m, x, sched, steps=steps, solver="euler", progress=False)
     b = ddim(m, x, sched, steps=steps, eta=0.0, progress=False)
     # the two are algebraically identical (x̄ = x/√ᾱ): only rounding differs (measured 2.7e-6 f32, 1.3e-14 f64)
     assert a.dtype == dtype
@@ -309,11 +311,11 @@ def test_pf_ode_rk45_agrees_with_sigma_heun(gmm, sched):
     Heun-100 0.0076, Heun-200 0.0019. Tolerance 5e-3 at 200 steps; 50 steps must be visibly worse (convergence)."""
     vp = S.VPSDE()
     x = torch.randn(64, 2, generator=_gen(2), dtype=torch.float64)
-    ref, nfe = S.pf_ode(ExactModel(gmm, sde=vp), x, vp, solver="rk45", t_min=1e-3, return_nfe=True, progress=False)
+    ref, nfe = SS.pf_ode(ExactModel(gmm, sde=vp), x, vp, solver="rk45", t_min=1e-3, return_nfe=True, progress=False)
     assert nfe > 20
     m = ExactModel(gmm, schedule=sched)
-    d200 = float((S.pf_ode_sigma(m, x, sched, steps=200, solver="heun", progress=False) - ref).abs().max())
-    d50 = float((S.pf_ode_sigma(m, x, sched, steps=50, solver="heun", progress=False) - ref).abs().max())
+    d200 = float((SS.pf_ode_sigma(m, x, sched, steps=200, solver="heun", progress=False) - ref).abs().max())
+    d50 = float((SS.pf_ode_sigma(m, x, sched, steps=50, solver="heun", progress=False) - ref).abs().max())
     assert d200 < 5e-3
     assert d50 > 2 * d200
 
@@ -393,11 +395,11 @@ def test_sde_samplers_converge_with_exact_score(gmm, ring_ref, name, steps):
     m = ExactModel(gmm, sde=vp)
     kw = dict(steps=steps, generator=_gen(0), progress=False)
     if name == "em":
-        x = S.euler_maruyama(m, (N_MMD, 2), vp, **kw)
+        x = SS.euler_maruyama(m, (N_MMD, 2), vp, **kw)
     elif name == "pc":
-        x = S.predictor_corrector(m, (N_MMD, 2), vp, **kw)
+        x = SS.predictor_corrector(m, (N_MMD, 2), vp, **kw)
     else:
-        x = S.pf_ode(m, (N_MMD, 2), vp, solver="heun", **kw)
+        x = SS.pf_ode(m, (N_MMD, 2), vp, solver="heun", **kw)
     d = float(mmd(x, ref))
     assert d < MMD_BOUND, d
     assert d / noise_mmd < 0.01
@@ -423,7 +425,7 @@ def ll_setup(gmm):
 
 def test_log_likelihood_exact_trace(ll_setup):
     m, x, vp, ref = ll_setup
-    ll = S.log_likelihood(m, x, vp, t_min=1e-3, trace="exact")
+    ll = SS.log_likelihood(m, x, vp, t_min=1e-3, trace="exact")
     assert ll.shape == (30,) and ll.dtype == torch.float64
     # RK45 with rtol = atol = 1e-5 on a divergence integral of size ~10 nats, and the prior N(0, I) vs the true
     # p_1 (ᾱ(1) = 4e-5) differ by ~1e-4 nats: measured max error 1.2e-4. Tolerance 1e-3 nats.
@@ -434,7 +436,7 @@ def test_log_likelihood_hutchinson(ll_setup):
     m, x, vp, ref = ll_setup
 
     def run(seed, probes):
-        return S.log_likelihood(m, x, vp, t_min=1e-3, trace="hutchinson", probes=probes, generator=_gen(seed))
+        return SS.log_likelihood(m, x, vp, t_min=1e-3, trace="hutchinson", probes=probes, generator=_gen(seed))
 
     a, b, c = run(0, 8), run(0, 8), run(1, 8)
     assert torch.equal(a, b) and not torch.allclose(a, c)  # fixed probes per generator

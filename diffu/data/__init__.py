@@ -1,6 +1,6 @@
 """Data sources for the book: 2D toys, a shipped Fashion-MNIST subset and scikit-learn digits.
 
-Nothing here touches the network (DESIGN.md, convention 11). Images come out as ``(N, C, H, W)`` float tensors in
+Nothing here touches the network (CONTRIBUTING.md, convention 11). Images come out as ``(N, C, H, W)`` float tensors in
 ``[-1, 1]``; 2D toy data as ``(N, 2)``. Used from chapter §2.1 onwards.
 """
 
