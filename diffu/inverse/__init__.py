@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .blind import (
     BlindState,
-    KernelUNet,
     bird,
     blind_dps,
     blur_each,
@@ -34,8 +33,8 @@ from .classical import (
     zero_filled,
 )
 from .ddrm import ddrm
-from .dps import dps
-from .fourier import MRI, PhaseRetrieval, Radon, fft2c, ifft2c
+from .dps import dps, residual_norm
+from .fourier import MRI, PhaseRetrieval, Radon, ShiftedPhaseRetrieval, fft2c, ifft2c, register_phase
 from .masks import box_mask, brush_mask, cartesian_mask, random_mask
 from .operators import (
     Bicubic,
@@ -46,6 +45,8 @@ from .operators import (
     LinearOperator,
     Operator,
     Poisson,
+    SeparableOperator,
+    adjoint_by_autograd,
     bicubic_kernel,
 )
 from .pnp import diffpir, diffpir_timesteps, dihedral, dpir, dpir_schedule, hqs_data_step
@@ -54,24 +55,14 @@ from .resample import resample, resample_moments, stochastic_resample
 from .two_stage import degrade, two_stage_restore
 
 __all__ = [
-    "BlindState",
-    "KernelUNet",
-    "MRI",
+    "adjoint_by_autograd",
     "Bicubic",
-    "BlockAverage",
-    "Blur",
-    "Gaussian",
-    "Identity",
-    "Inpainting",
-    "LinearOperator",
-    "Operator",
-    "PhaseRetrieval",
-    "Poisson",
-    "Radon",
-    "Turbulence",
     "bicubic_kernel",
     "bird",
     "blind_dps",
+    "BlindState",
+    "BlockAverage",
+    "Blur",
     "blur_each",
     "box_mask",
     "brush_mask",
@@ -87,26 +78,40 @@ __all__ = [
     "dps",
     "fbp",
     "fft2c",
+    "Gaussian",
     "gaussian_kernel",
     "gerchberg_saxton",
     "grad",
     "grad_T",
     "hio",
     "hqs_data_step",
+    "Identity",
     "ifft2c",
+    "Inpainting",
     "kernel_error",
     "kernel_from_diffusion",
     "kernel_to_diffusion",
+    "LinearOperator",
     "motion_kernel",
+    "MRI",
     "op_norm",
+    "Operator",
+    "PhaseRetrieval",
+    "Poisson",
+    "Radon",
     "random_kernels",
     "random_mask",
+    "register_phase",
     "repaint",
     "repaint_schedule",
     "resample",
     "resample_moments",
+    "residual_norm",
+    "SeparableOperator",
+    "ShiftedPhaseRetrieval",
     "stochastic_resample",
     "tikhonov",
+    "Turbulence",
     "tv",
     "tv_denoise",
     "tv_reconstruct",

@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..nn.unet import UNet, UNetConfig
-from ..samplers import _check_steps, ddim_step, ddim_timesteps, ddpm_step, model_eps
+from ..checks import check_int, check_steps
+from ..samplers import ddim_step, ddpm_step
+from ..sampling import ddim_timesteps, initial_noise, model_eps, noise_like, respaced
 from ..schedules import Schedule, linear_schedule
 from ..train import diffusion_loss
 from .blur import Blur, random_kernels
-from .dps import _residual_norm
+from .dps import residual_norm
 
 __all__ = [
     "BlindState",
-    "KernelUNet",
-    "KernelUNetConfig",
     "bird",
     "blind_dps",
     "blur_each",
@@ -112,53 +110,10 @@ def kernel_error(k_est: torch.Tensor, k_true: torch.Tensor, max_shift: int = 0) 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class KernelUNetConfig:
-    """Hyper-parameters of :class:`KernelUNet` (stored next to shipped weights)."""
-
-    kernel_size: int = KERNEL_SIZE
-    canvas: int = 12
-    channels: int = 32
-    channel_mult: tuple = (1, 2)
-    num_res_blocks: int = 1
-    attn_resolutions: tuple = (6,)
-
-    def to_dict(self):
-        return asdict(self)
-
-
-class KernelUNet(torch.nn.Module):
-    """ε-prediction network over blur kernels ``(N, 1, k, k)`` (odd ``k``): the state is zero-padded onto an even
-    ``canvas × canvas`` grid (the UNet halves and doubles the resolution, which odd sizes do not survive), run
-    through :class:`diffu.nn.UNet` and cropped back, so the diffusion itself lives on exactly the ``k × k`` kernel.
-
-    Blind-DPS's kernel prior is an ADM UNet on 64×64 kernels (``configs/kernel_model_config.yaml``: 64 channels,
-    one res block per level, learned variance); ours is the same family, small enough for 9×9 kernels. §4.2.
-    """
-
-    def __init__(self, config: KernelUNetConfig | None = None, **kwargs):
-        super().__init__()
-        cfg = config or KernelUNetConfig(**kwargs)
-        if cfg.kernel_size % 2 == 0 or cfg.kernel_size < 1 or cfg.canvas < cfg.kernel_size:
-            raise ValueError(f"need an odd kernel_size <= canvas, got {cfg.kernel_size} and {cfg.canvas}")
-        self.config, self.kernel_size, self.prediction = cfg, cfg.kernel_size, "eps"
-        self.unet = UNet(UNetConfig(in_channels=1, out_channels=1, channels=cfg.channels,
-                                    channel_mult=tuple(cfg.channel_mult), num_res_blocks=cfg.num_res_blocks,
-                                    attn_resolutions=tuple(cfg.attn_resolutions), image_size=cfg.canvas))  # fmt: skip
-
-    def forward(self, k_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s, c = self.kernel_size, self.config.canvas
-        if k_t.ndim != 4 or k_t.shape[1:] != (1, s, s):
-            raise ValueError(f"k_t must have shape (N, 1, {s}, {s}), got {tuple(k_t.shape)}")
-        lo, hi = (c - s) // 2, (c - s + 1) // 2
-        out = self.unet(F.pad(k_t, (lo, hi, lo, hi)), t)  # (N, 1, canvas, canvas)
-        return out[..., lo : lo + s, lo : lo + s]  # (N, 1, s, s)
-
-
 def kernel_prior_data(x=None, y=None, *, n: int = 20000, size: int = KERNEL_SIZE, seed: int = 0):
     """The training tensors of the kernel prior: ``(kernels,)`` with ``n`` :func:`~diffu.inverse.blur.random_kernels`
     from a generator seeded by ``seed``, mapped by :func:`kernel_to_diffusion`, shape ``(n, 1, size, size)``. The
-    Fashion-MNIST tensors ``x, y`` of the weights registry are ignored."""
+    Fashion-MNIST tensors ``x, y`` that the recipe passes are ignored."""
     k = random_kernels(n, size, generator=torch.Generator().manual_seed(seed))
     return (kernel_to_diffusion(k)[:, None],)
 
@@ -173,19 +128,18 @@ def kernel_prior_loss(model, k: torch.Tensor, generator=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_blind(y, kernel_size, name_x_T, x_T, generator):
-    """Validate ``y`` and ``kernel_size``; return the initial image state (``x_T``, or noise of ``y``'s shape)."""
+def _check_blind(y, kernel_size, x_T, generator, boundary) -> torch.Tensor:
+    """Validate ``y``, ``kernel_size`` and ``boundary``; return the initial image state (``x_T``, or noise of
+    ``y``'s shape)."""
     if not isinstance(y, torch.Tensor) or y.ndim != 4 or not y.is_floating_point():
         raise ValueError(f"y must be a float tensor (N, C, H, W), got {getattr(y, 'shape', type(y).__name__)}")
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     if kernel_size > min(y.shape[-2:]):
         raise ValueError(f"kernel_size must be <= the image size {tuple(y.shape[-2:])}, got {kernel_size}")
-    if x_T is None:
-        return torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    if not isinstance(x_T, torch.Tensor) or x_T.shape != y.shape:
-        raise ValueError(f"{name_x_T} must be a tensor of y's shape {tuple(y.shape)}, got {getattr(x_T, 'shape', x_T)}")
-    return x_T.to(device=y.device, dtype=y.dtype)
+    x = initial_noise(x_T, generator, like=y, shape=y.shape, of="y's")
+    Blur(torch.ones(kernel_size, kernel_size, dtype=y.dtype), boundary)  # validates ``boundary`` before any work
+    return x
 
 
 def blind_dps(
@@ -200,7 +154,7 @@ def blind_dps(
     reg: float = 1.0,
     scale_by_alpha_bar: bool = False,
     boundary: str = "circular",
-    per_image: bool = False,
+    per_image: bool = True,
     spacing: str = "leading",
     model_kwargs: dict | None = None,
     generator: torch.Generator | None = None,
@@ -209,32 +163,7 @@ def blind_dps(
     x_T: torch.Tensor | None = None,
     k_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blind-DPS: parallel image and kernel diffusions, both corrected by ``−ζ ∇ ‖y − k̂_0 ∗ x̂_0‖``.
-
-    Each step from ``(x_t, k_t)`` (Chung et al. 2023, "Parallel diffusion models of operator and image for blind
-    inverse problems"; official code ``BlindDPS/blind-dps``, ``guided_diffusion/gaussian_diffusion.py::BlindDPS``
-    and ``guided_diffusion/blind_condition_methods.py``):
-
-    1. Tweedie estimates from each model, clipped to [-1, 1]: ``x̂_0(x_t)`` (image) and ``k̂_0(k_t)`` (kernel),
-       the kernel mapped to a non-negative, sum-1 kernel by ``(k̂_0 + 1)/2`` and division by its sum;
-    2. ancestral steps ``x'_{t−1}``, ``k'_{t−1}`` of each chain (:func:`diffu.samplers.ddpm_step`, σ_t² = β̃_t);
-    3. one scalar ``L = ‖y − k̂_0 ∗ x̂_0‖ + reg · ‖k̂_0‖_1`` (the unsquared norm of :func:`diffu.inverse.dps`),
-       differentiated w.r.t. both ``x_t`` and ``k_t``; ``x_{t−1} = x'_{t−1} − ζ_t ∇_{x_t} L``,
-       ``k_{t−1} = k'_{t−1} − ζ_t ∇_{k_t} L`` with the same ``ζ_t``.
-
-    ``ζ_t = scale`` as in the paper (ζ = 0.3, ``configs/motion_deblur_config.yaml``); the official sampler actually
-    overrides it with the "gradually increasing" ``ζ_t = √ᾱ_t`` (a comment there says the paper reports the
-    constant): ``scale_by_alpha_bar=True`` gives ``ζ_t = scale · √ᾱ_t``, the official code for ``scale = 1``.
-
-    Erratum-level remark on the regulariser: ``run_deblur.sh`` uses ``reg = 1`` with the ℓ1 norm, but it is taken
-    of the *normalised* kernel, which is non-negative with sum 1, so ``‖k̂_0‖_1 ≡ 1`` and the term adds nothing to
-    the gradient (the demo's default ℓ0 norm has zero gradient too). We keep it, as the official code does, so the
-    reported objective matches; a test pins that ``reg`` does not change the result.
-
-    Our toy setting: 28×28 Fashion-MNIST with the shipped ``fmnist_unet`` and a 9×9 kernel prior
-    (:class:`KernelUNet`, weights ``kernel_prior``) instead of 256×256 FFHQ and 64×64 kernels; fixed small
-    variance instead of learned; respaced steps allowed (official: 1000); one kernel per image; ``per_image``
-    as in :func:`~diffu.inverse.dps`. §4.2.
+    """Blind-DPS (Chung et al. 2023): parallel image and kernel diffusions, both corrected by ``−ζ ∇ ‖y − k̂_0 ∗ x̂_0‖``.
 
     Args:
         model: the image model ``model(x_t, t, **model_kwargs)`` predicting ε.
@@ -243,49 +172,64 @@ def blind_dps(
         y: the blurred, noisy images ``(N, C, H, W)``.
         schedule: the training schedule of both models.
         kernel_size: odd size of the unknown kernel (``kernel_model.kernel_size`` when it has one).
-        steps: number of steps of both chains (default ``T``).
+        steps: number of steps of both chains (default ``T``; fewer respace as :func:`diffu.samplers.ddpm`).
         scale: ζ > 0.
-        reg: weight >= 0 of the ℓ1 term (see above).
+        reg: weight >= 0 of the ℓ1 term of the loss (see Notes).
+        scale_by_alpha_bar: ``ζ_t = scale · √ᾱ_t`` instead of the constant ``scale`` (see Notes).
         boundary: the convolution of :class:`~diffu.inverse.Blur`, "circular" or "padded".
+        per_image: one residual norm per image (default) or the batch norm, as in :func:`~diffu.inverse.dps`.
         x_T, k_T: initial image ``(N, C, H, W)`` and kernel ``(N, 1, k, k)`` states; default noise from
             ``generator`` (image first).
+        callback: called after every step with a :class:`BlindState`.
 
     Returns:
         ``(x, k)``: the image ``(N, C, H, W)`` and the final kernel ``(N, k, k)``, non-negative with sum 1.
+
+    Notes
+    -----
+    Official code: ``BlindDPS/blind-dps`` (``gaussian_diffusion.py::BlindDPS``, ``blind_condition_methods.py``),
+    run there with batch 1 and 1000 steps of learned-variance models on 256×256 FFHQ with 64×64 kernels; ours: the
+    shipped 28×28 Fashion-MNIST ``fmnist_unet`` and a 9×9 kernel prior (:class:`~diffu.nn.unet.KernelUNet`, weights
+    ``kernel_prior``), fixed small variances, respaced steps allowed and one kernel per image.
+
+    ``ζ_t = scale`` is the paper's constant (ζ = 0.3, ``configs/motion_deblur_config.yaml``); the official sampler
+    overrides it with the "gradually increasing" ``ζ_t = √ᾱ_t`` (a comment there says the paper reports the
+    constant), which ``scale_by_alpha_bar=True`` reproduces for ``scale = 1``.
+
+    The regulariser: ``run_deblur.sh`` uses ``reg = 1`` with the ℓ1 norm of the *normalised* kernel, which is
+    non-negative with sum 1, so ``‖k̂_0‖_1 ≡ 1`` and the term adds nothing to the gradient (the demo's default ℓ0
+    norm has zero gradient too). We keep it so that the objective matches; a test pins that ``reg`` changes
+    nothing.
     """
-    steps = schedule.T if steps is None else steps
-    _check_steps(steps, schedule.T)
+    check_steps(steps if steps is not None else schedule.T, schedule.T)
     if not float(scale) > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     if not float(reg) >= 0:
         raise ValueError(f"reg must be >= 0, got {reg}")
-    x = _check_blind(y, kernel_size, "x_T", x_T, generator)
+    x = _check_blind(y, kernel_size, x_T, generator, boundary)
     if getattr(kernel_model, "kernel_size", kernel_size) != kernel_size:
         raise ValueError(f"kernel_size must be kernel_model.kernel_size {kernel_model.kernel_size}, got {kernel_size}")
-    k_shape = (y.shape[0], 1, kernel_size, kernel_size)
-    if k_T is None:
-        k = torch.randn(k_shape, generator=generator, device=y.device, dtype=y.dtype)
-    elif not isinstance(k_T, torch.Tensor) or k_T.shape != k_shape:
-        raise ValueError(f"k_T must be a tensor of shape {k_shape}, got {getattr(k_T, 'shape', k_T)}")
-    else:
-        k = k_T.to(device=y.device, dtype=y.dtype)
-    Blur(torch.ones(kernel_size, kernel_size, dtype=y.dtype), boundary)  # validates ``boundary`` before any work
-    ts = ddim_timesteps(schedule.T, steps, spacing).flip(0)  # increasing original timesteps
-    sched = schedule if steps == schedule.T else schedule.respace(ts)
+    k = initial_noise(k_T, generator, like=y, shape=(y.shape[0], 1, kernel_size, kernel_size), name="k_T")
+    ts, sched = respaced(schedule, steps, spacing)  # model timesteps (increasing) and the respaced ᾱ
+    steps = len(ts)
     for i in tqdm(range(steps - 1, -1, -1), disable=not progress, desc=f"Blind-DPS-{steps}"):
         t = int(ts[i])
         x, k = x.detach().requires_grad_(True), k.detach().requires_grad_(True)
         with torch.enable_grad():
+            # 1. ε̂ of each chain: image ε_θ(x_t, t), kernel ε_φ(k_t, t)
             eps_x = model_eps(model, x, t, schedule, model_kwargs)
             eps_k = model_eps(kernel_model, k, t, schedule)
-            zx, zk = (torch.randn(s.shape, generator=generator, device=s.device, dtype=s.dtype) if i > 0 else None
-                      for s in (x, k))  # fmt: skip
+            # 2. Tweedie estimates (clipped) and the ancestral steps x'_{t-1}, k'_{t-1} of both chains (σ_t² = β̃_t)
+            zx, zk = (noise_like(v, generator) if i > 0 else None for v in (x, k))
             x_prev, x0 = ddpm_step(sched, x, i, eps_x, clip_x0=True, noise=zx)
             k_prev, k0 = ddpm_step(sched, k, i, eps_k, clip_x0=True, noise=zk)
+            # 3. the kernel estimate as a blur kernel: (k̂_0 + 1)/2, divided by its sum
             k0 = kernel_from_diffusion(k0[:, 0])  # (N, k, k), non-negative, sum 1
-            norm = _residual_norm(y, blur_each(x0, k0, boundary), "gaussian", per_image) + reg * k0.abs().sum()
-            gx, gk = torch.autograd.grad(norm, (x, k))
-        zeta = scale * (schedule.at("alpha_bar", t, x).sqrt().reshape(()) if scale_by_alpha_bar else 1.0)
+            # 4. L = ‖y − k̂_0 ∗ x̂_0‖ + reg ‖k̂_0‖_1 (the unsquared DPS norm), differentiated w.r.t. x_t and k_t
+            loss = residual_norm(y, blur_each(x0, k0, boundary), "gaussian", per_image) + reg * k0.abs().sum()
+            gx, gk = torch.autograd.grad(loss, (x, k))
+        # 5. x_{t-1} = x'_{t-1} − ζ_t ∇_{x_t} L and k_{t-1} = k'_{t-1} − ζ_t ∇_{k_t} L with the same ζ_t
+        zeta = scale * (schedule.alpha_bar_at(t, x).sqrt() if scale_by_alpha_bar else 1.0)
         x, k = (x_prev - zeta * gx).detach(), (k_prev - zeta * gk).detach()
         if callback is not None:
             callback(BlindState(steps - 1 - i, t, x.clone(), x0.detach().clone(), k.clone(), k0.detach().clone()))
@@ -353,27 +297,7 @@ def bird(
     callback: Callable[[BlindState], None] | None = None,
     x_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BIRD blind deblurring: optimise the initial noise of a short DDIM and a kernel so that ``k ∗ DDIM(x_T) ≈ y``.
-
-    Chihaoui et al. 2024 ("Blind image restoration via fast diffusion inversion"; official code
-    ``hamadichihaoui/BIRD``, ``blind_deblurring.py``, ``ddim_inversion_utils.py::DDIM_efficient_feed_forward``,
-    ``utils.py::fcn``, ``configs/blind_deblurring.yml``). Each of ``iters`` Adam iterations:
-
-    1. ``x̂_0 = DDIM(x_T)``: ``ddim_steps`` deterministic DDIM steps (leading spacing, ``T/ddim_steps`` apart, x̂_0
-       clipped and ε re-derived from it, ᾱ = 1 after the last step); ε is computed **without gradient**, so the
-       gradient reaches ``x_T`` only through the DDIM coefficients (the official speed trade;
-       ``through_model=True`` backpropagates through the network too);
-    2. ``k = softmax(MLP(z))`` with a fixed random input ``z`` (non-negative, sum 1);
-    3. ``L = mean((y − k ∗ x̂_0)²)``; one Adam step on ``x_T`` (lr ``lr_x``) and the MLP weights (lr ``lr_k``);
-    4. ``x_T ← √D · x_T / ‖x_T‖`` per image, ``D = C·H·W`` (the noise stays on the sphere where Gaussian noise
-       concentrates).
-
-    Defaults are the official ones (10 DDIM steps, 100 iterations, lr 3e-3 / 2e-4, hidden width 1000); the
-    official measurement adds speckle-like noise and uses 41×41 kernels on 256×256 CelebA-HQ; we use Gaussian noise,
-    9×9 kernels, 28×28 Fashion-MNIST and one kernel MLP per image of the batch (Adam treats each image's parameters
-    independently, so a batch equals separate runs). Like the official script, the result is the last iteration's
-    ``(x̂_0, k)`` — the pair whose loss was just computed. Deterministic for a generator (``x_T`` first, then the
-    MLPs). §4.2.
+    """BIRD (Chihaoui et al. 2024): optimise the noise of a short DDIM and a kernel so that ``k ∗ DDIM(x_T) ≈ y``.
 
     Args:
         model: ``model(x_t, t, **model_kwargs)`` predicting ε.
@@ -384,36 +308,52 @@ def bird(
         iters: Adam iterations >= 1.
         lr_x, lr_k: Adam learning rates of the noise and of the kernel MLP.
         boundary: the convolution of :class:`~diffu.inverse.Blur`, "circular" or "padded".
+        through_model: backpropagate through the network too (default: only through the DDIM coefficients).
         hidden: width of the kernel MLP.
         x_T: initial noise ``(N, C, H, W)`` (default ``randn`` from ``generator``; not projected before the first
             step, as in the official code).
+        callback: called after every iteration with a :class:`BlindState`.
 
     Returns:
-        ``(x, k)``: the image ``(N, C, H, W)`` and the kernel ``(N, k, k)`` (non-negative, sum 1).
+        ``(x, k)``: the image ``(N, C, H, W)`` and the kernel ``(N, k, k)`` (non-negative, sum 1) of the last
+        iteration — the pair whose loss was just computed, as the official script returns.
+
+    Notes
+    -----
+    Official code: ``hamadichihaoui/BIRD`` (``blind_deblurring.py``,
+    ``ddim_inversion_utils.py::DDIM_efficient_feed_forward``, ``utils.py::fcn``, ``configs/blind_deblurring.yml``),
+    whose defaults we keep (10 DDIM steps, 100 iterations, lr 3e-3 / 2e-4, hidden width 1000). Its DDIM computes
+    ε **without gradient**, so the gradient reaches ``x_T`` only through the DDIM coefficients (the official speed
+    trade; ``through_model=True`` lifts it). The official measurement adds speckle-like noise and uses 41×41
+    kernels on 256×256 CelebA-HQ; we use Gaussian noise, 9×9 kernels, 28×28 Fashion-MNIST and one kernel MLP per
+    image (Adam treats each image's parameters independently, so a batch equals separate runs). Deterministic for
+    a generator (``x_T`` first, then the MLPs). §4.2.
     """
-    _check_steps(ddim_steps, schedule.T)
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    check_steps(ddim_steps, schedule.T, "ddim_steps")
+    check_int("iters", iters, 1)
     for name, v in (("lr_x", lr_x), ("lr_k", lr_k)):
         if not float(v) > 0:
             raise ValueError(f"{name} must be > 0, got {v}")
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-    latent = _check_blind(y, kernel_size, "x_T", x_T, generator).clone().requires_grad_(True)
-    Blur(torch.ones(kernel_size, kernel_size, dtype=y.dtype), boundary)  # validates ``boundary`` before any work
+    latent = _check_blind(y, kernel_size, x_T, generator, boundary).clone().requires_grad_(True)
     mlp = _KernelMLP(y.shape[0], kernel_size, hidden, generator, y.device, y.dtype)
     opt = torch.optim.Adam([{"params": [latent], "lr": lr_x}, {"params": mlp.parameters(), "lr": lr_k}])
     ts = ddim_timesteps(schedule.T, ddim_steps, "leading")  # decreasing
     radius = math.sqrt(latent[0].numel())
     for it in tqdm(range(iters), disable=not progress, desc=f"BIRD-{ddim_steps}"):
         with torch.enable_grad():
+            # 1. x̂_0 = DDIM(x_T): deterministic DDIM, x̂_0 clipped and ε re-derived, ᾱ = 1 after the last step
             x0 = _ddim_output(model, latent, schedule, ts, model_kwargs, through_model)
+            # 2. k = softmax(MLP(z)), non-negative with sum 1
             k = mlp()
+            # 3. L = mean((y − k ∗ x̂_0)²); one Adam step on x_T (lr_x) and the MLP weights (lr_k)
             loss = F.mse_loss(blur_each(x0, k, boundary), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
-        with torch.no_grad():  # project each image's noise back to the sphere of radius √D
+        # 4. x_T ← √D · x_T / ‖x_T‖ per image (D = C·H·W: the sphere where Gaussian noise concentrates)
+        with torch.no_grad():
             latent.mul_(radius / latent.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None])
         if callback is not None:
             k = k.detach()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .operators import LinearOperator, _adjoint_by_autograd, _check_image, _Separable, _svd_1d, _uniform
+from ..checks import check_image
+from .operators import LinearOperator, SeparableOperator, adjoint_by_autograd, svd_1d, uniform_float
 
 __all__ = ["Blur", "Turbulence", "gaussian_kernel", "motion_kernel", "random_kernels"]
 
@@ -44,10 +45,10 @@ def motion_kernel(size: int, intensity: float = 0.5, generator=None, device=None
     dev = generator.device if generator is not None else "cpu"
     steps = 8 * size
     turns = torch.randn(steps, generator=generator, device=dev, dtype=torch.float64).cpu()
-    heading = 2 * math.pi * _uniform(generator) + torch.cumsum(intensity * math.pi / 4 * turns, 0)
+    heading = 2 * math.pi * uniform_float(generator) + torch.cumsum(intensity * math.pi / 4 * turns, 0)
     path = torch.cumsum(torch.stack([heading.sin(), heading.cos()], 1), 0)  # (steps, 2): (row, col)
     path = path - (path.amax(0) + path.amin(0)) / 2
-    scale = (0.5 + 0.5 * _uniform(generator)) * (size - 1) / 2 / path.abs().max().clamp_min(1e-12)
+    scale = (0.5 + 0.5 * uniform_float(generator)) * (size - 1) / 2 / path.abs().max().clamp_min(1e-12)
     path = path * scale + (size - 1) / 2  # inside [0, size − 1]²
     i0 = path.floor().clamp(0, size - 2).long()
     frac = path - i0
@@ -78,12 +79,12 @@ def random_kernels(n: int, size: int, *, generator=None, motion_fraction: float 
     rows, cols = t[:, None], t[None, :]
     out = []
     for _ in range(n):
-        if _uniform(generator) < motion_fraction:
-            out.append(motion_kernel(size, _uniform(generator), generator=generator, dtype=torch.float64))
+        if uniform_float(generator) < motion_fraction:
+            out.append(motion_kernel(size, uniform_float(generator), generator=generator, dtype=torch.float64))
             continue
-        major = 0.5 + (size / 4 - 0.5) * _uniform(generator)
-        minor = major * (0.3 + 0.7 * _uniform(generator)) if _uniform(generator) < 0.5 else major
-        theta = math.pi * _uniform(generator)
+        major = 0.5 + (size / 4 - 0.5) * uniform_float(generator)
+        minor = major * (0.3 + 0.7 * uniform_float(generator)) if uniform_float(generator) < 0.5 else major
+        theta = math.pi * uniform_float(generator)
         u = rows * math.cos(theta) + cols * math.sin(theta)  # coordinates along the principal axes
         v = -rows * math.sin(theta) + cols * math.cos(theta)
         g = torch.exp(-0.5 * ((u / major) ** 2 + (v / minor) ** 2))
@@ -131,7 +132,7 @@ class Blur(LinearOperator):
         return self.boundary == "circular" and self._kernel_1d is not None
 
     def _check(self, x):
-        _check_image(x)
+        check_image(x)
         (kh, kw), (H, W) = self.kernel.shape, x.shape[-2:]
         if kh > H or kw > W:
             raise ValueError(f"kernel size {kh}×{kw} is larger than the image size {H}×{W}")
@@ -169,7 +170,7 @@ class Blur(LinearOperator):
         inv = torch.where(keep, 1 / torch.where(keep, k, 1), 0)
         return torch.fft.irfft2(torch.fft.rfft2(y) * inv, s=y.shape[-2:])
 
-    # the SVD view, through a _Separable with the two 1D circulants
+    # the SVD view, through a SeparableOperator with the two 1D circulants
     def _svd(self):
         if not self.has_svd:
             kind = "separable" if self._kernel_1d is not None else "non-separable"
@@ -199,13 +200,13 @@ class Blur(LinearOperator):
 
 
 @dataclass(frozen=True)
-class _CirculantSVD(_Separable):
+class _CirculantSVD(SeparableOperator):
     kernels: tuple  # (k_h, k_w) as tuples of floats
     _kind = "circulant"
 
     def _factors(self, shape, like):
         H, W = shape[-2:]
-        return (_svd_1d(self._kind, k, n, like.dtype, like.device) for k, n in zip(self.kernels, (H, W)))
+        return (svd_1d(self._kind, k, n, like.dtype, like.device) for k, n in zip(self.kernels, (H, W)))
 
     def _in_shape(self, y_shape):
         return tuple(y_shape)
@@ -287,7 +288,7 @@ class Turbulence(LinearOperator):
         return tilt.to(like), weights.to(like)
 
     def A(self, x):
-        _check_image(x)
+        check_image(x)
         N, C, H, W = x.shape
         tilt, weights = self.fields(x)
         rows = (2 * torch.arange(H, device=x.device, dtype=x.dtype) + 1) / H - 1  # pixel centres, align_corners=False
@@ -297,5 +298,5 @@ class Turbulence(LinearOperator):
         return sum(w * _gaussian_blur(warped, s) for w, s in zip(weights, self.sigmas))
 
     def AT(self, y):
-        _check_image(y, "y")
-        return _adjoint_by_autograd(self.A, y, y.shape)
+        check_image(y, "y")
+        return adjoint_by_autograd(self.A, y, y.shape)

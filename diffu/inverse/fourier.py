@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .operators import LinearOperator, Operator, _adjoint_by_autograd, _check_image, _check_mask, _mask_for
+from ..checks import check_image, check_mask, mask_for
+from .operators import LinearOperator, Operator, adjoint_by_autograd
 
-__all__ = ["MRI", "PhaseRetrieval", "Radon", "fft2c", "ifft2c"]
+__all__ = ["MRI", "PhaseRetrieval", "Radon", "ShiftedPhaseRetrieval", "fft2c", "ifft2c", "register_phase"]
 
 _DIMS = (-2, -1)
 
@@ -76,7 +77,7 @@ class PhaseRetrieval(Operator):
         return s
 
     def A(self, x):
-        _check_image(x)
+        check_image(x)
         ph, pw = self.padding(*x.shape[-2:])
         return fft2c(F.pad(x, (pw, pw, ph, ph))).abs()  # (N, C, H + 2 p_h, W + 2 p_w)
 
@@ -111,17 +112,17 @@ class MRI(LinearOperator):
     has_pinv = True
 
     def __post_init__(self):
-        _check_mask(self.mask)
+        check_mask(self.mask)
 
     def A(self, x):
-        m = _mask_for(self.mask, x)
+        m = mask_for(self.mask, x)
         return torch.view_as_real(m * fft2c(x))  # (N, C, H, W, 2)
 
     def _kspace(self, y):
         if not isinstance(y, torch.Tensor) or y.ndim != 5 or y.shape[-1] != 2:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"MRI measurements must have shape (N, C, H, W, 2), got {got}")
-        return torch.complex(y[..., 0], y[..., 1]), _mask_for(self.mask, y[..., 0])
+        return torch.complex(y[..., 0], y[..., 1]), mask_for(self.mask, y[..., 0])
 
     def AT(self, y):
         k, m = self._kspace(y)
@@ -177,7 +178,7 @@ class Radon(LinearOperator):
         return (torch.stack([col, row], -1) * (2 / n)).reshape(1, -1, n, 2)  # align_corners=False: 2 / n per pixel
 
     def A(self, x):
-        _check_image(x)
+        check_image(x)
         N, C, H, W = x.shape
         if H != W:
             raise ValueError(f"Radon needs square images, got {H}×{W}")
@@ -186,8 +187,61 @@ class Radon(LinearOperator):
         return samples.reshape(N, C, len(self.angles), -1, H).sum(3)  # (N, C, n_angles, n)
 
     def AT(self, y):
-        _check_image(y, "sinogram")
+        check_image(y, "sinogram")
         N, C, n_angles, n = y.shape
         if n_angles != len(self.angles):
             raise ValueError(f"sinogram has {n_angles} angles, the operator {len(self.angles)}")
-        return _adjoint_by_autograd(self.A, y, (N, C, n, n))
+        return adjoint_by_autograd(self.A, y, (N, C, n, n))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phase retrieval of [-1, 1] images, and scoring up to its trivial ambiguities (§4.2.2, §4.3)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShiftedPhaseRetrieval(Operator):
+    """``y = |F(pad((x + 1) / 2))|``: :class:`PhaseRetrieval` of the image mapped from [-1, 1] to [0, 1], so that the
+    classical algorithms' non-negativity constraint holds (``hio(op.pr, y, bounds=(0, 1))``, §A.2.2) and the global
+    sign ambiguity ``x → −x`` of a [-1, 1] image is gone. Non-linear, differentiable (DPS, §4.2.2; the benchmark
+    of §4.3). ``(N, C, H, W) → (N, C, H + 2p_h, W + 2p_w)``; ``pr`` is the underlying :class:`PhaseRetrieval`."""
+
+    oversample: float = 2.0
+
+    def __post_init__(self):
+        PhaseRetrieval(self.oversample)  # validates oversample
+
+    @property
+    def pr(self) -> PhaseRetrieval:
+        """The phase retrieval of the [0, 1] image (its padding, support and classical solvers)."""
+        return PhaseRetrieval(self.oversample)
+
+    def A(self, x):
+        return self.pr.A((x + 1) / 2)
+
+
+def register_phase(pr: PhaseRetrieval, est: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``est`` ``(N, C, H, W)`` in [-1, 1] aligned to the reference ``x`` (same shape) per image, over the trivial
+    ambiguities of Fourier phase retrieval that the support allows: translations within ``pr``'s padding and the
+    twin image (180° rotation). Each image is compared in the padded frame (background −1, i.e. 0 after
+    ``(x + 1) / 2``) and the candidate closest to ``x`` in L2 is returned. Phase retrieval is scored after this
+    alignment (§4.2.2, §4.3, as §A.2.2 does)."""
+    if not isinstance(pr, PhaseRetrieval):
+        raise TypeError(f"pr must be a PhaseRetrieval, got {type(pr).__name__}")
+    check_image(est, "est")
+    check_image(x)
+    if est.shape != x.shape:
+        raise ValueError(f"est and x must have the same shape, got {tuple(est.shape)} and {tuple(x.shape)}")
+    (H, W), (ph, pw) = x.shape[-2:], pr.padding(*x.shape[-2:])
+    out = []
+    for e, r in zip(est, x):
+        ref, best = F.pad(r + 1, (pw, pw, ph, ph)), (math.inf, e)
+        for cand in (F.pad(e + 1, (pw, pw, ph, ph)), F.pad(e + 1, (pw, pw, ph, ph)).flip(-2, -1)):
+            for dy in range(-ph, ph + 1):
+                for dx in range(-pw, pw + 1):
+                    s = cand.roll((dy, dx), (-2, -1))
+                    err = float((s - ref).norm())
+                    if err < best[0]:
+                        best = (err, s[..., ph : ph + H, pw : pw + W] - 1)
+        out.append(best[1])
+    return torch.stack(out)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .operators import _uniform
+from .operators import uniform_float
 
 __all__ = ["box_mask", "brush_mask", "cartesian_mask", "random_mask"]
 
@@ -37,7 +37,7 @@ def box_mask(height: int, width: int, fraction: float = 0.5, generator=None, dev
     if generator is None:
         top, left = (height - bh) // 2, (width - bw) // 2
     else:
-        top, left = int(_uniform(generator) * (height - bh + 1)), int(_uniform(generator) * (width - bw + 1))
+        top, left = int(uniform_float(generator) * (height - bh + 1)), int(uniform_float(generator) * (width - bw + 1))
     mask = torch.ones(1, 1, height, width, device=device)
     mask[..., top : top + bh, left : left + bw] = 0
     return mask
@@ -73,7 +73,7 @@ def brush_mask(height: int, width: int, strokes: int = 4, generator=None, device
     _check_size(height, width)
     if isinstance(strokes, bool) or not isinstance(strokes, int) or strokes < 0:
         raise ValueError(f"strokes must be an integer >= 0, got {strokes!r}")
-    u = functools.partial(_uniform, generator)
+    u = functools.partial(uniform_float, generator)
     side = min(height, width)
     yy, xx = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     hole = torch.zeros(height, width, dtype=torch.bool)

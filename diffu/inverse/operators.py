@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy
 import torch
 import torch.nn.functional as F
+
+from ..checks import check_image, check_mask, mask_for
 
 __all__ = [
     "Bicubic",
@@ -42,33 +44,29 @@ __all__ = [
     "LinearOperator",
     "Operator",
     "Poisson",
+    "SeparableOperator",
+    "adjoint_by_autograd",
     "bicubic_kernel",
+    "svd_1d",
+    "uniform_float",
 ]
 
 
-def _check_image(x, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a float image batch of shape (N, C, H, W), got {got}")
+def adjoint_by_autograd(A: Callable, y: torch.Tensor, in_shape) -> torch.Tensor:
+    """``Aᵀ y`` for a linear map ``A`` on inputs of shape ``in_shape``, by reverse-mode autodiff.
 
-
-def _adjoint_by_autograd(A, y: torch.Tensor, in_shape) -> torch.Tensor:
-    """``Aᵀ y`` for a linear ``A`` by reverse-mode autodiff: the vector–Jacobian product of ``A`` at 0 is exact, and
-    stays differentiable in ``y``."""
+    The vector–Jacobian product of a linear ``A`` at 0 is exactly its adjoint applied to ``y``, and it stays
+    differentiable in ``y``; operators without a hand-written adjoint (zero-padded :class:`~diffu.inverse.Blur`,
+    :class:`~diffu.inverse.Radon`) use it. Returns a tensor of ``in_shape`` like ``y``.
+    """
     with torch.enable_grad():
         x = y.new_zeros(in_shape, requires_grad=True)
         return torch.autograd.grad(A(x), x, grad_outputs=y, create_graph=y.requires_grad)[0]
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < low
-    if bad or (high is not None and value > high):
-        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
-
-
-def _uniform(generator: torch.Generator | None) -> float:
-    """One U(0, 1) draw on the generator's device (CPU without a generator), as a Python float."""
+def uniform_float(generator: torch.Generator | None = None) -> float:
+    """One ``U(0, 1)`` draw from ``generator`` (on its device; CPU without one), as a Python float — the scalar
+    randomness of the kernel and mask generators (CONTRIBUTING.md, convention 5)."""
     dev = generator.device if generator is not None else "cpu"
     return float(torch.rand((), generator=generator, device=dev, dtype=torch.float64))
 
@@ -117,7 +115,7 @@ class _PixelBasis(LinearOperator):
     has_svd = True
 
     def Vt(self, x):
-        _check_image(x)
+        check_image(x)
         return x.reshape(x.shape[0], -1)
 
     Ut = Vt
@@ -133,7 +131,7 @@ class Identity(_PixelBasis):
     """``A = I``: denoising as an inverse problem (s = 1 everywhere)."""
 
     def A(self, x):
-        _check_image(x)
+        check_image(x)
         return x
 
     AT = pinv = A
@@ -211,15 +209,36 @@ _MATRICES = {"block": _block_matrix, "bicubic": _bicubic_matrix, "circulant": _c
 
 
 @functools.lru_cache(maxsize=64)
-def _svd_1d(kind: str, param, n: int, dtype: torch.dtype, device: torch.device):
-    """``(U, s, V)`` of a 1D matrix, computed once in float64 on the CPU and cached per size/dtype/device."""
+def svd_1d(kind: str, param, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """``(U, s, V)`` of the 1D matrix of a separable operator, computed once in float64 on the CPU and cached per
+    size, dtype and device (the tensors are shared: do not modify them in place).
+
+    Args:
+        kind: "block" (``(n/f, n)`` block averaging, ``param = f``), "bicubic" (``(n/f, n)`` strided bicubic
+            filter, ``param = f``) or "circulant" (``(n, n)`` circular convolution, ``param`` the centred 1D kernel
+            as a tuple of floats).
+        n: the input length (the image height or width).
+        dtype, device: of the returned tensors.
+
+    Returns:
+        ``U`` ``(m, m)``, ``s`` ``(m,)`` (decreasing) and ``V`` ``(n, n)`` with ``D = U [diag(s) 0] Vᵀ``, ``m`` the
+        number of rows of ``D``.
+    """
+    if kind not in _MATRICES:
+        raise ValueError(f"kind must be one of {tuple(_MATRICES)}, got {kind!r}")
     u, s, vh = torch.linalg.svd(_MATRICES[kind](param, n))
     return tuple(t.to(device=device, dtype=dtype) for t in (u, s, vh.mT))
 
 
-class _Separable(LinearOperator):
-    """Per channel ``A x = D_h x D_wᵀ`` with ``D_h = U_h [S_h 0] V_hᵀ``: ``V = V_h ⊗ V_w``, ``U = U_h ⊗ U_w``,
-    ``s = s_h ⊗ s_w`` on the top-left ``m_h × m_w`` block of coefficients, which :meth:`Vt` puts first."""
+class SeparableOperator(LinearOperator):
+    """Base class of the separable operators: per channel ``A x = D_h x D_wᵀ`` with 1D matrices ``D_h, D_w``.
+
+    From ``D_h = U_h [S_h 0] V_hᵀ`` (and the same for ``w``, :func:`svd_1d`) the SVD view of the module docstring
+    is ``V = V_h ⊗ V_w``, ``U = U_h ⊗ U_w``, ``s = s_h ⊗ s_w`` on the top-left ``m_h × m_w`` block of coefficients,
+    which :meth:`Vt` puts first; ``pinv`` follows. A subclass sets ``_kind`` (a kind of :func:`svd_1d`) and
+    defines ``_param()`` (its parameter) and ``_in_shape(y_shape)`` (the image shape that explains ``y``), or
+    overrides ``_factors`` (as :class:`~diffu.inverse.Blur`'s SVD view does for two different kernels).
+    """
 
     has_svd = True
     has_pinv = True
@@ -233,10 +252,10 @@ class _Separable(LinearOperator):
 
     def _factors(self, shape, like):
         H, W = shape[-2:]
-        return (_svd_1d(self._kind, self._param(), n, like.dtype, like.device) for n in (H, W))
+        return (svd_1d(self._kind, self._param(), n, like.dtype, like.device) for n in (H, W))
 
     def Vt(self, x):
-        _check_image(x)
+        check_image(x)
         (_, sh, vh), (_, sw, vw) = self._factors(x.shape, x)
         c = vh.mT @ x @ vw  # (N, C, H, W): coefficients in the basis V_h ⊗ V_w
         m, k, n = len(sh), len(sw), x.shape[0]
@@ -287,13 +306,13 @@ def _check_factor(factor) -> None:
 
 
 def _check_divisible(x, factor: int) -> None:
-    _check_image(x)
+    check_image(x)
     H, W = x.shape[-2:]
     if H % factor or W % factor:
         raise ValueError(f"image size {H}×{W} is not divisible by the SR factor {factor}")
 
 
-class _Downsampling(_Separable):
+class _Downsampling(SeparableOperator):
     """``×factor`` super-resolution operators: ``(N, C, H, W) → (N, C, H/f, W/f)``, sizes divisible by ``factor``."""
 
     factor: int
@@ -328,7 +347,7 @@ class BlockAverage(_Downsampling):
         return self.pinv(y) / self.factor**2
 
     def pinv(self, y):
-        _check_image(y, "y")
+        check_image(y, "y")
         return y.repeat_interleave(self.factor, -2).repeat_interleave(self.factor, -1)
 
 
@@ -377,7 +396,7 @@ class Bicubic(_Downsampling):
         return y.reshape(N, C, H // self.factor, W // self.factor)
 
     def AT(self, y):
-        _check_image(y, "y")
+        check_image(y, "y")
         N, C, h, w = y.shape
         x = F.conv_transpose2d(
             y.reshape(N * C, 1, h, w), self._weight(y), stride=self.factor, padding=_pad(self.factor)
@@ -388,24 +407,6 @@ class Bicubic(_Downsampling):
 # ----------------------------------------------------------------------------------------------------------------
 # Inpainting (§3.2)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_mask(mask, name: str = "mask") -> None:
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
-        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"{name} must be a tensor of shape (1 or N, 1 or C, H, W), got {got}")
-    if not (mask.dtype == torch.bool or mask.is_floating_point()):
-        raise ValueError(f"{name} dtype must be bool or floating point (values 0/1), got {mask.dtype}")
-    if mask.numel() and ((mask != 0) & (mask != 1)).any():
-        raise ValueError(f"{name} must be binary (0 or 1), got values in [{mask.min():.4g}, {mask.max():.4g}]")
-
-
-def _mask_for(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    _check_image(x)
-    (n, c, h, w), (N, C, H, W) = mask.shape, x.shape
-    if (h, w) != (H, W) or n not in (1, N) or c not in (1, C):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(x.shape)}")
-    return mask.to(device=x.device, dtype=x.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -420,13 +421,13 @@ class Inpainting(_PixelBasis):
     mask: torch.Tensor
 
     def __post_init__(self):
-        _check_mask(self.mask)
+        check_mask(self.mask)
 
     def A(self, x):
-        return x * _mask_for(self.mask, x)
+        return x * mask_for(self.mask, x)
 
     AT = pinv = A
 
     def singulars(self, like):
-        m = _mask_for(self.mask, like)
+        m = mask_for(self.mask, like)
         return m.expand(m.shape[0], *like.shape[1:]).reshape(m.shape[0], -1)  # (1 or N, D)

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..samplers import SamplerState, model_eps
+from ..checks import check_image, check_int, check_nonnegative, check_positive
+from ..sampling import SamplerState, model_eps
 from ..schedules import Schedule
 from .blur import Blur
 from .classical import cg
-from .operators import _check_image, _check_int
 
 __all__ = ["diffpir", "diffpir_timesteps", "dihedral", "dpir", "dpir_schedule", "hqs_data_step"]
 
@@ -29,16 +29,6 @@ SPACINGS = ("quad", "uniform")
 DPIR_SIGMA_FLOOR = 2 * 0.255 / 255
 # DiffPIR's floor of σ_n (on [0, 1], as in the official ``sigma = max(0.001, noise_level_img)``)
 DIFFPIR_SIGMA_FLOOR = 0.001
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_sigma_y(sigma_y) -> None:
-    if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not math.isfinite(sigma_y) or sigma_y < 0:
-        raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y!r}")
 
 
 def _rho(rho, z: torch.Tensor) -> torch.Tensor:
@@ -88,7 +78,7 @@ def hqs_data_step(op, y: torch.Tensor, z: torch.Tensor, rho, *, tol: float = 1e-
     """
     if not getattr(op, "linear", False):
         raise ValueError(f"op must be a linear operator (with AT), got {type(op).__name__}")
-    _check_image(z, "z")
+    check_image(z, "z")
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"y must be a tensor, got {type(y).__name__}")
     if op.A(z).shape != y.shape:
@@ -130,13 +120,13 @@ def dpir_schedule(sigma_y: float, iters: int = 8, sigma_start: float = 2 * 49 / 
     ``σ_y = 0``, ``log 0``), the SR script at ``max(sf, 255 σ_y)/255`` on [0, 1], i.e. pass
     ``sigma_end = max(2 sf / 255, σ_y)`` for ×sf SR. Returns ``(sigmas, rhos)``, two float64 ``(iters,)`` tensors.
     """
-    _check_sigma_y(sigma_y)
-    _check_int("iters", iters, 1)
-    _check_positive("sigma_start", sigma_start)
-    _check_positive("lam", lam)
+    check_nonnegative("sigma_y", sigma_y)
+    check_int("iters", iters, 1)
+    check_positive("sigma_start", sigma_start)
+    check_positive("lam", lam)
     floor = max(float(sigma_y), DPIR_SIGMA_FLOOR)
     sigma_end = floor if sigma_end is None else sigma_end
-    _check_positive("sigma_end", sigma_end)
+    check_positive("sigma_end", sigma_end)
     sigmas = torch.logspace(math.log10(sigma_start), math.log10(sigma_end), iters, dtype=torch.float64)
     return sigmas, lam * floor**2 / sigmas**2
 
@@ -153,7 +143,7 @@ def dihedral(x: torch.Tensor, mode: int, inverse: bool = False) -> torch.Tensor:
     (0, no), (1, yes), (0, yes), (3, no), (2, yes), (1, no), (2, no), (3, yes). ``inverse=True`` undoes ``mode``
     (the official scripts undo modes 3 and 5 with modes 5 and 3 and the other six, which are involutions, with
     themselves). Used by :func:`dpir`'s ``x8`` self-ensemble (§4.1)."""
-    _check_int("mode", mode, 0, 7)
+    check_int("mode", mode, 0, 7)
     k, flip = _DIHEDRAL[mode]
     if not inverse:
         x = x.rot90(k, (-2, -1))
@@ -178,27 +168,10 @@ def dpir(
     progress: bool = True,
     callback: Callable[[SamplerState], None] | None = None,
 ) -> torch.Tensor:
-    """DPIR: plug-and-play HQS with a noise-level-aware denoiser (Zhang et al. 2021, §4, half-quadratic splitting).
+    """DPIR (Zhang et al. 2021, §4): plug-and-play half-quadratic splitting with a noise-level-aware denoiser.
 
-    With ``σ_k, ρ_k`` from :func:`dpir_schedule` (``σ_k`` log-spaced from ``sigma_start`` down to ``σ_y``,
-    ``ρ_k = λ σ_y² / σ_k²``, σ_y floored at 0.51/255), starting from ``z_0 = x_init`` (default ``y``, or its bicubic
-    upsampling for SR), each iteration ``k = 1 … iters`` does
-
-    1. data step ``x_k = argmin_x ‖A x − y‖² + ρ_k ‖x − z_{k−1}‖²`` (:func:`hqs_data_step`),
-    2. prior step ``z_k = D(x_k, σ_k)``,
-
-    and the result is ``z_iters`` — the order and output of the official ``cszn/DPIR/main_dpir_deblur.py`` and
-    ``main_dpir_sisr.py`` (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]).
-
-    Scale: ``sigma_y``, ``sigma_start``, ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale
-    (twice DPIR's [0, 1] values: its default 49/255 is our 98/255); ρ_k is unchanged by the scale. The official
-    padding to a multiple of 8 (``test_mode``) is left out: our :class:`~diffu.nn.DRUNet` pads itself.
-
-    ``x8=True`` is the official "×8" self-ensemble (``drunet_gray_x8`` models): iteration ``k`` (from 0) denoises
-    ``dihedral(x_k, k mod 8)`` and maps the result back with the inverse symmetry — one flip/rotation per iteration,
-    cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
-    denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
-    (e.g. the identity or an isotropic filter) it changes nothing.
+    With ``σ_k, ρ_k`` from :func:`dpir_schedule` and ``z_0 = x_init``, each iteration ``k = 1 … iters`` is a data
+    step then a prior step (numbered in the code); the result is ``z_iters``.
 
     Args:
         denoiser: ``denoiser(x, sigma) -> x̂`` with ``sigma`` a number on the [-1, 1] scale
@@ -208,22 +181,38 @@ def dpir(
         sigma_y: the measurement noise std (>= 0, [-1, 1] scale).
         iters: the number of HQS iterations (>= 1).
         sigma_start, sigma_end, lam: see :func:`dpir_schedule`.
-        x_init: the starting point ``z_0`` ``(N, C, H, W)``.
+        x_init: the starting point ``z_0`` ``(N, C, H, W)`` (default ``y``, or its bicubic upsampling for SR).
         x8: cycle the denoiser's input through the 8 flips/rotations (:func:`dihedral`), as the official ×8 mode.
         callback: called after every iteration with ``SamplerState(k, k, z_k, x_k)`` (no diffusion timestep:
             ``t`` repeats the iteration index; ``x0_hat`` is the data-step output).
 
     Returns:
         The restored images ``z_iters`` ``(N, C, H, W)``.
+
+    Notes
+    -----
+    The order and output are those of the official ``cszn/DPIR/main_dpir_deblur.py`` and ``main_dpir_sisr.py``
+    (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]). ``sigma_y``, ``sigma_start``,
+    ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale (twice DPIR's [0, 1] values: its default
+    49/255 is our 98/255); ρ_k does not depend on the scale. The official padding to a multiple of 8
+    (``test_mode``) is left out: our :class:`~diffu.nn.DRUNet` pads itself.
+
+    ``x8=True`` is the official "×8" self-ensemble (``drunet_gray_x8`` models): iteration ``k`` (from 0) denoises
+    ``dihedral(x_k, k mod 8)`` and maps the result back with the inverse symmetry — one flip/rotation per iteration,
+    cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
+    denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
+    (e.g. the identity or an isotropic filter) it changes nothing. §4.1.
     """
     sigmas, rhos = dpir_schedule(sigma_y, iters, sigma_start, sigma_end, lam)
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"y must be a tensor, got {type(y).__name__}")
     z = _initial_image(op, y) if x_init is None else x_init
-    _check_image(z, "x_init")
+    check_image(z, "x_init")
     z = z.to(device=y.device, dtype=y.dtype)
     for k in tqdm(range(iters), disable=not progress, desc=f"DPIR-{iters}"):
+        # 1. data step x_k = argmin_x ‖A x − y‖² + ρ_k ‖x − z_{k−1}‖² (:func:`hqs_data_step`)
         x = hqs_data_step(op, y, z, float(rhos[k]))
+        # 2. prior step z_k = D(x_k, σ_k)
         if x8:  # the official order: flip/rotate, denoise, undo
             z = dihedral(denoiser(dihedral(x, k % 8), float(sigmas[k])), k % 8, inverse=True)
         else:
@@ -250,10 +239,10 @@ def diffpir_timesteps(T: int, steps: int, spacing: str = "quad") -> list[int]:
 
     The model is evaluated at every timestep but the last (see :func:`diffpir`).
     """
-    _check_int("T", T, 1)
+    check_int("T", T, 1)
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
-    _check_int("steps", steps, 2 if spacing == "quad" else 1, T)
+    check_int("steps", steps, 2 if spacing == "quad" else 1, T)
     if spacing == "quad":
         seq = [int(s) for s in np.sqrt(np.linspace(0, T**2, steps))]
         seq[-1] -= 1
@@ -280,17 +269,31 @@ def diffpir(
     callback: Callable[[SamplerState], None] | None = None,
     x_T: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """DiffPIR: a diffusion model as the HQS prior, one data step per reverse step (Zhu et al. 2023, Alg. 1).
+    """DiffPIR (Zhu et al. 2023, Algorithm 1): a diffusion model as the HQS prior, one data step per reverse step.
 
     With ``σ̄_t = √(1 − ᾱ_t)/√ᾱ_t`` (the noise level of ``x_t/√ᾱ_t``) and ``ρ_t = λ σ_n² / σ̄_t²``, each step from
-    ``x_t`` to the next timestep ``s`` of :func:`diffpir_timesteps` does
+    ``x_t`` to the next timestep ``s`` of :func:`diffpir_timesteps` corrects Tweedie's x̂_0 by a data step and
+    re-noises it to level ``s`` with a share ζ of fresh noise (numbered in the code).
 
-    1. ``x̂_0 = clip((x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, −1, 1)``;
-    2. ``x̂_0 ← argmin_x ‖A x − y‖² + ρ_t ‖x − x̂_0‖²`` (:func:`hqs_data_step`, closed form / CG);
-    3. ``ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)`` (recomputed from the corrected x̂_0);
-    4. ``x_s = √ᾱ_s x̂_0 + √(1 − ζ) √(1 − ᾱ_s) ε̂ + √ζ √(1 − ᾱ_s) z``, ``z ~ N(0, I)``.
+    Args:
+        model: ``model(x_t, t, **model_kwargs)`` predicting ε (or what ``model.prediction`` says).
+        y: the measurement ``(N, …)``, shaped like ``op.A(x)``.
+        op: a linear operator (closed-form data step where :func:`hqs_data_step` has one, CG otherwise).
+        schedule: the training schedule (``T`` timesteps).
+        sigma_y: the measurement noise std on the [-1, 1] scale (>= 0).
+        steps: the number of timesteps (see :func:`diffpir_timesteps`).
+        lam: λ > 0.
+        zeta: ζ ∈ [0, 1], the share of fresh noise (0: deterministic, DDIM-like; 1: DDPM-like re-noising).
+        spacing: "quad" or "uniform".
+        x_T: the initial state ``(N, C, H, W)`` (default: the official start, see Notes, drawn from ``generator``).
+        callback: called after every step with ``SamplerState(i, t, x_s, corrected x̂_0)``.
 
-    Facts kept from the official code (``yuanzhi-zhu/DiffPIR``, ``main_ddpir_deblur.py`` / ``_sisr.py`` /
+    Returns:
+        The reconstruction ``x`` at ``t = 0`` ``(N, C, H, W)``, dtype and device of ``y``.
+
+    Notes
+    -----
+    Kept from the official code (``yuanzhi-zhu/DiffPIR``, ``main_ddpir_deblur.py`` / ``_sisr.py`` /
     ``_inpainting.py``, default ``generate_mode='DiffPIR'``, ``eta = 0``, ``iter_num_U = 1``):
 
     - the timesteps of :func:`diffpir_timesteps`, starting at ``t = T − 1``;
@@ -310,25 +313,9 @@ def diffpir(
     Defaults (official): 100 steps, "quad", λ = 1, ζ = 0.1 for deblurring and SR; 20 steps and ζ = 1 for
     inpainting. The official runs are 256×256 FFHQ/ImageNet with σ_n = 12.75/255 (our ``sigma_y = 0.1``); our toy
     setting is a 28×28 Fashion-MNIST ε-model, so λ and ζ may need retuning. §4.1.
-
-    Args:
-        model: ``model(x_t, t, **model_kwargs)`` predicting ε (or what ``model.prediction`` says).
-        y: the measurement ``(N, …)``, shaped like ``op.A(x)``.
-        op: a linear operator (closed-form data step where :func:`hqs_data_step` has one, CG otherwise).
-        schedule: the training schedule (``T`` timesteps).
-        sigma_y: the measurement noise std on the [-1, 1] scale (>= 0).
-        steps: the number of timesteps (see :func:`diffpir_timesteps`).
-        lam: λ > 0.
-        zeta: ζ ∈ [0, 1], the share of fresh noise (0: deterministic, DDIM-like; 1: DDPM-like re-noising).
-        spacing: "quad" or "uniform".
-        x_T: the initial state ``(N, C, H, W)`` (default: the official start above, drawn from ``generator``).
-        callback: called after every step with ``SamplerState(i, t, x_s, corrected x̂_0)``.
-
-    Returns:
-        The reconstruction ``x`` at ``t = 0`` ``(N, C, H, W)``, dtype and device of ``y``.
     """
-    _check_sigma_y(sigma_y)
-    _check_positive("lam", lam)
+    check_nonnegative("sigma_y", sigma_y)
+    check_positive("lam", lam)
     if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0.0 <= zeta <= 1.0:
         raise ValueError(f"zeta must be a number in [0, 1], got {zeta!r}")
     ts = diffpir_timesteps(schedule.T, steps, spacing)
@@ -338,23 +325,27 @@ def diffpir(
     sigma_bar = ((1 - ab) / ab).sqrt()  # σ̄_t
     if x_T is None:
         u = _initial_image(op, y)
-        _check_image(u, "the initial image")
+        check_image(u, "the initial image")
         t_y = int((sigma_bar - sigma_y).abs().argmin())
         scale = math.sqrt(ab[ts[0]] / ab[t_y])
         std = math.sqrt(max(0.0, (1 - ab[ts[0]]) - scale**2 * (1 - ab[t_y])))
         x = scale * u + std * torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
     else:
-        _check_image(x_T, "x_T")
+        check_image(x_T, "x_T")
         x = x_T.to(device=y.device, dtype=y.dtype)
     sigma_n = max(DIFFPIR_SIGMA_FLOOR, sigma_y / 2)  # the official σ_n, on [0, 1]
     for i in tqdm(range(len(ts) - 1), disable=not progress, desc=f"DiffPIR-{steps}"):
         t, s = ts[i], ts[i + 1]
         a_t, a_s = float(ab[t]), float(ab[s])
+        # 1. x̂_0 = clip((x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, −1, 1)
         with torch.no_grad():
             eps = model_eps(model, x, t, schedule, model_kwargs)
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1, 1)
+        # 2. data step x̂_0 ← argmin_x ‖A x − y‖² + ρ_t ‖x − x̂_0‖² (:func:`hqs_data_step`, closed form / CG)
         x0 = hqs_data_step(op, y, x0, lam * sigma_n**2 / float(sigma_bar[t]) ** 2)
-        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # ε̂ recomputed from the corrected x̂_0
+        # 3. ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t), recomputed from the corrected x̂_0
+        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        # 4. x_s = √ᾱ_s x̂_0 + √(1 − ζ) √(1 − ᾱ_s) ε̂ + √ζ √(1 − ᾱ_s) z
         x = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s) * math.sqrt(1 - zeta) * eps
         if zeta > 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

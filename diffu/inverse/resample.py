@@ -14,9 +14,11 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..samplers import SamplerState, _alpha_bar, _check_steps, ddim_step, ddim_timesteps, model_eps
+from ..checks import check_int, check_steps, check_tensor
+from ..samplers import ddim_step
+from ..sampling import SamplerState, ddim_timesteps, initial_noise, model_eps
 from ..schedules import Schedule
-from .operators import _check_int
+from .dps import residual_norm
 
 __all__ = [
     "latent_optimization",
@@ -127,6 +129,40 @@ def latent_optimization(y: torch.Tensor, op, decode: Callable, z_init: torch.Ten
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _resample_start(autoencoder, y, op, x_T, generator, steps, T, scale, gamma, hard_every, hard_start, latent_start,
+                    travel, pixel_iters, latent_iters, pixel_lr, latent_lr, tol) -> torch.Tensor:  # fmt: skip
+    """Check :func:`resample`'s arguments and return the initial latent (``x_T``, or noise of the latent shape)."""
+    check_steps(steps, T)
+    if not float(scale) >= 0:
+        raise ValueError(f"scale must be >= 0, got {scale}")
+    if not float(gamma) > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    for name, v in (("hard_start", hard_start), ("latent_start", latent_start)):
+        if not 0 <= float(v) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+    for name, v, low in (("hard_every", hard_every, 1), ("travel", travel, 0), ("pixel_iters", pixel_iters, 1),
+                         ("latent_iters", latent_iters, 1)):  # fmt: skip
+        check_int(name, v, low)
+    for name, v in (("pixel_lr", pixel_lr), ("latent_lr", latent_lr)):
+        if not float(v) > 0:
+            raise ValueError(f"{name} must be > 0, got {v}")
+    if not float(tol) >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    check_tensor(y, "y")
+    if x_T is None:  # the latent shape of the image shape (op.AT(y)'s for linear operators, else y's)
+        img_shape = op.AT(y).shape if getattr(op, "linear", False) else y.shape
+        with torch.no_grad():
+            x_T = autoencoder.encode(torch.zeros(img_shape, device=y.device, dtype=y.dtype)).shape
+    if not isinstance(x_T, torch.Tensor) and len(x_T) != 4:
+        raise ValueError(f"x_T must be a tensor or a latent shape (N, C, h, w), got {tuple(x_T)!r}")
+    z = initial_noise(x_T, generator, like=y)
+    with torch.no_grad():
+        ay = op.A(autoencoder.decode(z))
+    if ay.shape != y.shape:
+        raise ValueError(f"y must have the shape of op.A(decode(z)) {tuple(ay.shape)}, got {tuple(y.shape)}")
+    return z
+
+
 def resample(
     model: Callable,
     autoencoder,
@@ -153,26 +189,38 @@ def resample(
     callback: Callable[[SamplerState], None] | None = None,
     x_T=None,
 ) -> torch.Tensor:
-    """ReSample (Song, Kwon, Zhang, Hu, Qu & Shen, ICLR 2024, Algorithm 1; official code ``soominkwon/resample``,
-    ``ldm/models/diffusion/ddim.py::resample_sampling``): latent DDIM + DPS-like steps + hard data consistency.
+    """ReSample (Song et al. ICLR 2024, Algorithm 1): latent DDIM + DPS-like steps + hard data consistency.
 
-    Step ``i`` of ``steps`` from ``z_t`` (timestep ``t``, next timestep ``t'``, ``index = steps − 1 − i`` steps left):
+    Args:
+        model: latent ε-model ``model(z_t, t, **model_kwargs)`` on the autoencoder's (scaled) latents.
+        autoencoder: ``encode(x) → z`` and ``decode(z) → x`` (e.g. :class:`diffu.nn.Autoencoder`), differentiable.
+        y: the measurement ``(N, …)``, shaped like ``op.A(decode(z))``.
+        op: a forward model with a differentiable ``op.A`` (linear operators give the default image shape via ``AT``).
+        schedule: the latent model's training schedule.
+        steps: DDIM steps (NFE of the main chain).
+        scale: DPS-like step multiplier ≥ 0 (the step is ``scale · ᾱ_t``; official 0.5); 0 disables it.
+        gamma: γ > 0 of the resampling variance ``s`` (:func:`resample_variance`).
+        hard_every: hard consistency every this many steps (official 10 of 500).
+        hard_start, latent_start: fractions of the run in [0, 1] after which hard consistency starts (pixel-space)
+            and after which it is done in latent space (official 1/3 and 2/3); ``hard_start = 1`` gives a plain
+            latent DPS-like sampler, ``latent_start <= hard_start`` latent-space consistency only.
+        travel: time-travel DDIM steps before each hard consistency (0: use step 1's ``ẑ_0``).
+        pixel_iters, latent_iters, pixel_lr, latent_lr, tol: the two optimisations' budgets, AdamW learning rates
+            and tolerance (stop at MSE < tol²).
+        final_optimization: latent optimisation of the final ``z_0`` (official).
+        x_T: initial latent noise or its shape; default: ``encode``'s output shape for the image shape
+            (``op.AT(y)``'s for linear operators, else ``y``'s).
+        callback: receives ``SamplerState(i, t, z, x̂_0)`` with the new *latent* state ``z`` and the *decoded*
+            estimate ``x̂_0 = D(ẑ_0)`` (after hard consistency when done).
 
-    1. ``ε̂ = ε_θ(z_t, t)``, Tweedie ``ẑ_0 = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t``, deterministic DDIM (η = 0) to ``z'_{t'}``;
-    2. DPS-like step ``z_{t'} = z'_{t'} − scale · ᾱ_t · ∇_{z_t} Σ_n ‖y_n − A(D(ẑ_0))_n‖`` (official:
-       ``scale=a_t*.5`` with the unsquared norm, through the network and the decoder);
-    3. if ``0 < index ≤ steps − ⌊hard_start·steps⌋`` and ``index % hard_every == 0`` — hard data consistency:
-       ``travel`` further unconditional DDIM steps from ``z_{t'}`` give a cleaner ``ẑ_0`` ("time travel", official
-       ``inter_timesteps = 5``); while ``index ≥ ⌊(1 − latent_start)·steps⌋`` (the middle third) optimise in
-       pixels, ``x* = argmin ‖y − A(x)‖²`` from ``D(ẑ_0)``, and re-encode ``ẑ_0(y) = E(x*)``; later (last third)
-       optimise the latent, ``ẑ_0(y) = argmin_z ‖y − A(D(z))‖²`` from ``ẑ_0``; then stochastic resampling
-       ``z_{t'} ~ N((s √ᾱ_{t'} ẑ_0(y) + (1 − ᾱ_{t'}) z_{t'})/(s + 1 − ᾱ_{t'}), 1/(1/s + 1/(1 − ᾱ_{t'})))``
-       with ``s = γ (1 − ᾱ_{t'})/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ_{t'})`` (:func:`resample_moments`, γ = 40 as the code);
-    4. after the last step, one more latent optimisation of ``z_0`` when ``final_optimization`` (official), then
-       ``x = D(z_0)``.
+    Returns:
+        The decoded reconstruction ``(N, C, H, W)``.
 
-    Differences from the official code (which runs one image at a time, 500 DDIM steps over T = 1000, hard
-    consistency every 10 steps, 5 time-travel steps, on 64×64×3 LDM latents of 256² faces):
+    Notes
+    -----
+    Official code: ``soominkwon/resample`` (``ldm/models/diffusion/ddim.py::resample_sampling``), which runs one
+    image at a time, 500 DDIM steps over T = 1000, hard consistency every 10 steps and 5 time-travel steps, on
+    64×64×3 LDM latents of 256² faces. Differences:
 
     - our default scales the run down to 100 steps, hard consistency every 5 and 1 time-travel step (the same
       fractions of the trajectory as 500 / 10 / 5 would be 2 and 1; 5 halves the number of optimisations);
@@ -185,97 +233,46 @@ def resample(
     - batches: norms and MSEs are per image and summed, so every image is solved as if alone (AdamW's per-element
       steps make that exact); the optimisations stop when all images pass ``tol``. With noisy ``y`` the official
       ``tol = 1e-3`` is never reached: the optimisation fits the noise up to the iteration limit (the official
-      comment says to tune it to the noise level, e.g. ``tol ≈ σ_y``).
-
-    Args:
-        model: latent ε-model ``model(z_t, t, **model_kwargs)`` on the autoencoder's (scaled) latents.
-        autoencoder: ``encode(x) → z`` and ``decode(z) → x`` (e.g. :class:`diffu.nn.Autoencoder`), differentiable.
-        y: the measurement ``(N, …)``, shaped like ``op.A(decode(z))``.
-        op: a forward model with a differentiable ``op.A`` (linear operators give the default image shape via ``AT``).
-        schedule: the latent model's training schedule.
-        steps: DDIM steps (NFE of the main chain).
-        scale: DPS-like step multiplier ≥ 0 (the step is ``scale · ᾱ_t``; official 0.5); 0 disables it.
-        gamma: γ > 0 of the resampling variance ``s``.
-        hard_every: hard consistency every this many steps (official 10 of 500).
-        hard_start, latent_start: fractions of the run in [0, 1] after which hard consistency starts (pixel-space)
-            and after which it is done in latent space (official 1/3 and 2/3); ``hard_start = 1`` gives a plain
-            latent DPS-like sampler, ``latent_start <= hard_start`` latent-space consistency only.
-        travel: time-travel DDIM steps before each hard consistency (0: use step 1's ``ẑ_0``).
-        pixel_iters, latent_iters, pixel_lr, latent_lr, tol: the two optimisations' budgets, AdamW learning rates
-            and tolerance (stop at MSE < tol²).
-        final_optimization: latent optimisation of the final ``z_0`` (official).
-        x_T: initial latent noise or its shape; default: ``encode``'s output shape for the image shape
-            (``op.AT(y)``'s for linear operators, else ``y``'s).
-
-    Returns:
-        The decoded reconstruction ``(N, C, H, W)``. ``callback`` receives ``SamplerState(i, t, z, x̂_0)`` with the
-        new *latent* state ``z`` and the *decoded* estimate ``x̂_0 = D(ẑ_0)`` (after hard consistency when done).
+      comment says to tune it to the noise level, e.g. ``tol ≈ σ_y``). §4.5.
     """
-    _check_steps(steps, schedule.T)
-    if not float(scale) >= 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    if not float(gamma) > 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    for name, v in (("hard_start", hard_start), ("latent_start", latent_start)):
-        if not 0 <= float(v) <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {v}")
-    for name, v, low in (("hard_every", hard_every, 1), ("travel", travel, 0), ("pixel_iters", pixel_iters, 1),
-                         ("latent_iters", latent_iters, 1)):  # fmt: skip
-        _check_int(name, v, low)
-    for name, v in (("pixel_lr", pixel_lr), ("latent_lr", latent_lr)):
-        if not float(v) > 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
-    if not float(tol) >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
-    if x_T is None:
-        img_shape = op.AT(y).shape if getattr(op, "linear", False) else y.shape
-        with torch.no_grad():
-            x_T = autoencoder.encode(torch.zeros(img_shape, device=y.device, dtype=y.dtype)).shape
-    if isinstance(x_T, torch.Tensor):
-        z = x_T.to(device=y.device, dtype=y.dtype)
-    elif len(x_T) != 4 or not all(isinstance(s, int) and s > 0 for s in x_T):
-        raise ValueError(f"x_T must be a tensor or a latent shape (N, C, h, w), got {tuple(x_T)!r}")
-    else:
-        z = torch.randn(tuple(x_T), generator=generator, device=y.device, dtype=y.dtype)
-    with torch.no_grad():
-        ay = op.A(autoencoder.decode(z))
-    if ay.shape != y.shape:
-        raise ValueError(f"y must have the shape of op.A(decode(z)) {tuple(ay.shape)}, got {tuple(y.shape)}")
-
+    z = _resample_start(autoencoder, y, op, x_T, generator, steps, schedule.T, scale, gamma, hard_every, hard_start,
+                        latent_start, travel, pixel_iters, latent_iters, pixel_lr, latent_lr, tol)  # fmt: skip
     ts = ddim_timesteps(schedule.T, steps, "leading").tolist()  # decreasing
     prev = ts[1:] + [-1]
     first_hard, first_latent = steps - int(hard_start * steps), int((1 - latent_start) * steps)
 
-    def norm(x0):  # Σ_n ‖y_n − A(x0)_n‖: per-image unsquared norms
-        return torch.linalg.vector_norm((y - op.A(x0)).reshape(y.shape[0], -1), dim=1).sum()
-
     for i in tqdm(range(steps), disable=not progress, desc=f"ReSample-{steps}"):
-        t, tp, index = ts[i], prev[i], steps - 1 - i
-        ab_t, ab_prev = _alpha_bar(schedule, t, z), _alpha_bar(schedule, tp, z)
+        t, tp, index = ts[i], prev[i], steps - 1 - i  # index: steps left after this one
+        ab_t, ab_prev = schedule.alpha_bar_at(t, z), schedule.alpha_bar_at(tp, z)
         z = z.detach().requires_grad_(scale > 0)
         with torch.set_grad_enabled(scale > 0):
+            # 1. ε̂ = ε_θ(z_t, t), Tweedie ẑ_0 and the deterministic DDIM step (η = 0) to z'_{t'}
             eps = model_eps(model, z, t, schedule, model_kwargs)
-            z_next, z0 = ddim_step(schedule, z, t, tp, eps)  # η = 0
+            z_next, z0 = ddim_step(schedule, z, t, tp, eps)
             x0 = autoencoder.decode(z0) if scale > 0 or callback is not None else None
+            # 2. DPS-like step z_{t'} = z'_{t'} − scale · ᾱ_t ∇_{z_t} Σ_n ‖y_n − A(D(ẑ_0))_n‖ (official scale=a_t*.5)
             if scale > 0:
-                (grad,) = torch.autograd.grad(norm(x0), z)
+                (grad,) = torch.autograd.grad(residual_norm(y, op.A(x0)), z)  # Σ_n ‖y_n − A(x̂_0)_n‖
                 z_next = z_next - scale * ab_t * grad
         z = z_next.detach()
+        # 3. hard data consistency every hard_every steps after hard_start of the run
         if 0 < index <= first_hard and index % hard_every == 0:
             with torch.no_grad():
                 z0 = z0.detach()
                 zz = z
-                for j in range(i + 1, min(i + 1 + travel, steps)):  # time travel along the DDIM grid
+                # 3a. "time travel": further unconditional DDIM steps from z_{t'} give a cleaner ẑ_0
+                for j in range(i + 1, min(i + 1 + travel, steps)):
                     zz, z0 = ddim_step(
                         schedule, zz, ts[j], prev[j], model_eps(model, zz, ts[j], schedule, model_kwargs)
                     )
-                if index >= first_latent:  # pixel-space consistency, then back to the latent space
+                # 3b. middle of the run: x* = argmin ‖y − A(x)‖² from D(ẑ_0) in pixels, ẑ_0(y) = E(x*)
+                if index >= first_latent:
                     z0 = autoencoder.encode(pixel_optimization(y, op, autoencoder.decode(z0), iters=pixel_iters,
                                                                lr=pixel_lr, tol=tol))  # fmt: skip
+            # 3c. late in the run: ẑ_0(y) = argmin_z ‖y − A(D(z))‖² from ẑ_0
             if index < first_latent:
                 z0 = latent_optimization(y, op, autoencoder.decode, z0, iters=latent_iters, lr=latent_lr, tol=tol)
+            # 3d. stochastic resampling of z_{t'} around ẑ_0(y) (Eq. 9, :func:`resample_moments`)
             s = resample_variance(gamma, ab_t, ab_prev)
             z = stochastic_resample(z0, z, ab_prev, s, generator)
             if callback is not None:
@@ -283,6 +280,7 @@ def resample(
                     x0 = autoencoder.decode(z0)
         if callback is not None:
             callback(SamplerState(i, t, z.clone(), x0.detach().clone()))
+    # 4. a final latent optimisation of z_0 (official), then x = D(z_0)
     if final_optimization:
         z = latent_optimization(y, op, autoencoder.decode, z, iters=latent_iters, lr=latent_lr, tol=tol)
     with torch.no_grad():

@@ -4,7 +4,7 @@ Stage 1 (:class:`~diffu.nn.Restorer`, trained by regression) removes the degrada
 smooth estimate, the posterior mean; stage 2 (:class:`~diffu.nn.ControlledUNet`, a frozen pretrained diffusion
 UNet steered by a ControlNet adapter) samples a sharp image *conditioned on* that estimate. The blind degradation
 model :func:`degrade` generates the training pairs of both stages. Recipes ``fmnist_restorer`` and
-``fmnist_controlnet`` in :mod:`diffu.pretrained` train them (stage 1 first: stage 2's loss runs the frozen stage 1).
+``fmnist_controlnet`` in :mod:`diffu.recipes` train them (stage 1 first: stage 2's loss runs the frozen stage 1).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_eta, check_image, check_steps
 from ..nn.controlnet import ControlledUNet, Restorer, RestorerConfig
-from ..samplers import SamplerState, _check_eta, _check_steps, ddim
+from ..samplers import ddim
+from ..sampling import SamplerState, initial_noise
 from ..schedules import Schedule, linear_schedule
 from ..train import diffusion_loss
 
@@ -92,9 +94,7 @@ def degrade(
     Returns:
         The degraded images ``(N, C, H, W)`` (and the parameters with ``return_params``).
     """
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a float image batch of shape (N, C, H, W), got {got}")
+    check_image(x)
     n = x.shape[0]
     sb = _per_image(blur_sigma, "blur_sigma", n, x, generator, *BLUR_SIGMA)
     if factor is None:
@@ -186,23 +186,11 @@ def two_stage_restore(
     x_T: torch.Tensor | None = None,
     return_stage1: bool = False,
 ):
-    """Two-stage blind restoration: ``x̂_1 = R(y)``, then DDIM sampling of ``ε_θ(x_t, t | cond = x̂_1)`` (§4).
+    """Two-stage blind restoration (StableSR / DiffBIR style): ``x̂_1 = R(y)``, then DDIM on ``ε_θ(x_t, t | x̂_1)`` (§4).
 
-    A scaled-down illustration of StableSR (Wang et al. 2023, ``IceClear/StableSR``) and DiffBIR (Lin et al. 2024,
-    ``XPixelGroup/DiffBIR``): a frozen pretrained diffusion prior, adapted by a small trainable network to a
-    degraded input, turns a blurry estimate into a sharp, realistic image. Kept: DiffBIR's split into a regression
-    stage 1 that removes the degradation and a generative stage 2 conditioned on its output; the frozen prior plus
-    a ControlNet (copied encoder, zero convs, control strength ``s``) as the adapter; 50 sampling steps (DiffBIR's
-    default, with its respaced DDPM sampler; here DDIM, whose ``eta = 1`` is the ancestral variant). Not kept:
-    latent space (no VAE: pixels at 28×28); StableSR's time-aware encoder with SPADE-like
-    modulation ``h (1 + γ) + β`` and its controllable feature wrapping (CFW, ``w``) between encoder and decoder;
-    DiffBIR's IRControlNet, which concatenates the stage-1 *latent* to ``x_t`` at the ControlNet input (here the
-    stage-1 image enters through ControlNet's hint branch instead); DiffBIR's restoration guidance, tiled
-    sampling, wavelet colour fix and text prompts.
-
-    Expected behaviour (and the papers' claim): stage 1 has the higher PSNR (it is the MSE-optimal estimate),
-    stage 2 the sharper, more realistic output (lower FD) at some PSNR cost. ``control_scale`` trades the two:
-    ``0`` is unconditional sampling from the frozen prior, larger values follow ``x̂_1`` more closely.
+    Stage 1 has the higher PSNR (it is the MSE-optimal estimate), stage 2 the sharper, more realistic output (lower
+    FD) at some PSNR cost, the papers' claim. ``control_scale`` trades the two: ``0`` is unconditional sampling
+    from the frozen prior, larger values follow ``x̂_1`` more closely.
 
     Args:
         restorer: stage 1, ``restorer(y) -> x̂_1`` of ``y``'s shape.
@@ -219,26 +207,34 @@ def two_stage_restore(
 
     Returns:
         The restored images ``(N, C, H, W)`` (not clamped), or ``(stage2, stage1)`` with ``return_stage1``.
+
+    Notes
+    -----
+    A scaled-down illustration of StableSR (Wang et al. 2023, ``IceClear/StableSR``) and DiffBIR (Lin et al. 2024,
+    ``XPixelGroup/DiffBIR``). Kept: DiffBIR's split into a regression stage 1 that removes the degradation and a
+    generative stage 2 conditioned on its output; the frozen prior plus a ControlNet (copied encoder, zero convs,
+    control strength ``s``) as the adapter; 50 sampling steps (DiffBIR's default, with its respaced DDPM sampler;
+    here DDIM, whose ``eta = 1`` is the ancestral variant). Not kept: latent space (no VAE: pixels at 28×28);
+    StableSR's time-aware encoder with SPADE-like modulation ``h (1 + γ) + β`` and its controllable feature wrapping
+    (CFW, ``w``) between encoder and decoder; DiffBIR's IRControlNet, which concatenates the stage-1 *latent* to
+    ``x_t`` at the ControlNet input (here the stage-1 image enters through ControlNet's hint branch instead);
+    DiffBIR's restoration guidance, tiled sampling, wavelet colour fix and text prompts.
     """
-    if not isinstance(y_degraded, torch.Tensor) or y_degraded.ndim != 4 or not y_degraded.is_floating_point():
-        got = (f"shape {tuple(y_degraded.shape)}, dtype {y_degraded.dtype}" if isinstance(y_degraded, torch.Tensor)
-               else type(y_degraded).__name__)  # fmt: skip
-        raise ValueError(f"y_degraded must be a float image batch of shape (N, C, H, W), got {got}")
-    _check_steps(steps, schedule.T)
-    _check_eta(eta)
+    check_image(y_degraded, "y_degraded")
+    check_steps(steps, schedule.T)
+    check_eta(eta)
     if isinstance(control_scale, bool) or not isinstance(control_scale, (int, float)) or not 0 <= control_scale < 1e6:
         raise ValueError(f"control_scale must be a finite number >= 0, got {control_scale!r}")
     kwargs = dict(model_kwargs or {})
     if "cond" in kwargs or "control_scale" in kwargs:
         raise ValueError("model_kwargs must not contain 'cond' or 'control_scale' (two_stage_restore sets them)")
+    # 1. stage 1: the regression estimate x̂_1 = R(y), the posterior mean (smooth)
     with torch.no_grad():
-        x1 = restorer(y_degraded)  # (N, C, H, W): stage 1, the regression estimate
+        x1 = restorer(y_degraded)  # (N, C, H, W)
     if x1.shape != y_degraded.shape:
         raise ValueError(f"restorer must return y_degraded's shape {tuple(y_degraded.shape)}, got {tuple(x1.shape)}")
-    if x_T is None:
-        x_T = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    elif not isinstance(x_T, torch.Tensor) or x_T.shape != x1.shape:
-        raise ValueError(f"x_T must be a tensor of shape {tuple(x1.shape)}, got {getattr(x_T, 'shape', x_T)!r}")
+    # 2. stage 2: DDIM sampling of ε_θ(x_t, t | cond = x̂_1), every ControlNet residual scaled by control_scale
+    x_T = initial_noise(x_T, generator, like=x1, shape=x1.shape)
     kwargs.update(cond=x1, control_scale=control_scale)
     x = ddim(controlled_model, x_T, schedule, steps=steps, eta=eta, model_kwargs=kwargs, generator=generator,
              progress=progress, callback=callback)  # fmt: skip
