@@ -3,7 +3,18 @@
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
 from .controlnet import ControlledUNet, ControlNet, Restorer, RestorerConfig, zero_conv
-from .dit import CONDITIONINGS, DIT_SIZES, DiT, DiTConfig
+from .dit import (
+    CONDITIONINGS,
+    DIT_BLOCKS,
+    DIT_SIZES,
+    AdaLNBlock,
+    AdaLNZeroBlock,
+    CrossAttentionBlock,
+    DiT,
+    DiTConfig,
+    InContextBlock,
+    modulate,
+)
 from .drunet import DRUNet, DRUNetConfig
 from .embeddings import (
     LabelEmbedder,
@@ -17,20 +28,29 @@ from .embeddings import (
 from .mlp import MLPDenoiser
 from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
 from .text import TextEncoder, WordTokenizer
-from .unet import UNet, UNetConfig
+from .transformer import Attention, feed_forward
+from .unet import KernelUNet, KernelUNetConfig, UNet, UNetConfig, group_norm
 
 __all__ = [
+    "AdaLNBlock",
+    "AdaLNZeroBlock",
+    "Attention",
     "Autoencoder",
     "AutoencoderConfig",
     "CONDITIONINGS",
     "ControlNet",
     "ControlledUNet",
+    "CrossAttentionBlock",
+    "DIT_BLOCKS",
     "DIT_SIZES",
     "DiT",
     "DiTConfig",
     "DRUNet",
     "DRUNetConfig",
     "FMNISTClassifier",
+    "InContextBlock",
+    "KernelUNet",
+    "KernelUNetConfig",
     "LabelEmbedder",
     "MLPDenoiser",
     "MMDiT",
@@ -46,7 +66,10 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "WordTokenizer",
+    "feed_forward",
+    "group_norm",
     "joint_attention",
+    "modulate",
     "patchify",
     "sincos_2d_pos_embed",
     "timestep_embedding",

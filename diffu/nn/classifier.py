@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import timestep_embedding
-from .unet import AttnBlock, ResBlock, _norm
+from .unet import AttnBlock, ResBlock, group_norm
 
 __all__ = ["FMNISTClassifier", "NoisyClassifier", "NoisyClassifierConfig"]
 
@@ -95,7 +95,7 @@ class NoisyClassifier(nn.Module):
             ResBlock(cur, cur, emb_dim, 0.0, groups),
         ]
         self.blocks = nn.ModuleList(layers)
-        self.norm_out = _norm(cur, groups)
+        self.norm_out = group_norm(cur, groups)
         self.head = nn.Linear(cur, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

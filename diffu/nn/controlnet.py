@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import timestep_embedding
-from .unet import ResBlock, UNet, _norm
+from .unet import ResBlock, UNet, group_norm
 
 __all__ = ["ControlNet", "ControlledUNet", "Restorer", "RestorerConfig", "zero_conv"]
 
@@ -55,8 +55,8 @@ class _Block(nn.Module):
 
     def __init__(self, cin, cout, groups):
         super().__init__()
-        self.body = nn.Sequential(_norm(cin, groups), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
-                                  _norm(cout, groups), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))  # fmt: skip
+        self.body = nn.Sequential(group_norm(cin, groups), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
+                                  group_norm(cout, groups), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))  # fmt: skip
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x):
@@ -95,7 +95,7 @@ class Restorer(nn.Module):
                 cur = widths[level]
             self.dec.append(_Block(cur + widths[level], widths[level], g))
             cur = widths[level]
-        self.norm_out = _norm(cur, g)
+        self.norm_out = group_norm(cur, g)
         self.conv_out = zero_conv(cur, cfg.in_channels, 3)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

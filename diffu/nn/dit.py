@@ -1,13 +1,14 @@
 """Diffusion Transformer (Peebles & Xie 2023) with the four conditioning schemes of its ablation (chapter §2.6).
 
-``DiT(conditioning=…)``: the same patch embedding, positional embedding, blocks and final projection, with the
-timestep and class conditioning entering in one of four ways:
+``DiT(conditioning=…)``: the same patch embedding, positional embedding and final projection around ``depth`` blocks
+of one class per scheme (:data:`DIT_BLOCKS`), the timestep and class conditioning entering in one of four ways:
 
-* ``"in-context"`` — the t and y embeddings are two extra tokens in the sequence (removed before the output);
-* ``"cross-attention"`` — blocks gain a cross-attention layer that attends to the [t; y] embedding pair;
-* ``"adaLN"`` — LayerNorm scale and shift are regressed from c = t_emb + y_emb;
-* ``"adaLN-Zero"`` — adaLN plus per-block gates α, all regressed from c and zero-initialised, so every block starts
-  as the identity (the paper's choice; best FID in its Fig. 5).
+* ``"in-context"`` — :class:`InContextBlock`: the t and y embeddings are two extra tokens in the sequence (removed
+  before the output);
+* ``"cross-attention"`` — :class:`CrossAttentionBlock`: a cross-attention layer attends to the [t; y] pair;
+* ``"adaLN"`` — :class:`AdaLNBlock`: LayerNorm scale and shift are regressed from c = t_emb + y_emb;
+* ``"adaLN-Zero"`` — :class:`AdaLNZeroBlock`: adaLN plus per-block gates α, all regressed from c and
+  zero-initialised, so every block starts as the identity (the paper's choice; best FID in its Fig. 5).
 
 Attention runs through ``torch.nn.functional.scaled_dot_product_attention``.
 """
@@ -17,12 +18,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_pos_embed, unpatchify
+from .transformer import Attention, feed_forward
 
-__all__ = ["CONDITIONINGS", "DIT_SIZES", "DiT", "DiTBlock", "DiTConfig", "PatchTransformerConfig"]
+__all__ = [
+    "AdaLNBlock",
+    "AdaLNZeroBlock",
+    "CONDITIONINGS",
+    "CrossAttentionBlock",
+    "DIT_BLOCKS",
+    "DIT_SIZES",
+    "DiT",
+    "DiTConfig",
+    "InContextBlock",
+    "PatchTransformerConfig",
+    "modulate",
+]
 
 #: The four conditioning schemes of the DiT paper's ablation (its Fig. 5).
 CONDITIONINGS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
@@ -41,9 +54,11 @@ class PatchTransformerConfig:
     mlp_ratio: float = 4.0
 
     def to_dict(self):
+        """The fields as a plain dict (what the weights manifest stores)."""
         return asdict(self)
 
     def check(self):
+        """Raise ``ValueError`` if the patch size does not divide the image or the heads do not divide the width."""
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads or self.hidden_size % 4:
@@ -69,37 +84,174 @@ DIT_SIZES = {
 }
 
 
+#################################################################################
+#                        adaLN's modulation (paper Sec. 3.2)                    #
+#################################################################################
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x (1 + scale) + shift`` with per-sample ``(N, D)`` shift and scale broadcast over tokens."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """Adaptive LayerNorm's affine step, ``x (1 + scale) + shift`` (Peebles & Xie 2023, Sec. 3.2; DiT's models.py).
+
+    Args:
+        x: ``(N, T, D)`` normalised tokens.
+        shift: ``(N, D)`` per-sample shift β, broadcast over the T tokens.
+        scale: ``(N, D)`` per-sample scale γ (``1 + γ`` multiplies, so γ = 0 leaves ``x`` unchanged).
+
+    Returns:
+        ``(N, T, D)``.
+    """
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
-class Attention(nn.Module):
-    """Multi-head attention with a fused QKV projection; keys/values from ``context`` when given (cross-attention)."""
+#################################################################################
+#                 One DiT block per conditioning scheme (paper Fig. 3)          #
+#################################################################################
 
-    def __init__(self, dim: int, num_heads: int, cross: bool = False):
+
+class AdaLNZeroBlock(nn.Module):
+    """A DiT block with adaLN-Zero conditioning (Peebles & Xie 2023, Sec. 3.2 and Fig. 3; the paper's choice).
+
+    From the conditioning vector ``c = t_emb + y_emb`` one linear layer regresses six vectors — shift β, scale γ and
+    gate α for the attention and for the MLP — and the block is two gated residual branches:
+
+    ``x ← x + α₁ ⊙ Attn(LN(x)(1 + γ₁) + β₁)``, ``x ← x + α₂ ⊙ MLP(LN(x)(1 + γ₂) + β₂)``.
+
+    With the modulation layer at zero (as :meth:`DiT.initialize_weights` leaves it) every α is 0 and the block is the
+    identity. The survey's Eq. (8) writes this block differently; chapter §2.6 corrects it.
+
+    Args:
+        dim: the token width D.
+        num_heads: attention heads (must divide D).
+        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+
+    Notes:
+        As in the official ``DiTBlock``; the zero initialisation is done by the model
+        (:meth:`DiT.initialize_weights`), not by the block, as there.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"hidden_size {dim} must be divisible by num_heads {num_heads}")
-        self.num_heads, self.cross = num_heads, cross
-        if cross:
-            self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
-        else:
-            self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        # the norms have no affine parameters of their own: the scale and shift are regressed from c
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = feed_forward(dim, mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask=None) -> torch.Tensor:
-        """``mask``: optional boolean ``attn_mask`` of SDPA (True = attend), e.g. ``(N, 1, 1, T_k)`` for padding."""
-        n, t, d = x.shape
-        h = self.num_heads
-        if self.cross:
-            q = self.q(x)
-            k, v = self.kv(context).chunk(2, dim=-1)
-        else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q, k, v = (z.reshape(n, -1, h, d // h).transpose(1, 2) for z in (q, k, v))  # (N, heads, T, d/heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, d/heads)
-        return self.proj(out.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``."""
+        # (N, 6D) -> six (N, D) vectors: shift, scale and gate of the attention (msa) and of the MLP branch
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, T, D)
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
+        return x
+
+
+class AdaLNBlock(nn.Module):
+    """A DiT block with adaptive LayerNorm (adaLN) conditioning (Peebles & Xie 2023, Sec. 3.2; Perez et al. 2018).
+
+    Like :class:`AdaLNZeroBlock` without the gates: four vectors (β₁, γ₁, β₂, γ₂) are regressed from
+    ``c = t_emb + y_emb``, and ``x ← x + Attn(LN(x)(1 + γ₁) + β₁)``, ``x ← x + MLP(LN(x)(1 + γ₂) + β₂)``.
+
+    Args:
+        dim: the token width D.
+        num_heads: attention heads (must divide D).
+        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+
+    Notes:
+        The official repository ships only the adaLN-Zero block; this variant follows the paper's description.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = feed_forward(dim, mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``."""
+        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)  # (N, D) each
+        x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, T, D)
+        x = x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
+        return x
+
+
+class InContextBlock(nn.Module):
+    """A DiT block for in-context conditioning (Peebles & Xie 2023, Sec. 3.2): a standard pre-norm ViT block; the
+    t and y embeddings are extra tokens of its input sequence (:class:`DiT` adds and removes them).
+
+    ``x ← x + Attn(LN(x))``, ``x ← x + MLP(LN(x))``.
+
+    Args:
+        dim: the token width D.
+        num_heads: attention heads (must divide D).
+        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+
+    Notes:
+        The official repository ships only the adaLN-Zero block; this variant follows the paper's description.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = feed_forward(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(N, k + T, D)`` tokens whose first k are the conditioning; ``c`` is unused (the same call as the
+        other blocks). Returns ``(N, k + T, D)``."""
+        x = x + self.attn(self.norm1(x))  # (N, k + T, D)
+        x = x + self.mlp(self.norm2(x))  # (N, k + T, D)
+        return x
+
+
+class CrossAttentionBlock(InContextBlock):
+    """A DiT block with cross-attention conditioning (Peebles & Xie 2023, Sec. 3.2; as in Vaswani et al. 2017's
+    decoder): a multi-head cross-attention layer between self-attention and the MLP attends to the short sequence
+    ``[t_emb; y_emb]``.
+
+    ``x ← x + Attn(LN(x))``, ``x ← x + CrossAttn(LN(x), c)``, ``x ← x + MLP(LN(x))``.
+
+    Args:
+        dim: the token width D.
+        num_heads: attention heads (must divide D).
+        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+
+    Notes:
+        The official repository ships only the adaLN-Zero block; this variant follows the paper's description. It
+        extends :class:`InContextBlock` (the plain pre-norm block) with the cross-attention layer.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__(dim, num_heads, mlp_ratio)  # norm1, attn, norm2, mlp: the plain pre-norm block
+        # registered after the MLP although applied before it: the order of the shipped weights and of the seeded init
+        self.norm_x = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = Attention(dim, num_heads, cross=True)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, k, D)`` conditioning tokens (k = 2: t and y; 1 without
+        labels). Returns ``(N, T, D)``."""
+        x = x + self.attn(self.norm1(x))  # (N, T, D)
+        x = x + self.cross_attn(self.norm_x(x), context=c)  # (N, T, D)
+        x = x + self.mlp(self.norm2(x))  # (N, T, D)
+        return x
+
+
+#: The block class of each conditioning scheme, in the order of :data:`CONDITIONINGS`.
+DIT_BLOCKS = {
+    "in-context": InContextBlock,
+    "cross-attention": CrossAttentionBlock,
+    "adaLN": AdaLNBlock,
+    "adaLN-Zero": AdaLNZeroBlock,
+}
+
+
+#################################################################################
+#                 Input and output sides shared by DiT and MMDiT                #
+#################################################################################
 
 
 def build_patch_and_time_embedders(model, cfg: PatchTransformerConfig):
@@ -125,59 +277,35 @@ def embed_patches_and_time(model, x: torch.Tensor, t) -> tuple[torch.Tensor, tor
 def final_layer(model, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """The output side shared by :class:`DiT` and :class:`~diffu.nn.MMDiT`: LayerNorm (adaptively modulated by
     ``c`` when given), a linear map of each token to ``p·p·C_out`` values, and unpatchify to ``(N, C_out, H, W)``."""
-    h = model.norm_final(h)
+    h = model.norm_final(h)  # (N, T, D)
     if c is not None:
-        shift, scale = model.final_modulation(c).chunk(2, dim=-1)
-        h = modulate(h, shift, scale)
-    return unpatchify(model.linear_final(h), model.config.patch_size, model.grid)
+        shift, scale = model.final_modulation(c).chunk(2, dim=-1)  # (N, D) each
+        h = modulate(h, shift, scale)  # (N, T, D)
+    return unpatchify(model.linear_final(h), model.config.patch_size, model.grid)  # (N, C_out, H, W)
 
 
-def _mlp(dim, ratio):
-    hidden = int(dim * ratio)
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
-
-
-class DiTBlock(nn.Module):
-    """One transformer block; ``conditioning`` decides how ``c`` enters (see the module docstring)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, conditioning: str):
-        super().__init__()
-        self.conditioning = conditioning
-        adaptive = conditioning in ("adaLN", "adaLN-Zero")
-        # adaLN variants regress the norm's scale/shift, so the LayerNorm itself has no affine parameters
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not adaptive, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not adaptive, eps=1e-6)
-        self.mlp = _mlp(dim, mlp_ratio)
-        if conditioning == "cross-attention":
-            self.norm_x = nn.LayerNorm(dim, eps=1e-6)
-            self.cross_attn = Attention(dim, num_heads, cross=True)
-        if adaptive:
-            n_mod = 6 if conditioning == "adaLN-Zero" else 4  # (shift, scale[, gate]) for attention and MLP
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mod * dim))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if self.conditioning == "adaLN-Zero":
-            # (N, 1, D) each; addcmul fuses the modulation and the gated residual into one pass each (the fused form
-            # differs from modulate()'s mul + add in the last bits, so the other variants keep theirs: their weights
-            # were trained with it)
-            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
-            x = torch.addcmul(x, gate1, self.attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1)))
-            return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm2(x), 1 + scale2)))
-        if self.conditioning == "adaLN":
-            shift1, scale1, shift2, scale2 = self.adaLN_modulation(c).chunk(4, dim=-1)
-            x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
-            return x + self.mlp(modulate(self.norm2(x), shift2, scale2))
-        x = x + self.attn(self.norm1(x))  # in-context: c is already part of the token sequence
-        if self.conditioning == "cross-attention":
-            x = x + self.cross_attn(self.norm_x(x), context=c)  # c: (N, 2, D) — the [t; y] pair
-        return x + self.mlp(self.norm2(x))
+#################################################################################
+#                                 The DiT model                                 #
+#################################################################################
 
 
 class DiT(nn.Module):
-    """``model(x_t, t, y=None) -> ε̂`` (or ``[ε̂, v]`` with ``learn_sigma``) for ``(N, C, H, W)`` inputs.
+    """The Diffusion Transformer (Peebles & Xie 2023): ``model(x_t, t, y=None) -> ε̂`` (or ``[ε̂, v]`` with
+    ``learn_sigma``), chapter §2.6.
 
-    ``y = num_classes`` (or ``y=None``) is the null label (the unconditional model).
+    Patchify + 2D sin-cos positions, ``depth`` blocks of the class :data:`DIT_BLOCKS` gives ``config.conditioning``,
+    then a (modulated) LayerNorm, a linear layer and unpatchify.
+
+    Args:
+        config: a :class:`DiTConfig` (or its fields as keyword arguments).
+
+    The call takes ``x`` ``(N, C, H, W)``, float ``t`` ``(N,)`` (or a scalar), integer labels ``y`` ``(N,)`` —
+    ``y = num_classes`` (or ``y=None``) is the null label, the unconditional model — and an optional ``generator``
+    for the label dropout in training. It returns ``(N, C, H, W)`` (``(N, 2C, H, W)`` with ``learn_sigma``).
+
+    Notes:
+        The paper's "in-context", "cross-attention" and "adaLN" ablation variants are not in the official code;
+        they follow its Sec. 3.2. The output LayerNorm is modulated only for the adaLN variants.
     """
 
     prediction = "eps"
@@ -190,16 +318,17 @@ class DiT(nn.Module):
         cfg.check()
         self.config = cfg
         self.learn_sigma = cfg.learn_sigma  # output [ε̂, v]; samplers take ε̂, DDPM's "learned_range" also v
+        # adaLN variants: one vector c modulates every block; the others see [t; y] as tokens
+        self.adaptive = cfg.conditioning in ("adaLN", "adaLN-Zero")
         d, p = cfg.hidden_size, cfg.patch_size
         self.out_channels = cfg.in_channels * (2 if cfg.learn_sigma else 1)
         self.num_classes = cfg.num_classes
         build_patch_and_time_embedders(self, cfg)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes else None
-        self.blocks = nn.ModuleList([DiTBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.conditioning)
-                                     for _ in range(cfg.depth)])  # fmt: skip
-        adaptive = cfg.conditioning in ("adaLN", "adaLN-Zero")
-        self.norm_final = nn.LayerNorm(d, elementwise_affine=not adaptive, eps=1e-6)
-        if adaptive:
+        block = DIT_BLOCKS[cfg.conditioning]
+        self.blocks = nn.ModuleList([block(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.norm_final = nn.LayerNorm(d, elementwise_affine=not self.adaptive, eps=1e-6)
+        if self.adaptive:
             self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.linear_final = nn.Linear(d, p * p * self.out_channels)
         self.initialize_weights()
@@ -226,23 +355,22 @@ class DiT(nn.Module):
         nn.init.zeros_(self.linear_final.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, generator=None):
-        n = x.shape[0]
+        """``x`` ``(N, C, H, W)``, ``t`` ``(N,)``, ``y`` ``(N,)`` or None → ``(N, C_out, H, W)`` (see the class)."""
         h, t_emb = embed_patches_and_time(self, x, t)  # (N, T, D), (N, D)
         y_emb = None
         if self.y_embedder is not None:
-            y = torch.full((n,), self.num_classes, device=x.device, dtype=torch.long) if y is None else y
+            y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long) if y is None else y
             y_emb = self.y_embedder(y, generator).to(x.dtype)  # (N, D), one label-dropout draw
         elif y is not None:
             raise ValueError("y was given but this DiT has no class conditioning (num_classes=None)")
-        adaptive = self.config.conditioning in ("adaLN", "adaLN-Zero")
-        if adaptive:
-            cond = t_emb if y_emb is None else t_emb + y_emb  # (N, D)
+        if self.adaptive:
+            c = t_emb if y_emb is None else t_emb + y_emb  # (N, D)
         else:
-            cond = torch.stack([t_emb] + ([] if y_emb is None else [y_emb]), dim=1)  # (N, 1 or 2, D)
-            if self.config.conditioning == "in-context":
-                h = torch.cat([cond, h], dim=1)  # (N, k + T, D)
-        for block in self.blocks:
-            h = block(h, cond)
+            c = torch.stack([t_emb] + ([] if y_emb is None else [y_emb]), dim=1)  # (N, k, D), k = 1 or 2
         if self.config.conditioning == "in-context":
-            h = h[:, cond.shape[1] :]  # drop the conditioning tokens
-        return final_layer(self, h, cond if adaptive else None)
+            h = torch.cat([c, h], dim=1)  # (N, k + T, D)
+        for block in self.blocks:
+            h = block(h, c)  # (N, T, D) or (N, k + T, D)
+        if self.config.conditioning == "in-context":
+            h = h[:, c.shape[1] :]  # (N, T, D): drop the conditioning tokens
+        return final_layer(self, h, c if self.adaptive else None)  # (N, C_out, H, W)

@@ -140,7 +140,7 @@ class DRUNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training data and loss (recipe "drunet_gray" in diffu.pretrained)
+# Training data and loss (recipe "drunet_gray" in diffu.recipes)
 # ----------------------------------------------------------------------------------------------------------------
 
 # scikit-image's bundled images that load offline (checked with scikit-image 0.26: "brain", "eagle", "lily", …

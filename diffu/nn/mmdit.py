@@ -16,13 +16,13 @@ from torch import nn
 
 from .dit import (
     PatchTransformerConfig,
-    _mlp,
     build_patch_and_time_embedders,
     embed_patches_and_time,
     final_layer,
     modulate,
 )
 from .text import TextEncoder, WordTokenizer
+from .transformer import feed_forward
 
 __all__ = ["MMDiT", "MMDiTBlock", "MMDiTConfig", "joint_attention"]
 
@@ -41,8 +41,27 @@ def joint_attention(q_x, k_x, v_x, q_c, k_c, v_c, num_heads: int, weights: list 
 
 
 class MMDiTBlock(nn.Module):
-    """``block(x, ctx, c) -> (x, ctx)`` with ``x (N, T_x, D)``, ``ctx (N, T_c, D)`` and the pooled conditioning
-    ``c (N, D)`` (timestep + pooled text). With ``context_pre_only`` the returned ``ctx`` is None."""
+    """The MMDiT block of Stable Diffusion 3 (Esser et al. 2024, Fig. 2b; survey §2.6, Eq. (12)–(14)): two adaLN-Zero
+    streams, image and text, with one joint attention.
+
+    Each stream s ∈ {x, ctx} regresses its own (β, γ, α) × (attention, MLP) from the pooled conditioning ``c`` and
+    runs ``s ← s + α₁ ⊙ Proj(JointAttn(…))``, ``s ← s + α₂ ⊙ MLP(LN(s)(1 + γ₂) + β₂)``, where the joint attention
+    (:func:`joint_attention`) takes each stream's own Q, K, V of ``LN(s)(1 + γ₁) + β₁``.
+
+    Args:
+        dim: the token width D of both streams.
+        num_heads: attention heads (must divide D).
+        mlp_ratio: the MLPs' hidden width is ``int(mlp_ratio · D)``.
+        context_pre_only: the last block: the text stream only feeds the attention and is not updated.
+
+    The call ``block(x, ctx, c, attention=None)`` takes ``x`` ``(N, T_x, D)``, ``ctx`` ``(N, T_c, D)``, ``c``
+    ``(N, D)`` (timestep + pooled text) and returns ``(x, ctx)`` of the same shapes (``ctx`` is None with
+    ``context_pre_only``); a list ``attention`` receives the attention weights.
+
+    Notes:
+        Equals diffusers' ``JointTransformerBlock`` (without QK normalisation) with copied weights
+        (tests/nn/test_mmdit.py). The survey's Eq. (13) shares one W_Q, W_K, W_V between the streams; SD3 does not.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, context_pre_only: bool = False):
         super().__init__()
@@ -57,11 +76,11 @@ class MMDiTBlock(nn.Module):
         self.qkv_x, self.qkv_c = nn.Linear(dim, 3 * dim), nn.Linear(dim, 3 * dim)
         self.proj_x = nn.Linear(dim, dim)
         self.norm2_x = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp_x = _mlp(dim, mlp_ratio)
+        self.mlp_x = feed_forward(dim, mlp_ratio)
         if not context_pre_only:
             self.proj_c = nn.Linear(dim, dim)
             self.norm2_c = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-            self.mlp_c = _mlp(dim, mlp_ratio)
+            self.mlp_c = feed_forward(dim, mlp_ratio)
         for mod in (self.mod_x, self.mod_c):  # adaLN-Zero: the block starts as the identity on both streams
             nn.init.zeros_(mod[-1].weight)
             nn.init.zeros_(mod[-1].bias)
@@ -69,18 +88,19 @@ class MMDiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, c: torch.Tensor, attention: list | None = None):
         sx1, cx1, gx1, sx2, cx2, gx2 = self.mod_x(c).chunk(6, dim=-1)  # (N, D) each: shift, scale, gate
         if self.context_pre_only:
-            sc1, cc1 = self.mod_c(c).chunk(2, dim=-1)
+            sc1, cc1 = self.mod_c(c).chunk(2, dim=-1)  # (N, D) each
         else:
-            sc1, cc1, gc1, sc2, cc2, gc2 = self.mod_c(c).chunk(6, dim=-1)
-        qx, kx, vx = self.qkv_x(modulate(self.norm1_x(x), sx1, cx1)).chunk(3, dim=-1)  # separate projections …
+            sc1, cc1, gc1, sc2, cc2, gc2 = self.mod_c(c).chunk(6, dim=-1)  # (N, D) each
+        # separate projections per stream … (N, T_x, D) and (N, T_c, D) each
+        qx, kx, vx = self.qkv_x(modulate(self.norm1_x(x), sx1, cx1)).chunk(3, dim=-1)
         qc, kc, vc = self.qkv_c(modulate(self.norm1_c(ctx), sc1, cc1)).chunk(3, dim=-1)
         ax, ac = joint_attention(qx, kx, vx, qc, kc, vc, self.num_heads, attention)  # … one joint attention
-        x = x + gx1[:, None] * self.proj_x(ax)
-        x = x + gx2[:, None] * self.mlp_x(modulate(self.norm2_x(x), sx2, cx2))
+        x = x + gx1[:, None] * self.proj_x(ax)  # (N, T_x, D)
+        x = x + gx2[:, None] * self.mlp_x(modulate(self.norm2_x(x), sx2, cx2))  # (N, T_x, D)
         if self.context_pre_only:
             return x, None
-        ctx = ctx + gc1[:, None] * self.proj_c(ac)
-        ctx = ctx + gc2[:, None] * self.mlp_c(modulate(self.norm2_c(ctx), sc2, cc2))
+        ctx = ctx + gc1[:, None] * self.proj_c(ac)  # (N, T_c, D)
+        ctx = ctx + gc2[:, None] * self.mlp_c(modulate(self.norm2_c(ctx), sc2, cc2))  # (N, T_c, D)
         return x, ctx
 
 

@@ -9,7 +9,7 @@ import re
 import torch
 from torch import nn
 
-from .dit import Attention, _mlp
+from .transformer import Attention, feed_forward
 
 __all__ = ["TextEncoder", "WordTokenizer"]
 
@@ -69,7 +69,10 @@ class TextEncoder(nn.Module):
         self.layers = nn.ModuleList(
             nn.ModuleDict(
                 dict(
-                    norm1=nn.LayerNorm(dim), attn=Attention(dim, num_heads), norm2=nn.LayerNorm(dim), mlp=_mlp(dim, 4.0)
+                    norm1=nn.LayerNorm(dim),
+                    attn=Attention(dim, num_heads),
+                    norm2=nn.LayerNorm(dim),
+                    mlp=feed_forward(dim, 4.0),
                 )
             )  # fmt: skip
             for _ in range(depth)

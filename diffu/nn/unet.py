@@ -15,7 +15,7 @@ from torch import nn
 
 from .embeddings import timestep_embedding
 
-__all__ = ["UNet", "UNetConfig"]
+__all__ = ["KernelUNet", "KernelUNetConfig", "UNet", "UNetConfig", "group_norm"]
 
 
 @dataclass
@@ -39,8 +39,22 @@ class UNetConfig:
         return asdict(self)
 
 
-def _norm(ch, groups):
-    return nn.GroupNorm(min(groups, ch), ch)
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm (Wu & He 2018) over ``channels`` in ``min(groups, channels)`` groups, with affine parameters — the
+    normalisation of every DDPM UNet block (Ho et al. 2020 use 32 groups; this book's narrow UNets use 8).
+
+    Args:
+        channels: C of the ``(N, C, H, W)`` input (``groups`` must divide it when ``groups < channels``).
+        groups: the number of groups; capped at ``channels`` so a narrow layer still normalises per channel.
+
+    Returns:
+        ``nn.GroupNorm`` mapping ``(N, C, H, W)`` to ``(N, C, H, W)``.
+    """
+    if channels < 1 or groups < 1:
+        raise ValueError(f"channels and groups must be >= 1, got {channels} and {groups}")
+    if channels % min(groups, channels):
+        raise ValueError(f"groups {groups} must divide channels {channels}")
+    return nn.GroupNorm(min(groups, channels), channels)
 
 
 class ResBlock(nn.Module):
@@ -48,9 +62,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin, cout, emb_dim, dropout, groups):
         super().__init__()
-        self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm1, self.conv1 = group_norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
-        self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2, self.conv2 = group_norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)  # each block starts close to the identity, as in the DDPM code
@@ -68,7 +82,7 @@ class AttnBlock(nn.Module):
 
     def __init__(self, ch, groups):
         super().__init__()
-        self.norm = _norm(ch, groups)
+        self.norm = group_norm(ch, groups)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.proj.weight)
@@ -137,7 +151,7 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
                                               nn.Conv2d(cur, cur, 3, padding=1)]))  # fmt: skip
                 res *= 2
-        self.norm_out = _norm(cur, groups)
+        self.norm_out = group_norm(cur, groups)
         self.conv_out = nn.Conv2d(cur, cfg.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -176,3 +190,47 @@ class UNet(nn.Module):
             for layer in block:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return self.conv_out(F.silu(self.norm_out(h)))  # (N, C_out, H, W)
+
+
+@dataclass
+class KernelUNetConfig:
+    """Hyper-parameters of :class:`KernelUNet` (stored next to shipped weights)."""
+
+    kernel_size: int = 9  # the blur kernels of the Fashion-MNIST chapters (28×28 images)
+    canvas: int = 12
+    channels: int = 32
+    channel_mult: tuple = (1, 2)
+    num_res_blocks: int = 1
+    attn_resolutions: tuple = (6,)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class KernelUNet(torch.nn.Module):
+    """ε-prediction network over blur kernels ``(N, 1, k, k)`` (odd ``k``): the state is zero-padded onto an even
+    ``canvas × canvas`` grid (the UNet halves and doubles the resolution, which odd sizes do not survive), run
+    through :class:`UNet` and cropped back, so the diffusion itself lives on exactly the ``k × k`` kernel.
+
+    The kernel prior of Blind-DPS (:func:`diffu.inverse.blind.blind_dps`; shipped as ``kernel_prior``, §4.2.2).
+    Blind-DPS's own kernel prior is an ADM UNet on 64×64 kernels (``configs/kernel_model_config.yaml``: 64 channels,
+    one res block per level, learned variance); ours is the same family, small enough for 9×9 kernels.
+    """
+
+    def __init__(self, config: KernelUNetConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = config or KernelUNetConfig(**kwargs)
+        if cfg.kernel_size % 2 == 0 or cfg.kernel_size < 1 or cfg.canvas < cfg.kernel_size:
+            raise ValueError(f"need an odd kernel_size <= canvas, got {cfg.kernel_size} and {cfg.canvas}")
+        self.config, self.kernel_size, self.prediction = cfg, cfg.kernel_size, "eps"
+        self.unet = UNet(UNetConfig(in_channels=1, out_channels=1, channels=cfg.channels,
+                                    channel_mult=tuple(cfg.channel_mult), num_res_blocks=cfg.num_res_blocks,
+                                    attn_resolutions=tuple(cfg.attn_resolutions), image_size=cfg.canvas))  # fmt: skip
+
+    def forward(self, k_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s, c = self.kernel_size, self.config.canvas
+        if k_t.ndim != 4 or k_t.shape[1:] != (1, s, s):
+            raise ValueError(f"k_t must have shape (N, 1, {s}, {s}), got {tuple(k_t.shape)}")
+        lo, hi = (c - s) // 2, (c - s + 1) // 2
+        out = self.unet(F.pad(k_t, (lo, hi, lo, hi)), t)  # (N, 1, canvas, canvas)
+        return out[..., lo : lo + s, lo : lo + s]  # (N, 1, s, s)
