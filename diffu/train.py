@@ -3,7 +3,7 @@
 Checkpoints are ``.safetensors`` files (weights, EMA weights, optimiser moments and RNG states as tensors; the step
 in the metadata) written to a temporary file and renamed, so an interrupted run never leaves a half-written
 checkpoint. A resumed run ends with exactly the same weights as an uninterrupted one with the same seed
-(``tests/test_train.py``). Used to train every shipped model (see :mod:`diffu.pretrained`).
+(``tests/test_train.py``). Used to train every shipped model (see :mod:`diffu.recipes`).
 """
 
 from __future__ import annotations

@@ -81,6 +81,20 @@ def test_fd_fmnist_orders_quality():
         fd(torch.zeros(4, 1, 8, 8))
 
 
+def test_fd_fmnist_imports_no_training_code():
+    """FD-FMNIST loads its classifier through the light weights registry (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from diffu.metrics import FDFMNIST; FDFMNIST(); "
+        "bad = [m for m in sys.modules if m in ('diffu.recipes', 'diffu.train') or m.startswith('diffu.inverse')]; "
+        "assert 'diffu.pretrained' in sys.modules and not bad, bad"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
 def test_fd_fmnist_one_shot_matches_class():
     from diffu.metrics import fd_fmnist
 

@@ -1,8 +1,12 @@
 import json
 import shutil
+import subprocess
+import sys
+from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import diffu
 from diffu import pretrained
@@ -25,6 +29,11 @@ def test_load_checks_hash_and_builds_model():
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
 
 
+def test_load_casts_to_dtype():
+    m = pretrained.load("fmnist_classifier", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in m.parameters())
+
+
 def test_checksum_mismatch_is_loud(tmp_path, monkeypatch):
     src = pretrained.WEIGHTS_DIR / pretrained.info("fmnist_classifier")["file"]
     bad = tmp_path / src.name
@@ -39,6 +48,12 @@ def test_checksum_mismatch_is_loud(tmp_path, monkeypatch):
         pretrained.load("fmnist_classifier")
 
 
+def test_missing_file_names_the_retrain_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m diffu.pretrained train fmnist_classifier"):
+        pretrained.load("fmnist_classifier")
+
+
 def test_unknown_name():
     with pytest.raises(ValueError, match="name must be one of"):
         pretrained.load("imagenet_unet")
@@ -49,13 +64,94 @@ def test_manifest_is_valid_json():
     assert data["fmnist_classifier"]["test_accuracy"] > 0.85
 
 
-def test_retrain_command_reproduces_prefix(tmp_path):
-    """The retrain path works end to end (tiny run), writing weights + manifest entry that load() accepts."""
-    pretrained.main(["train", "fmnist_classifier", "--steps", "3", "--out-dir", str(tmp_path),
-                     "--workdir", str(tmp_path / "runs")])  # fmt: skip
-    man = json.loads((tmp_path / "manifest.json").read_text())
-    assert man["fmnist_classifier"]["command"] == "python -m diffu.pretrained train fmnist_classifier --steps 3"
-    assert pretrained.sha256(tmp_path / "fmnist_classifier.safetensors") == man["fmnist_classifier"]["sha256"]
+def test_sha256_of_a_known_file(tmp_path):
+    (tmp_path / "abc").write_bytes(b"abc")
+    assert pretrained.sha256(tmp_path / "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_every_shipped_weight_loads_exactly(name):
+    """The network built from the manifest's arch/config holds exactly the file's tensors (same keys, dtypes and
+    values), is of the recorded class with the recorded config, frozen in eval mode, and runs."""
+    e = pretrained.info(name)
+    m = pretrained.load(name)
+    assert f"{type(m).__module__}:{type(m).__qualname__}" == e["arch"]
+    stored, sd = load_file(str(pretrained.WEIGHTS_DIR / e["file"])), m.state_dict()
+    assert sorted(sd) == sorted(stored)
+    for k, v in stored.items():
+        assert sd[k].dtype == v.dtype and torch.equal(sd[k], v), k
+    assert e["parameters"] == sum(p.numel() for k, p in m.named_parameters() if k in sd)
+    if "config_class" in e:  # the config round-trips through JSON, tuples included
+        assert f"{type(m.config).__module__}:{type(m.config).__qualname__}" == e["config_class"]
+        assert json.loads(json.dumps(asdict(m.config))) == e["config"]
+        assert all(not isinstance(v, list) for v in asdict(m.config).values())
+    for arg, component in e.get("components", {}).items():  # frozen parts are the other shipped networks
+        part, ref = getattr(m, arg).state_dict(), pretrained.load(component).state_dict()
+        assert sorted(part) == sorted(ref) and all(torch.equal(part[k], ref[k]) for k in ref)
+    assert not any(mod.training for mod in m.modules()) and not any(p.requires_grad for p in m.parameters())
+
+
+def test_load_imports_only_the_network_module():
+    """Loading fmnist_unet imports neither the recipes, the training loop nor the inverse-problem package, and the
+    `list` command imports no recipes either (fresh interpreters)."""
+    code = (
+        "import sys, diffu.pretrained; diffu.pretrained.load('fmnist_unet'); "
+        "print(sorted(m for m in sys.modules if m.startswith('diffu')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    mods = set(eval(out))  # noqa: S307 (our own print of a list of strings)
+    assert {"diffu.pretrained", "diffu.nn.unet"} <= mods
+    assert not {m for m in mods if m in ("diffu.recipes", "diffu.train") or m.startswith("diffu.inverse")}
+    code = (
+        "import sys; from diffu.pretrained.__main__ import main; main(['list']); "
+        "assert 'diffu.recipes' not in sys.modules and 'diffu.train' not in sys.modules"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "fmnist_unet" in res.stdout and "python -m diffu.pretrained train fmnist_unet" in res.stdout
+
+
+def test_build_makes_fresh_networks_from_an_entry():
+    from diffu.nn import UNet
+
+    e = pretrained.info("fmnist_unet")
+    fresh, shipped = pretrained.build(e), pretrained.load("fmnist_unet")
+    assert isinstance(fresh, UNet) and fresh.config == shipped.config and fresh.training
+    assert any(not torch.equal(v, shipped.state_dict()[k]) for k, v in fresh.state_dict().items())
+    # without config_class the config holds the class's keyword arguments
+    clf = pretrained.build({"arch": "diffu.nn.classifier:FMNISTClassifier", "config": {"width": 16}})
+    assert clf.body[0].out_channels == 16
+
+
+def test_build_validates_the_entry(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="'diffu.module:Name'"):
+        pretrained.build({"arch": "os:system", "config": {}})
+    with pytest.raises(ValueError, match="'diffu.module:Name'"):
+        pretrained.build({"arch": "UNet", "config": {}})
+    with pytest.raises(ValueError, match="has no 'Nope'"):
+        pretrained.build({"arch": "diffu.nn.unet:Nope", "config": {}})
+    with pytest.raises(ValueError, match="torch.nn.Module subclass"):
+        pretrained.build({"arch": "diffu.nn.unet:UNetConfig", "config": {}})
+    with pytest.raises(ValueError, match="'arch' and a 'config' dict"):
+        pretrained.build({"config": {}})
+    # two entries whose components name each other are refused, not loaded forever
+    man = {}
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.safetensors").write_bytes(name.encode())
+        man[name] = {"file": f"{name}.safetensors", "sha256": pretrained.sha256(tmp_path / f"{name}.safetensors"),
+                     "command": "", "arch": "diffu.nn.controlnet:ControlledUNet", "config": {},
+                     "components": {"base": other}}  # fmt: skip
+    monkeypatch.setattr(pretrained, "_manifest", lambda: man)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="form a loop: a -> b -> a"):
+        pretrained.load("a")
+
+
+def test_dit_ablation_names_every_conditioning():
+    from diffu.nn import CONDITIONINGS
+
+    assert tuple(pretrained.DIT_ABLATION) == CONDITIONINGS
+    assert set(pretrained.DIT_ABLATION.values()) <= set(pretrained.available())
 
 
 def test_device_helper():
@@ -84,13 +180,13 @@ def test_shipped_architecture_models_load_and_match_their_configs():
     recipes = set()
     for cond, name in pretrained.DIT_ABLATION.items():
         m, e = pretrained.load(name), pretrained.info(name)
-        assert isinstance(m, DiT) and m.config.conditioning == cond == e["dit_config"]["conditioning"]
+        assert isinstance(m, DiT) and m.config.conditioning == cond == e["config"]["conditioning"]
         assert e["parameters"] == sum(p.numel() for p in m.parameters())
         assert len(e["loss_curve_50"]) == e["train_config"]["steps"] // 50
         recipes.add(json.dumps(e["train_config"], sort_keys=True))
     assert len(recipes) == 1  # same budget for all four
     t2i, e = pretrained.load("fmnist_t2i"), pretrained.info("fmnist_t2i")
-    assert isinstance(t2i, MMDiT) and list(e["mmdit_config"]["vocab"]) == vocabulary()
+    assert isinstance(t2i, MMDiT) and list(e["config"]["vocab"]) == vocabulary()
     with torch.no_grad():
         out = t2i(torch.randn(2, 1, 28, 28), torch.tensor([10.0, 900.0]), text=["a photo of a bag", ""])
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()

@@ -9,9 +9,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from diffu import bench  # noqa: E402
+from diffu.bench.cli import main as bench_main  # noqa: E402
 from diffu.nn import UNet, UNetConfig  # noqa: E402
-from diffu.pretrained import RECIPES  # noqa: E402
+from diffu.recipes import RECIPES  # noqa: E402
 from diffu.representations import (  # noqa: E402
     linear_probe,
     pooled_features,
@@ -222,7 +222,7 @@ def test_probe_sweep_and_command_line(tiny, tmp_path):
     with pytest.raises(ValueError, match="ts"):
         probe_sweep(tiny, linear_schedule(), (x, y), (x, y), [])
     out = tmp_path / "unet_probe.json"
-    bench.main(["probe", "--n-train", "20", "--n-test", "10", "--ts", "0", "--out-dir", str(tmp_path)])  # tiny run
+    bench_main(["probe", "--n-train", "20", "--n-test", "10", "--ts", "0", "--out-dir", str(tmp_path)])  # tiny run
     saved = json.loads(out.read_text())
     assert saved["levels"][3] == "mid 7×7" and set(saved["accuracy"]["0"]) == set(saved["levels"])
     assert set(saved["untrained"]["0"]) == set(saved["levels"]) and saved["n_train"] == 20

@@ -1,48 +1,42 @@
-"""Registry of the shipped weights: SHA-256-checked loading and the exact command that retrains each model.
+"""How every shipped model was trained: one recipe per weight file, and the command that retrains it from scratch.
 
-Weights live in ``diffu/weights/NAME.safetensors``; ``diffu/weights/manifest.json`` records for each its hash, the
-architecture config, the training config, the retrain command and measured numbers. Never pickle: only
-safetensors files are read (DESIGN.md, convention 10).
+A recipe names the untrained network (``build``), the training data (Fashion-MNIST, or what its ``data`` hook makes
+of it), the loss and the :class:`~diffu.train.TrainConfig`. :func:`train_recipe` runs it with a fixed seed and
+writes ``NAME.safetensors`` and its manifest entry, which describes the network so that :func:`diffu.pretrained.load`
+rebuilds it without this module. Retrain one (from the repository root; each manifest entry records its exact
+``command``, and the README's table lists them with their cost)::
 
-Retrain (from the repository root)::
-
-    python -m diffu.pretrained train fmnist_unet --steps 6000
-    python -m diffu.pretrained train fmnist_classifier
-    python -m diffu.pretrained train fmnist_flow
-    python -m diffu.pretrained train fmnist_dit_adaln_zero   # and _adaln, _cross_attention, _in_context
-    python -m diffu.pretrained train fmnist_noisy_classifier
-    python -m diffu.pretrained train drunet_gray          # plug-and-play denoiser (§4.1)
-    python -m diffu.pretrained train natural_unet         # DiffPIR's natural-image prior (§4.1)
+    python -m diffu.pretrained train fmnist_unet --steps 4000
     python -m diffu.pretrained train fmnist_autoencoder && python -m diffu.pretrained train fmnist_latent_dit
-    python -m diffu.pretrained train fmnist_restorer && python -m diffu.pretrained train fmnist_controlnet  # §4
-    python -m diffu.pretrained train kernel_prior          # Blind-DPS kernel prior (§4.2)
+    python -m diffu.pretrained train fmnist_restorer && python -m diffu.pretrained train fmnist_controlnet
+
+(the latent DiT trains on the shipped autoencoder's latents, the ControlNet adapter on the shipped restorer's output).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import captions
 from .data import fashion_mnist
-from .inverse.blind import KernelUNet, kernel_prior_data, kernel_prior_loss
+from .inverse.blind import kernel_prior_data, kernel_prior_loss
 from .inverse.two_stage import build_controlled_unet, build_restorer, controlnet_loss, images_only, restorer_loss
 from .nn import (
-    CONDITIONINGS,
     DIT_SIZES,
     DiT,
     DiTConfig,
     FMNISTClassifier,
+    KernelUNet,
     MMDiT,
     MMDiTConfig,
     NoisyClassifier,
@@ -51,16 +45,11 @@ from .nn import (
 )
 from .nn.autoencoder import Autoencoder, autoencoder_loss, encode_images
 from .nn.drunet import DRUNet, drunet_data, drunet_loss, natural_patches
+from .pretrained import DIT_ABLATION, WEIGHTS_DIR, load, sha256
 from .schedules import linear_schedule
 from .train import TrainConfig, classifier_loss, diffusion_loss, noisy_classifier_loss, seeded, train
 
-__all__ = ["ChecksumError", "DIT_ABLATION", "RECIPES", "available", "info", "load", "sha256"]
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-class ChecksumError(ValueError):
-    """A shipped weight file does not match the SHA-256 recorded in the manifest."""
+__all__ = ["RECIPES", "main", "network_entry", "train_recipe"]
 
 
 def _unet_fmnist(**kwargs):
@@ -109,13 +98,11 @@ def _t2i_loss(m, x, y, level, generator):
     return diffusion_loss(m, linear_schedule(), x, generator, model_kwargs={"text": ids})
 
 
-#: Conditioning scheme → name of its shipped DiT-T/4 weights (the DiT paper's conditioning ablation, its Fig. 5, at
-#: toy scale; four variants, one budget, chapter §2.6).
-DIT_ABLATION = {c: "fmnist_dit_" + c.lower().replace("-", "_") for c in CONDITIONINGS}
-
-#: Name → recipe of each shipped weight, with the keys ``description``, ``build`` (the untrained network), ``arch``,
-#: ``config`` (a :class:`~diffu.train.TrainConfig`), ``loss``, ``use_ema`` and optionally ``data``; ``python -m
-#: diffu.pretrained train NAME`` retrains from it.
+#: Name → recipe of each shipped weight, with the keys ``description``, ``build`` (the untrained network),
+#: ``config`` (a :class:`~diffu.train.TrainConfig`), ``loss``, ``use_ema``, optionally ``data`` (a hook mapping the
+#: Fashion-MNIST train tensors to the training tensors) and optionally ``network`` (what :func:`network_entry` cannot
+#: read off the built network: its ``config`` when it has no config dataclass, its shipped ``components``);
+#: ``python -m diffu.pretrained train NAME`` retrains from it.
 #:
 #: :meta hide-value:
 RECIPES = {
@@ -123,7 +110,6 @@ RECIPES = {
         "description": "class-conditional ε-prediction UNet on the Fashion-MNIST subset, linear schedule T=1000, "
         "10 % null-label dropout (serves unconditional sampling and CFG)",
         "build": _unet_fmnist,
-        "arch": "UNet",
         "config": _denoiser_train(6000),
         "loss": lambda m, x, y, generator: diffusion_loss(m, linear_schedule(), x, generator, y=y, p_uncond=0.1),
         "use_ema": True,
@@ -132,7 +118,6 @@ RECIPES = {
         "description": "class-conditional flow-matching (rectified-flow path, σ_min = 0) velocity UNet on the "
         "Fashion-MNIST subset, same architecture and training budget as fmnist_unet; data at t = 0, noise at t = 1",
         "build": _flow_unet_fmnist,
-        "arch": "UNet",
         "config": _denoiser_train(4000),
         "loss": _fm_loss,
         "use_ema": True,
@@ -140,7 +125,7 @@ RECIPES = {
     "fmnist_classifier": {
         "description": "Fashion-MNIST classifier whose 128-d penultimate features define FD-FMNIST",
         "build": FMNISTClassifier,
-        "arch": "FMNISTClassifier",
+        "network": {"config": {"width": 32, "feature_dim": 128, "num_classes": 10}},  # FMNISTClassifier's defaults
         "config": TrainConfig(
             steps=1500,
             batch_size=128,
@@ -162,28 +147,17 @@ RECIPES["fmnist_noisy_classifier"] = {
     "description": "noise-aware Fashion-MNIST classifier p(y | x_t, t) for classifier guidance (chapter §2.3): the "
     "UNet's encoder half with time embedding, trained on x_t of the linear schedule (T = 1000) at uniform t",
     "build": NoisyClassifier,
-    "arch": "NoisyClassifier",
-    "config": TrainConfig(
-        steps=4000,
-        batch_size=128,
-        lr=1e-3,
-        warmup=100,
-        grad_clip=1.0,
-        ema_decay=0.999,
-        seed=0,
-        weight_decay=0.05,
-        ckpt_every=250,
-    ),  # fmt: skip
+    "config": TrainConfig(steps=4000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0,
+                          weight_decay=0.05, ckpt_every=250),
     "loss": lambda m, x, y, generator: noisy_classifier_loss(m, linear_schedule(), x, y, generator),
     "use_ema": True,
-}
+}  # fmt: skip
 
 RECIPES["fmnist_t2i"] = {
     "description": "tiny text-to-image MMDiT (SD3-style joint attention, 4 blocks of width 96, patch 4) with its own "
     "word-level text encoder, trained from scratch on Fashion-MNIST captions such as 'a photo of a dark ankle boot' "
     "(class nouns with synonyms, optional brightness attribute, 10 % empty captions for CFG)",
     "build": _mmdit_fmnist,
-    "arch": "MMDiT",
     "data": _t2i_data,
     "config": _denoiser_train(3000),
     "loss": _t2i_loss,
@@ -195,7 +169,6 @@ for _cond, _name in DIT_ABLATION.items():
         "description": f"class-conditional ε-prediction DiT-T/4 with {_cond} conditioning on the Fashion-MNIST "
         "subset (the conditioning ablation of chapter §2.6: the four variants share data, schedule and budget)",
         "build": _dit_fmnist(_cond),
-        "arch": "DiT",
         "config": _denoiser_train(6000),
         "loss": _dit_loss,
         "use_ema": True,
@@ -218,7 +191,6 @@ RECIPES["fmnist_autoencoder"] = {
     "description": "KL-regularised convolutional autoencoder (LDM's KL-f4 at toy scale): 1×28×28 ↔ 3×7×7, L1 + "
     "1e-6 KL, posterior mean as the latent, scale_factor buffer making the training latents unit-std",
     "build": Autoencoder,
-    "arch": "Autoencoder",
     "config": TrainConfig(
         steps=7000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0, ckpt_every=500
     ),
@@ -230,7 +202,6 @@ RECIPES["fmnist_latent_dit"] = {
     "description": "class-conditional ε-prediction DiT (patch 1, width 96, depth 4) on the 3×7×7 latents of "
     "fmnist_autoencoder, linear schedule T=1000, 10 % null-label dropout (unconditional with y=None)",
     "build": _latent_dit,
-    "arch": "DiT",
     "data": _latent_data,
     "config": _denoiser_train(8000),
     "loss": _dit_loss,
@@ -244,7 +215,6 @@ RECIPES["drunet_gray"] = {
     "(flips/rot90, scales 1 and 1/2) of scikit-image's bundled images; skimage.data.camera is held out (chapter §4.1 "
     "deblurs it)",
     "build": DRUNet,
-    "arch": "DRUNet",
     "data": drunet_data,
     "config": TrainConfig(
         steps=6000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
@@ -269,7 +239,6 @@ RECIPES["natural_unet"] = {
     "patches of scikit-image's bundled images (flips/rot90, scales 1 and 1/2; skimage.data.camera held out), linear "
     "schedule T = 1000: the natural-image diffusion prior of DiffPIR in chapter §4.1, applied to the 128×128 camera",
     "build": _natural_unet,
-    "arch": "UNet",
     "data": _natural_data,
     "config": TrainConfig(
         steps=4000, batch_size=64, lr=5e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
@@ -287,7 +256,6 @@ RECIPES["fmnist_restorer"] = {
     "trained with MSE to map diffu.inverse.degrade(x) (random blur σ∈[0.5, 2], ×2/×4 block-average + bilinear "
     "up, noise σ∈[0, 0.1]) back to the clean Fashion-MNIST image",
     "build": build_restorer,
-    "arch": "Restorer",
     "data": images_only,
     "config": TrainConfig(
         steps=4000, batch_size=128, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
@@ -302,7 +270,11 @@ RECIPES["fmnist_controlnet"] = {
     "random degradation; ε-loss, linear schedule, null label. The file holds only the adapter; the frozen UNet and "
     "restorer are rebuilt from their own shipped weights (so fmnist_restorer must be trained first)",
     "build": build_controlled_unet,  # loads the shipped fmnist_unet and fmnist_restorer
-    "arch": "ControlledUNet",
+    # ControlledUNet(base=load("fmnist_unet"), restorer=load("fmnist_restorer")) with ControlNet's default widths
+    "network": {
+        "config": {"cond_channels": 1, "hint_channels": 16},
+        "components": {"base": "fmnist_unet", "restorer": "fmnist_restorer"},
+    },
     "data": images_only,
     "config": TrainConfig(
         steps=3000, batch_size=128, lr=1e-4, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
@@ -318,7 +290,6 @@ RECIPES["kernel_prior"] = {
     "motion blur of random intensity, half isotropic/anisotropic Gaussians) mapped to [-1, 1] by 2k/max k − 1; "
     "linear schedule T = 1000; the Fashion-MNIST tensors are ignored",
     "build": KernelUNet,
-    "arch": "KernelUNet",
     "data": kernel_prior_data,
     "config": TrainConfig(
         steps=4000, batch_size=256, lr=3e-4, warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0, ckpt_every=250
@@ -328,52 +299,38 @@ RECIPES["kernel_prior"] = {
 }
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
+    """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
+    ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is
+    a dataclass, updated by ``network`` (a recipe's ``network``: the ``config`` of a network without a config
+    dataclass, its ``components``). Raises ``ValueError`` when neither gives a config."""
+    cls = type(model)
+    entry = {"arch": f"{cls.__module__}:{cls.__qualname__}"}
+    cfg = getattr(model, "config", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        entry["config_class"] = f"{type(cfg).__module__}:{type(cfg).__qualname__}"
+        entry["config"] = asdict(cfg)
+    entry.update(network or {})
+    if "config" not in entry:
+        raise ValueError(f"{cls.__name__} has no config dataclass: give its keyword arguments as network['config']")
+    return entry
 
 
-def _manifest() -> dict:
-    with resources.files("diffu").joinpath("weights/manifest.json").open() as f:
-        return json.load(f)
+def train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress=True, device=None):
+    """Train the recipe ``name`` from scratch (resuming from ``workdir/NAME.ckpt.safetensors`` if present) and write
+    ``out_dir/NAME.safetensors`` (the EMA weights if the recipe uses them, on the CPU) and its entry in
+    ``out_dir/manifest.json``: hash, network (:func:`network_entry`), training config, retrain command, loss curve.
 
+    Args:
+        name: a key of :data:`RECIPES`.
+        steps: override the recipe's number of steps (recorded in the command).
+        device: train on this device (``None``: where the network is built, the CPU).
 
-def available() -> list[str]:
-    """Names of the shipped models."""
-    return sorted(_manifest())
-
-
-def info(name: str) -> dict:
-    """The manifest entry of ``name``: file, sha256, configs, retrain command and measured metrics."""
-    man = _manifest()
-    if name not in man:
-        raise ValueError(f"name must be one of {sorted(man)}, got {name!r}")
-    return man[name]
-
-
-def load(name: str, device=None, dtype=None) -> torch.nn.Module:
-    """Build the network ``name`` and load its shipped weights after checking their SHA-256 (``ChecksumError``
-    on mismatch). Returns the model in eval mode on ``device`` (default: CPU tensors as stored)."""
-    entry = info(name)
-    path = WEIGHTS_DIR / entry["file"]
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} is missing; retrain with: {entry['command']}")
-    digest = sha256(path)
-    if digest != entry["sha256"]:
-        raise ChecksumError(
-            f"{path.name}: SHA-256 {digest} does not match the manifest's {entry['sha256']}; the file is corrupt or "
-            f"was changed. Retrain with: {entry['command']}"
-        )
-    model = RECIPES[name]["build"]()
-    model.load_state_dict(load_file(str(path)))
-    model.eval().requires_grad_(False)
-    return model.to(device=device, dtype=dtype)
-
-
-def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress=True, device=None):
+    Returns:
+        ``(path, entry)``: the weights file and its manifest entry.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
     recipe = RECIPES[name]
     cfg = recipe["config"]
     if steps is not None:
@@ -400,7 +357,7 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
     entry = {
         "file": path.name,
         "sha256": sha256(path),
-        "arch": recipe["arch"],
+        **network_entry(final, recipe.get("network")),
         "description": recipe["description"],
         # what the file holds (a ControlNet adapter saves none of its frozen base)
         "parameters": sum(p.numel() for k, p in final.named_parameters() if k in final.state_dict()),
@@ -415,8 +372,6 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
         "torch": torch.__version__,
         "device": str(next(final.parameters()).device),
     }
-    if hasattr(final, "config"):  # unet_config, dit_config, mmdit_config
-        entry[f"{recipe['arch'].lower()}_config"] = final.config.to_dict()
     if name == "fmnist_classifier":
         xt, yt = fashion_mnist("test")
         with torch.no_grad():
@@ -424,34 +379,32 @@ def _train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progres
             entry["test_accuracy"] = float((final(xt.to(dev)).argmax(1).cpu() == yt).float().mean())
     man_path = out_dir / "manifest.json"
     man = json.loads(man_path.read_text()) if man_path.exists() else {}
-    man[name] = {**man.get(name, {}), **entry}
+    # keep the old entry's extra keys (notes), not its network description (older manifests: "unet_config", …)
+    old = {
+        k: v
+        for k, v in man.get(name, {}).items()
+        if k not in ("config_class", "components") and not (k.endswith("_config") and k != "train_config")
+    }
+    man[name] = {**old, **entry}
     man_path.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
     return path, entry
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m diffu.pretrained", description="Shipped weights of diffu.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list shipped models")
-    t = sub.add_parser("train", help="retrain a shipped model from scratch (resumes from runs/NAME.ckpt if present)")
-    t.add_argument("name", choices=sorted(RECIPES))
-    t.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
-    t.add_argument("--out-dir", default=str(WEIGHTS_DIR))
-    t.add_argument("--workdir", default="runs", help="where periodic checkpoints go")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--device", default=None, help="train on this device (e.g. cuda); the weights are saved on the CPU")
+def main(argv=None, prog="python -m diffu.pretrained train"):
+    """The ``train`` command: ``python -m diffu.pretrained train NAME [--steps N] [--out-dir D] [--workdir W]
+    [--threads T] [--device DEV]`` retrains ``NAME`` with :func:`train_recipe` and prints its manifest entry."""
+    p = argparse.ArgumentParser(
+        prog=prog, description="Retrain a shipped model from scratch (resumes from WORKDIR/NAME.ckpt if present)."
+    )
+    p.add_argument("name", choices=sorted(RECIPES))
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    p.add_argument("--out-dir", default=str(WEIGHTS_DIR))
+    p.add_argument("--workdir", default="runs", help="where periodic checkpoints go")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help="train on this device (e.g. cuda); the weights are saved on the CPU")
     args = p.parse_args(argv)
-    if args.cmd == "list":
-        for name in available():
-            e = info(name)
-            print(f"{name:20s} {e['parameters']:>9,d} params  sha256 {e['sha256'][:12]}…  retrain: {e['command']}")
-        return
     if args.threads:
         torch.set_num_threads(args.threads)
-    path, entry = _train_recipe(args.name, args.steps, args.out_dir, args.workdir, device=args.device)
+    path, entry = train_recipe(args.name, args.steps, args.out_dir, args.workdir, device=args.device)
     print(json.dumps({k: v for k, v in entry.items() if k != "train_config"}, indent=2))
     print("wrote", path, "via", shlex.join(sys.argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,132 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffu import pretrained, recipes
+from diffu.pretrained.__main__ import main as cli
+from diffu.train import TrainConfig, seeded
+
+
+def test_every_shipped_weight_has_a_recipe_and_back():
+    assert sorted(recipes.RECIPES) == pretrained.available()
+    for r in recipes.RECIPES.values():
+        assert {"description", "build", "config", "loss", "use_ema"} <= set(r) and isinstance(r["config"], TrainConfig)
+
+
+def _inputs(m):
+    """A fixed input for each architecture family (forward passes of the shipped networks)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([10.0, 500.0, 900.0])
+    x = torch.randn(3, 1, 28, 28, generator=g)
+    kind = type(m).__name__
+    if kind in ("UNet", "DiT"):
+        c = m.config
+        size = c.image_size
+        x = torch.randn(3, c.in_channels, size, size, generator=g)
+        return (x, t), ({"y": torch.tensor([0, 3, 10])} if m.num_classes else {})
+    if kind == "MMDiT":
+        return (x, t), {"text": ["a photo of a bag", "", "a dark ankle boot"]}
+    if kind == "NoisyClassifier":
+        return (x, t), {}
+    if kind == "DRUNet":
+        return (x, 0.1), {}
+    if kind == "ControlledUNet":
+        return (x, t), {"cond": torch.rand(3, 1, 28, 28, generator=g)}
+    if kind == "KernelUNet":
+        return (torch.randn(3, 1, 9, 9, generator=g), t), {}
+    return (x,), {}  # FMNISTClassifier, Autoencoder, Restorer
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_manifest_network_is_the_recipes_network(name):
+    """The loader builds each network from the manifest alone; the recipe builds it in Python. Both must be the same
+    network: same class and config, the same fresh weights from the same seed (so pretrained.build can stand in for
+    the recipe's build), and with the shipped weights the same outputs."""
+    ours = pretrained.load(name)
+    with seeded(0):
+        theirs = recipes.RECIPES[name]["build"]()
+    with seeded(0):
+        fresh = pretrained.build(pretrained.info(name))
+    assert type(ours) is type(theirs) is type(fresh)
+    assert getattr(ours, "config", None) == getattr(theirs, "config", None) == getattr(fresh, "config", None)
+    a, b = fresh.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    theirs.load_state_dict(load_file(str(pretrained.WEIGHTS_DIR / pretrained.info(name)["file"])))
+    theirs.eval()
+    args, kwargs = _inputs(ours)
+    with torch.no_grad():
+        assert torch.equal(ours(*args, **kwargs), theirs(*args, **kwargs))
+    entry = recipes.network_entry(theirs, recipes.RECIPES[name].get("network"))
+    info = pretrained.info(name)
+    assert json.loads(json.dumps(entry)) == {k: info[k] for k in entry}  # what a retrain would write
+
+
+def test_network_entry_needs_a_config():
+    from diffu.nn import FMNISTClassifier, UNet
+
+    e = recipes.network_entry(UNet(channels=8, channel_mult=(1,), attn_resolutions=()))
+    assert e["arch"] == "diffu.nn.unet:UNet" and e["config_class"] == "diffu.nn.unet:UNetConfig"
+    assert e["config"]["channels"] == 8 and isinstance(pretrained.build(e), UNet)
+    with pytest.raises(ValueError, match="no config dataclass"):
+        recipes.network_entry(FMNISTClassifier())
+    assert recipes.network_entry(FMNISTClassifier(), {"config": {}})["config"] == {}
+
+
+def test_train_recipe_rejects_unknown_names():
+    with pytest.raises(ValueError, match="name must be one of"):
+        recipes.train_recipe("imagenet_unet")
+
+
+def test_retrain_command_writes_an_entry_the_loader_reads(tmp_path):
+    """The retrain path works end to end (tiny run through the CLI), writing weights and a manifest entry in the
+    loader's format; an older entry's notes survive, its old-format network keys do not."""
+    old = {"fmnist_classifier": {"arch": "FMNISTClassifier", "fmnistclassifier_config": {"width": 32}, "note": "kept"}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    cli(["train", "fmnist_classifier", "--steps", "3", "--out-dir", str(tmp_path), "--workdir", str(tmp_path / "runs")])
+    e = json.loads((tmp_path / "manifest.json").read_text())["fmnist_classifier"]
+    assert e["command"] == "python -m diffu.pretrained train fmnist_classifier --steps 3"
+    assert pretrained.sha256(tmp_path / "fmnist_classifier.safetensors") == e["sha256"]
+    assert e["note"] == "kept" and "fmnistclassifier_config" not in e and e["train_config"]["steps"] == 3
+    assert e["arch"] == "diffu.nn.classifier:FMNISTClassifier" and "config_class" not in e
+    m = pretrained.build(e)
+    m.load_state_dict(load_file(str(tmp_path / e["file"])))  # strict: every key, every shape
+    assert len(e["loss_curve_50"]) == 1 and 0 < e["test_accuracy"] <= 1
+
+
+def test_retrain_of_a_config_dataclass_network(tmp_path):
+    path, e = recipes.train_recipe("fmnist_restorer", steps=2, out_dir=tmp_path, workdir=tmp_path, progress=False)
+    assert e["arch"] == "diffu.nn.controlnet:Restorer" and e["config_class"] == "diffu.nn.controlnet:RestorerConfig"
+    assert json.loads((tmp_path / "manifest.json").read_text())["fmnist_restorer"] == json.loads(json.dumps(e))
+    m = pretrained.build(json.loads(json.dumps(e)))  # through JSON, as the loader reads it
+    m.load_state_dict(load_file(str(path)))
+    assert m.config == pretrained.load("fmnist_restorer").config
+
+
+def test_retrain_of_a_network_with_components(tmp_path, monkeypatch):
+    """A ControlNet adapter's entry names its frozen parts; the loader rebuilds them from the shipped weights."""
+    recipe = dict(recipes.RECIPES["fmnist_controlnet"])
+    recipe["config"] = TrainConfig(steps=2, batch_size=4, lr=1e-3, ema_decay=0.9, seed=0)
+    monkeypatch.setitem(recipes.RECIPES, "fmnist_controlnet", recipe)
+    path, e = recipes.train_recipe("fmnist_controlnet", out_dir=tmp_path, workdir=tmp_path, progress=False)
+    assert e["components"] == {"base": "fmnist_unet", "restorer": "fmnist_restorer"}
+    m = pretrained.build(json.loads(json.dumps(e)))
+    saved = load_file(str(path))
+    m.load_state_dict(saved)  # strict: the adapter-only file is complete
+    shipped = pretrained.load("fmnist_controlnet").state_dict()
+    assert sorted(saved) == sorted(shipped) and any(not torch.equal(saved[k], shipped[k]) for k in saved)
+
+
+def test_recipes_train_as_recorded():
+    """Each recipe's TrainConfig is the one its shipped weights were trained with (the manifest's train_config), up
+    to the step count that a recorded ``--steps`` overrides."""
+    from dataclasses import asdict
+
+    for name, recipe in recipes.RECIPES.items():
+        e = pretrained.info(name)
+        cfg, cmd = asdict(recipe["config"]), e["command"].split()
+        if "--steps" in cmd:
+            cfg["steps"] = int(cmd[cmd.index("--steps") + 1])
+        assert cfg == e["train_config"], name
+        assert e["description"] == recipe["description"], name
