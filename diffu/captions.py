@@ -4,6 +4,7 @@ Each training image gets a fresh random caption per step from a small grammar: a
 "an image of …", …), a noun for its class with synonyms ("pullover", "sweater", "jumper"), and — for the darkest and
 brightest third of its class — sometimes the attribute "dark" or "light". So the text carries two facts the model
 must learn to read: what the object is and, optionally, how bright it is. Example: ``"a photo of a dark ankle boot"``.
+Sampling images from captions: :func:`diffu.text_to_image.sample_captions`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Guidance and plug-and-play priors (chapters §2.3, §2.4, §2.6).
+"""Classifier guidance and classifier-free guidance (chapter §2.3).
 
 - Classifier guidance (Dhariwal & Nichol 2021): a noise-aware classifier ``p_φ(y | x_t, t)`` adds
   ``s ∇_x log p_φ(y | x_t)`` to the score. :class:`ClassifierGuidance` is the ``cond_fn`` that
@@ -7,31 +7,33 @@
   trained with a null condition: ``ε̃ = ε_u + s (ε_c − ε_u)``. ``s = 1`` is the conditional model, ``s = 0`` the
   unconditional one; the paper writes ``ε̃ = (1 + w) ε_c − w ε_u``, i.e. ``s = 1 + w``
   (:meth:`ClassifierFreeGuidance.from_w`).
-- Plug-and-play priors (Graikos et al. 2022): :func:`plug_and_play` optimises an image under the denoising loss
-  at annealed random t plus any differentiable constraint.
+- :func:`guided_samples` draws class-balanced samples (:func:`class_batches`) with either kind of guidance: the
+  sweeps of §2.3 and of ``python -m diffu.bench guidance``.
+
+Related ideas live in their own modules: the caption sampler of the text-to-image model (CFG against the empty
+caption) in :mod:`diffu.text_to_image`, and diffusion models as plug-and-play priors (Graikos et al. 2022, §2.4)
+in :mod:`diffu.diffusion_priors`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from .samplers import ddim, ddpm
+from .schedules import linear_schedule
 
 __all__ = [
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
-    "PnPResult",
+    "balanced_labels",
+    "check_labels",
+    "class_batches",
     "classifier_accuracy_by_t",
-    "classifier_constraint",
-    "fidelity_constraint",
-    "plug_and_play",
-    "pnp_timesteps",
-    "sample_captions",
+    "guided_samples",
 ]
 
 
@@ -67,7 +69,7 @@ class ClassifierFreeGuidance:
         n = x.shape[0]
         k = getattr(self.model, "num_classes", None)
         if "y" in cond and k is not None:  # class labels: 0 … k − 1, or k (the null label) for an unguided row
-            _check_labels(cond["y"], k + 1, n=n, device=x.device)
+            check_labels(cond["y"], k + 1, n=n, device=x.device)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(n) if t.ndim == 0 else t
         both = {}
@@ -81,31 +83,16 @@ class ClassifierFreeGuidance:
         return torch.lerp(out_u, out_c, self.scale)  # exact ε_c at scale 1 and ε_u at scale 0
 
 
-def sample_captions(model, captions, scale=3.0, steps=50, seed=0, batch=128, device=None):
-    """One sample per caption from a text-to-image model (:class:`~diffu.nn.MMDiT`): DDIM-``steps`` (η = 0) with
-    classifier-free guidance ``scale`` against the empty caption. The batch starting at caption ``i`` draws its
-    noise from a generator seeded ``seed · 100003 + i``: the same seed and batch size give the same samples. §2.6."""
-    from .samplers import ddim
-    from .schedules import linear_schedule
-
-    guided = ClassifierFreeGuidance(model, scale, {"text": model.tokenizer([""])})
-    out = []
-    for start in range(0, len(captions), batch):
-        caps = list(captions[start : start + batch])
-        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
-        x_T = torch.randn(len(caps), 1, 28, 28, generator=g, device=device)
-        with torch.no_grad():
-            out.append(ddim(guided, x_T, linear_schedule(), steps=steps, generator=g, progress=False, clip_x0=True,
-                            model_kwargs={"text": model.tokenizer(caps, device=device)}).cpu())  # fmt: skip
-    return torch.cat(out)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Classifier guidance
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_labels(y, num_classes, n=None, device=None) -> torch.Tensor:
+def check_labels(y, num_classes: int, n: int | None = None, device=None) -> torch.Tensor:
+    """``y`` as ``long`` class labels in ``[0, num_classes)``, validated: integers only, a scalar (expanded to
+    ``(n,)`` when ``n`` is given) or shape ``(n,)``. Raises ``ValueError`` naming what was expected and given.
+
+    Shared by the guidance wrappers here and the classifier constraint of :mod:`diffu.diffusion_priors`."""
     y = torch.as_tensor(y, device=device)
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise ValueError(f"labels must be integers, got dtype {y.dtype}")
@@ -136,14 +123,14 @@ class ClassifierGuidance:
         self.num_classes = getattr(classifier, "num_classes", None)
         if self.num_classes is None:
             raise ValueError("classifier must have a num_classes attribute")
-        self.y = None if y is None else _check_labels(y, self.num_classes)
+        self.y = None if y is None else check_labels(y, self.num_classes)
 
     def log_prob(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
         """``log p_φ(y | x_t, t)`` per image, ``(N,)``."""
         y = self.y if y is None else y
         if y is None:
             raise ValueError("no labels: give y to ClassifierGuidance or pass y in the sampler's model_kwargs")
-        y = _check_labels(y, self.num_classes, n=x.shape[0], device=x.device)
+        y = check_labels(y, self.num_classes, n=x.shape[0], device=x.device)
         logits = self.classifier(x, t)
         logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         return F.log_softmax(logits, dim=-1).gather(1, y[:, None])[:, 0]
@@ -168,7 +155,7 @@ def classifier_accuracy_by_t(classifier, schedule, x0, y, edges=(0, 1, 100, 300,
     edges = [int(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > schedule.T:
         raise ValueError(f"edges must increase strictly within [0, {schedule.T}], got {edges}")
-    y = _check_labels(y, classifier.num_classes, n=len(x0))
+    y = check_labels(y, classifier.num_classes, n=len(x0))
     dev = next(classifier.parameters()).device
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -184,119 +171,73 @@ def classifier_accuracy_by_t(classifier, schedule, x0, y, edges=(0, 1, 100, 300,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plug-and-play priors (Graikos et al. 2022)
+# Class-balanced guided sampling (the sweeps of §2.3)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class PnPResult(NamedTuple):
-    """``x``: the optimised images clipped to [-1, 1]; per-iteration ``t``, ``denoise`` loss and mean
-    ``constraint`` value (before weighting)."""
-
-    x: torch.Tensor
-    t: list
-    denoise: list
-    constraint: list
-
-
-def classifier_constraint(classifier, y) -> Callable:
-    """``c(x, t=None) = −log p_φ(y | x, t)`` per image for a noise-aware ``classifier(x, t)``: with ``t=None`` the
-    clean image is classified (``t = 0``, the paper's form ``c(x)``); :func:`plug_and_play` with
-    ``noisy_constraint=True`` passes the noisy sample and its ``t``."""
-    y = _check_labels(y, classifier.num_classes)
-
-    def c(x, t=None):
-        t = torch.zeros(x.shape[0], device=x.device) if t is None else t
-        return F.cross_entropy(classifier(x, t), y.to(x.device).expand(x.shape[0]), reduction="none")
-
-    return c
+def balanced_labels(n: int, num_classes: int = 10, device=None) -> torch.Tensor:
+    """Class-balanced labels ``i mod num_classes`` for ``i = 0 … n − 1``, ``(n,)`` long."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return (torch.arange(n, device=device) % num_classes).long()
 
 
-def fidelity_constraint(A: Callable, y: torch.Tensor) -> Callable:
-    """``c(x) = mean((A(x) − y)²)`` per image: data fidelity to a measurement ``y = A(x*) + noise`` for any
-    differentiable forward operator ``A`` (e.g. a mask for inpainting)."""
+def class_batches(
+    n: int, batch: int, seed: int, device=None, shape: tuple = (1, 28, 28), num_classes: int = 10
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Generator]]:
+    """Batches ``(x_T, labels, generator)`` for ``n`` class-balanced samples (label ``i mod num_classes``) of images
+    of ``shape`` ``(C, H, W)``: ``x_T`` ``(m, C, H, W)`` standard normal, ``labels`` ``(m,)``.
 
-    def c(x):
-        return (A(x) - y).pow(2).flatten(1).mean(1)
-
-    return c
-
-
-def pnp_timesteps(steps: int, T: int = 1000) -> np.ndarray:
-    """The annealed noise levels of the official code (AlexGraikos/diffusion_priors, mnist/inference.ipynb):
-    ``t_i = ((S − i) + ⌊(S − i)/4⌋ cos(i/50)) / S · T``, linearly decreasing with a cosine wobble, as integers
-    clipped to ``[1, T − 1]`` (the original clips to ``[1, T]``, one past our last index). For ``S ≠ 1000`` the
-    wobble's period is scaled with ``S`` (``cos(20 i / S)``) so that every run sees the same shape."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    i = np.arange(steps)
-    k = steps - i
-    t = (k + (k // 4) * np.cos(20.0 * i / steps)) / steps * T
-    return np.clip(t.astype(np.int64), 1, T - 1)
+    Each batch has its own generator on ``device``, seeded ``seed · 100003 + start`` (``start``: the index of its
+    first sample) and used first for ``x_T``; the sampler may go on drawing from it. So sample ``i`` depends only on
+    ``(seed, batch, i)``, not on how many samples are drawn in all."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    labels = balanced_labels(n, num_classes, device)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        g = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
+        yield torch.randn(m, *shape, generator=g, device=device), labels[start : start + m], g
 
 
-def plug_and_play(
-    model,
-    constraint: Callable[[torch.Tensor], torch.Tensor],
-    x_init,
-    schedule,
-    *,
-    steps: int = 500,
-    lr: float = 0.01,
-    weight: float = 1.0,
-    anneal_weight: bool = True,
-    noisy_constraint: bool = False,
-    timesteps=None,
-    model_kwargs: dict | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    callback: Callable | None = None,
-) -> PnPResult:
-    """Diffusion model as a plug-and-play prior (Graikos et al. 2022, Algorithm 1): find ``x`` minimising
+def guided_samples(model, n, *, kind="cfg", scale=1.0, classifier=None, sampler="ddim", steps=50, batch=128,
+                   seed=0, device=None):  # fmt: skip
+    """``n`` class-balanced samples (label ``i mod num_classes``) of a class-conditional ε-model such as the shipped
+    ``fmnist_unet``, on the CPU:
 
-    ``‖ε − ε_θ(√ᾱ_t x + √(1−ᾱ_t) ε, t)‖² + λ_i · c(clip(x))``
+    - ``kind="cfg"``: classifier-free guidance at ``scale`` (null label ``model.num_classes``);
+    - ``kind="classifier"``: the unconditional model (null label) with classifier guidance at ``scale`` from the
+      noise-aware ``classifier`` towards each sample's label.
 
-    by Adam on ``x`` itself, one fresh ``(t, ε)`` per iteration, ``t`` following :func:`pnp_timesteps` (from
-    noisy to clean) and, with ``anneal_weight``, ``λ_i = weight · (S − i)/S`` — both as in the official code (Adam,
-    lr 0.01, 1000 iterations, λ = 0.01 for its MNIST classifier). Gradients of both terms flow through the network.
-
-    Args:
-        model: ε-prediction diffusion model ``model(x_t, t, **model_kwargs)`` (the prior; e.g. the shipped UNet
-            with ``model_kwargs={"y": null}`` for its unconditional mode).
-        constraint: differentiable ``c(x) -> (N,)`` (or a scalar) on clipped images in [-1, 1], e.g. a classifier's
-            ``-log p(y | x)`` or a data-fidelity term ``‖A x − y‖²``.
-        x_init: starting images ``(N, C, H, W)`` or a shape (standard normal from ``generator``, as the original).
-        steps, lr: iterations and Adam learning rate; ``weight``: λ, the constraint's weight (≥ 0).
-        noisy_constraint: call ``constraint(x_t, t)`` on the same noisy sample as the denoising term instead of
-            ``constraint(clip(x))`` — for noise-aware constraints such as the classifier of classifier guidance,
-            whose gradients at high t shape the image globally instead of adding adversarial detail (our variant;
-            the paper evaluates constraints on x).
-        timesteps: optional explicit ``t`` per iteration (default :func:`pnp_timesteps`).
-    """
-    if weight < 0 or lr <= 0:
-        raise ValueError(f"weight must be >= 0 and lr > 0, got weight={weight}, lr={lr}")
-    ts = pnp_timesteps(steps, schedule.T) if timesteps is None else np.asarray(timesteps, dtype=np.int64)
-    if ts.shape != (steps,) or ts.min() < 0 or ts.max() >= schedule.T:
-        raise ValueError(f"timesteps must be {steps} integers in [0, {schedule.T - 1}]")
-    dev = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else None
-    x0 = x_init if torch.is_tensor(x_init) else torch.randn(tuple(x_init), generator=generator, device=dev)
-    x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    hist_t, hist_d, hist_c = [], [], []
-    for i in tqdm(range(steps), disable=not progress, desc="plug-and-play"):
-        t = int(ts[i])
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        tt = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-        x_t = schedule.q_sample(x, torch.full((x.shape[0],), t, device=x.device), noise)
-        denoise = F.mse_loss(model(x_t, tt, **(model_kwargs or {})), noise)
-        c = constraint(x_t, tt) if noisy_constraint else constraint(x.clamp(-1, 1))
-        c = c.mean() if c.ndim else c
-        lam = weight * (steps - i) / steps if anneal_weight else weight
-        opt.zero_grad(set_to_none=True)
-        (denoise + lam * c).backward()
-        opt.step()
-        hist_t.append(t), hist_d.append(float(denoise.detach())), hist_c.append(float(c.detach()))
-        if callback is not None:
-            from .samplers import SamplerState
-
-            callback(SamplerState(i, t, x.detach().clone(), x.detach().clamp(-1, 1)))  # x is updated in place
-    return PnPResult(x.detach().clamp(-1, 1), hist_t, hist_d, hist_c)
+    ``sampler``: "ddim" (η = 0, DDIM-``steps``, x̂_0 clipped) or "ddpm" (ancestral, respaced to ``steps``), on the
+    linear schedule. The noise comes from :func:`class_batches` (``seed``, ``batch``); the image shape from
+    ``model.config`` (``in_channels``, ``image_size``). Chapter §2.3 and ``python -m diffu.bench guidance``."""
+    if kind not in ("cfg", "classifier"):
+        raise ValueError(f"kind must be 'cfg' or 'classifier', got {kind!r}")
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    if kind == "classifier" and classifier is None:
+        raise ValueError("kind='classifier' needs a noise-aware classifier, got classifier=None")
+    cfg, k = getattr(model, "config", None), getattr(model, "num_classes", None)
+    if cfg is None or k is None:
+        raise ValueError("model must be a class-conditional network with .config (in_channels, image_size) and "
+                         f".num_classes, got {type(model).__name__}")  # fmt: skip
+    sched = linear_schedule()
+    null = torch.tensor([k])
+    out = []
+    for x_T, y, g in class_batches(n, batch, seed, device, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
+                                   num_classes=k):  # fmt: skip
+        if kind == "cfg":
+            net, kwargs, cond_fn = ClassifierFreeGuidance(model, scale, {"y": null}), {"y": y}, None
+        else:
+            net, kwargs = model, {"y": torch.full_like(y, k)}
+            cond_fn = ClassifierGuidance(classifier, scale, y)
+        if sampler == "ddim":
+            x = ddim(net, x_T, sched, steps=steps, clip_x0=True, model_kwargs=kwargs, cond_fn=cond_fn, generator=g,
+                     progress=False)  # fmt: skip
+        else:
+            x = ddpm(net, x_T, sched, steps=steps, model_kwargs=kwargs, cond_fn=cond_fn, generator=g, progress=False)
+        out.append(x.cpu())
+    return torch.cat(out)

@@ -1,4 +1,4 @@
-"""Classifier-free guidance wrapper."""
+"""Classifier-free guidance, classifier guidance and class-balanced guided sampling (diffu.guidance, §2.3)."""
 
 import pytest
 import torch
@@ -68,18 +68,6 @@ def test_errors(unet):
             )
 
 
-def test_sample_captions_is_seeded():
-    from diffu.guidance import sample_captions
-    from diffu.pretrained import load
-
-    m = load("fmnist_t2i")
-    caps = ["a bag", "a dark coat", "light trousers"]
-    a = sample_captions(m, caps, scale=2.0, steps=2, seed=3)
-    b = sample_captions(m, caps, scale=2.0, steps=2, seed=3)
-    assert a.shape == (3, 1, 28, 28) and torch.equal(a, b) and torch.isfinite(a).all()
-    assert not torch.equal(a, sample_captions(m, caps, scale=2.0, steps=2, seed=4))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # classifier-free guidance with every sampler of the book
 # ----------------------------------------------------------------------------------------------------------------
@@ -97,7 +85,7 @@ def _flow_unet():
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "pf_ode", "flow_heun"])
 def test_cfg_scale_one_and_zero_sample_like_the_two_branches(unet, sampler):
-    from diffu import flow, sde
+    from diffu import flow, sde, sde_samplers
     from diffu.samplers import ddpm
 
     y, null = torch.tensor([0, 2]), torch.tensor([3])
@@ -112,7 +100,7 @@ def test_cfg_scale_one_and_zero_sample_like_the_two_branches(unet, sampler):
             return ddim(net, x_T, linear_schedule(), steps=4, eta=0.5, generator=g, **kw)
         if sampler == "pf_ode":
             vp = sde.VPSDE()
-            return sde.pf_ode(sde.FromDiscrete(net, linear_schedule(), vp), x_T, vp, steps=4, **kw)
+            return sde_samplers.pf_ode(sde.FromDiscrete(net, linear_schedule(), vp), x_T, vp, steps=4, **kw)
         return flow.heun(net, x_T, steps=3, **kw)
 
     net = _flow_unet() if sampler == "flow_heun" else unet
@@ -292,88 +280,99 @@ def test_classifier_accuracy_by_t(noisy_clf):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# plug-and-play priors
+# labels, class-balanced batches and guided sampling
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_pnp_timesteps_follow_the_official_annealing():
-    import math
+def test_check_labels():
+    from diffu.guidance import check_labels
 
-    from diffu.guidance import pnp_timesteps
-
-    ts = pnp_timesteps(1000)
-    i = 137
-    assert ts[i] == int(((1000 - i) + (1000 - i) // 4 * math.cos(i / 50)) / 1000 * 1000)
-    assert ts.min() >= 1 and ts.max() <= 999 and ts[0] == 999 and ts[-1] <= 2
-    assert ts[:100].mean() > ts[450:550].mean() > ts[-100:].mean()  # noisy to clean
-    with pytest.raises(ValueError, match="steps"):
-        pnp_timesteps(0)
-
-
-def test_pnp_with_a_blind_prior_minimises_the_constraint():
-    """With ε̂ ≡ 0 the denoising loss ‖ε‖² does not depend on x, so only the constraint moves x."""
-    from diffu.guidance import plug_and_play
-
-    class Zero(torch.nn.Module):
-        def forward(self, x, t):
-            return torch.zeros_like(x)
-
-    target = torch.rand(2, 1, 4, 4) * 1.6 - 0.8
-    c = lambda x: (x - target).pow(2).flatten(1).sum(1)  # noqa: E731
-    res = plug_and_play(Zero(), c, torch.zeros(2, 1, 4, 4), linear_schedule(),
-                        steps=300, lr=0.05, weight=1.0, anneal_weight=False, generator=torch.Generator().manual_seed(0),
-                        progress=False)  # fmt: skip
-    torch.testing.assert_close(res.x, target, rtol=0, atol=2e-2)
-    assert res.constraint[-1] < 0.01 * res.constraint[0] and len(res.t) == 300
+    assert torch.equal(check_labels(2, 3, n=4), torch.full((4,), 2))  # a scalar is broadcast to the batch
+    assert check_labels(torch.tensor([0, 2], dtype=torch.int32), 3).dtype == torch.long
+    with pytest.raises(ValueError, match="integers"):
+        check_labels(torch.tensor([1.0]), 3)
+    with pytest.raises(ValueError, match="integers"):
+        check_labels(torch.tensor([True]), 3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\], got \[3\]"):
+        check_labels(torch.tensor([3]), 3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
+        check_labels(-1, 3)
+    with pytest.raises(ValueError, match=r"scalar or \(4,\)"):
+        check_labels(torch.tensor([0, 1]), 3, n=4)
 
 
-def test_pnp_is_seeded_and_validates(unet):
-    from diffu.guidance import plug_and_play
-    from diffu.samplers import Trajectory
+def test_balanced_labels_and_class_batches(gen):
+    from diffu.guidance import balanced_labels, class_batches
 
-    kw = dict(steps=5, weight=0.5, model_kwargs={"y": torch.tensor([3, 3])}, progress=False)
-    c = lambda x: x.mean((1, 2, 3))  # noqa: E731
-    traj = Trajectory()
-    a = plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), generator=torch.Generator().manual_seed(0),
-                      callback=traj, **kw)  # fmt: skip
-    b = plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), generator=torch.Generator().manual_seed(0), **kw)
-    assert torch.equal(a.x, b.x) and a.denoise == b.denoise and a.x.abs().max() <= 1 and len(traj) == 5
-    assert not torch.equal(traj.xs[0], traj.xs[-1])  # snapshots, not views of the optimised tensor
-    with pytest.raises(ValueError, match="weight"):
-        plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=5, weight=-1.0, progress=False)
-    with pytest.raises(ValueError, match="timesteps"):
-        plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=5, timesteps=[1000] * 5, progress=False)
+    assert balanced_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0] and balanced_labels(12).tolist()[-2:] == [0, 1]
+    batches = list(class_batches(7, 3, seed=2, shape=(2, 4, 5), num_classes=3))
+    assert [len(y) for _, y, _ in batches] == [3, 3, 1]
+    assert torch.equal(torch.cat([y for _, y, _ in batches]), balanced_labels(7, 3))
+    x_T, _, g = batches[1]  # the batch starting at sample 3 draws its noise first from seed · 100003 + 3
+    assert x_T.shape == (3, 2, 4, 5) and torch.equal(x_T, torch.randn(3, 2, 4, 5, generator=gen(2 * 100_003 + 3)))
+    ref = gen(2 * 100_003 + 3)
+    torch.randn(3, 2, 4, 5, generator=ref)
+    assert torch.equal(torch.rand(2, generator=g), torch.rand(2, generator=ref))  # the sampler goes on drawing from g
+    more = list(class_batches(9, 3, seed=2, shape=(2, 4, 5), num_classes=3))  # drawing more changes no sample
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches[:2], more[:2]))
+    with pytest.raises(ValueError, match="batch"):
+        next(class_batches(4, 0, seed=0))
+    with pytest.raises(ValueError, match="num_classes"):
+        balanced_labels(4, 0)
+    with pytest.raises(ValueError, match="n must be"):
+        balanced_labels(-1)
 
 
-def test_constraint_factories(noisy_clf):
-    from diffu.guidance import classifier_constraint, fidelity_constraint
+@pytest.fixture(scope="module")
+def unet8():
+    """A tiny class-conditional UNet for 8×8 images (3 classes, null label 3), with a config like the shipped one."""
+    with seeded(3):
+        net = UNet(UNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=3,
+                              image_size=8))  # fmt: skip
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+        torch.nn.init.normal_(net.label_emb.weight, std=1.0)  # make the label matter
+    return net.eval()
 
-    x = torch.randn(3, 1, 8, 8)
-    c = classifier_constraint(noisy_clf, 2)
+
+def test_guided_samples_compose_class_batches_with_the_guided_sampler(unet8, noisy_clf):
+    """CFG at scale 1 is the conditional sampler and classifier guidance at scale 0 the unconditional one, on the
+    noise and labels of class_batches; the image shape comes from the model's config."""
+    from diffu.guidance import class_batches, guided_samples
+    from diffu.samplers import ddpm
+
+    x = guided_samples(unet8, 5, kind="cfg", scale=1.0, steps=3, batch=2, seed=1)
+    assert x.shape == (5, 1, 8, 8) and x.device.type == "cpu"
+    ref_c, ref_u, ref_p = [], [], []
     with torch.no_grad():
-        logits = noisy_clf(x, torch.zeros(3))
-        assert torch.allclose(c(x), -torch.log_softmax(logits, 1)[:, 2])
-        t = torch.full((3,), 400.0)
-        assert torch.allclose(c(x, t), -torch.log_softmax(noisy_clf(x, t), 1)[:, 2])
-    with pytest.raises(ValueError, match="labels must be in"):
-        classifier_constraint(noisy_clf, 5)
-    mask = torch.zeros(1, 1, 8, 8)
-    mask[..., :4, :] = 1
-    f = fidelity_constraint(lambda z: mask * z, mask * x)
-    assert torch.allclose(f(x), torch.zeros(3)) and torch.allclose(f(x + mask), mask.mean().expand(3))
+        for x_T, y, g in class_batches(5, 2, seed=1, shape=(1, 8, 8), num_classes=3):
+            ref_c.append(ddim(unet8, x_T, linear_schedule(), steps=3, clip_x0=True, model_kwargs={"y": y}, generator=g,
+                              progress=False))  # fmt: skip
+        for x_T, y, g in class_batches(5, 2, seed=1, shape=(1, 8, 8), num_classes=3):
+            ref_u.append(ddim(unet8, x_T, linear_schedule(), steps=3, clip_x0=True,
+                              model_kwargs={"y": torch.full_like(y, 3)}, generator=g, progress=False))  # fmt: skip
+        for x_T, y, g in class_batches(5, 2, seed=1, shape=(1, 8, 8), num_classes=3):
+            ref_p.append(ddpm(unet8, x_T, linear_schedule(), steps=3, model_kwargs={"y": torch.full_like(y, 3)},
+                              generator=g, progress=False))  # fmt: skip
+    torch.testing.assert_close(x, torch.cat(ref_c), rtol=1e-6, atol=1e-6)
+    for sampler, ref in (("ddim", ref_u), ("ddpm", ref_p)):
+        u = guided_samples(unet8, 5, kind="classifier", scale=0.0, classifier=noisy_clf, sampler=sampler, steps=3,
+                           batch=2, seed=1)  # fmt: skip
+        torch.testing.assert_close(u, torch.cat(ref), rtol=0, atol=1e-6)  # DDIM's ε shift by 0: float rounding
+    g4 = guided_samples(unet8, 4, kind="classifier", scale=2.0, classifier=noisy_clf, steps=3, batch=2, seed=1)
+    assert not torch.equal(g4, torch.cat(ref_u)[:4])  # the classifier moves the samples
+    assert torch.equal(guided_samples(unet8, 3, kind="cfg", scale=2.0, steps=3, batch=2, seed=1)[:2],
+                       guided_samples(unet8, 2, kind="cfg", scale=2.0, steps=3, batch=2, seed=1))  # fmt: skip
 
 
-def test_pnp_noisy_constraint_sees_the_noisy_sample(unet):
-    from diffu.guidance import plug_and_play
+def test_guided_samples_errors(unet8, unet):
+    from diffu.guidance import guided_samples
 
-    seen = []
-
-    def c(x_t, t):
-        seen.append((x_t.detach().clone(), t.clone()))
-        return x_t.mean((1, 2, 3))
-
-    plug_and_play(unet, c, (2, 1, 8, 8), linear_schedule(), steps=3, timesteps=[900, 500, 10], noisy_constraint=True,
-                  model_kwargs={"y": torch.tensor([3, 3])}, generator=torch.Generator().manual_seed(0),
-                  progress=False)  # fmt: skip
-    assert [int(t[0]) for _, t in seen] == [900, 500, 10]
-    assert seen[0][0].abs().max() > 1.0  # x_t at t = 900 is mostly noise (not clipped to [-1, 1])
+    with pytest.raises(ValueError, match="kind must be"):
+        guided_samples(unet8, 2, kind="text")
+    with pytest.raises(ValueError, match="sampler must be"):
+        guided_samples(unet8, 2, sampler="euler")
+    with pytest.raises(ValueError, match="needs a noise-aware classifier"):
+        guided_samples(unet8, 2, kind="classifier")
+    with pytest.raises(ValueError, match="config"):
+        guided_samples(unet, 2)  # a wrapper without .config

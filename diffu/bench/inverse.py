@@ -1,4 +1,4 @@
-"""The inverse-problems benchmark of chapter §4.3, run through ``python -m diffu.bench inverse``.
+"""The inverse-problems benchmark of chapter §4.3: ``python -m diffu.bench inverse``.
 
 ``n`` held-out Fashion-MNIST test images, six tasks with Gaussian measurement noise σ_y = 0.05 on the [-1, 1]
 scale — ×4 super-resolution (bicubic), Gaussian deblurring, motion deblurring, box and random inpainting, phase
@@ -10,14 +10,13 @@ seconds per image on the machine that ran it.
 
 Protocol: each method's main knob that the papers tune per task (TV's λ, DPS's ζ) is chosen from a small grid by
 PSNR on ``n_val`` *training* images with the same degradation; everything else uses the official defaults scaled
-to our setting (docstrings of each solver). Writes ``book/results/inverse.json`` and a file of example
-reconstructions (``inverse_examples.safetensors``) that the chapter plots.
+to our setting (docstrings of each solver). Phase retrieval is scored after undoing its trivial ambiguities
+(:func:`diffu.inverse.fourier.register_phase`). Writes ``inverse.json`` and a file of example reconstructions
+(``inverse_examples.safetensors``) that the chapter plots to the directory of ``--out``.
 """
 
 from __future__ import annotations
 
-import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import fashion_mnist
-from .inverse import (
+from ..data import fashion_mnist
+from ..inverse import (
     Bicubic,
     Blur,
     Inpainting,
-    Operator,
-    PhaseRetrieval,
     box_mask,
     gaussian_kernel,
     hio,
@@ -39,47 +36,21 @@ from .inverse import (
     random_mask,
     tv_reconstruct,
 )
-from .metrics import FDFMNIST, psnr, ssim
-from .schedules import linear_schedule
+from ..inverse.fourier import ShiftedPhaseRetrieval, register_phase
+from ..metrics import FDFMNIST, psnr, ssim
+from ..schedules import linear_schedule
+from .common import environment, resolve_device, results_dir, write_json
 
+#: The measurement noise σ_y of every task, on the [-1, 1] scale.
 SIGMA_Y = 0.05
 #: The six tasks of the benchmark, each a ``task`` that :func:`make_operator` builds.
 TASKS = ("sr4", "gaussian_deblur", "motion_deblur", "box_inpaint", "random_inpaint", "phase_retrieval")
 KERNEL_SIZE = 9
 GAUSS_STD = 1.6
-# the validation grids for the one knob tuned per task
+#: The validation grid of total variation's weight λ (the one knob tuned per task).
 TV_LAMBDAS = (0.01, 0.03, 0.1)
+#: The validation grid of DPS's step size ζ.
 DPS_SCALES = (0.3, 1.0, 3.0)
-
-
-class ShiftedPhaseRetrieval(Operator):
-    """``y = |F(pad((x + 1) / 2))|``: phase retrieval of the image mapped to [0, 1], so that the classical
-    algorithms' non-negativity constraint holds; differentiable for DPS. ``op`` is a :class:`PhaseRetrieval`."""
-
-    def __init__(self, oversample: float = 2.0):
-        self.pr = PhaseRetrieval(oversample)
-
-    def A(self, x):
-        return self.pr.A((x + 1) / 2)
-
-
-def register_phase(pr: PhaseRetrieval, est: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``est`` ``(N, C, H, W)`` aligned to ``x`` per image over the trivial ambiguities of Fourier phase retrieval
-    that the support allows: translations within the padding and the twin image (180° rotation). The benchmark
-    scores phase retrieval after this alignment (as §A.2.2 does)."""
-    (H, W), (ph, pw) = x.shape[-2:], pr.padding(*x.shape[-2:])
-    out = []
-    for e, r in zip(est, x):
-        ref, best = F.pad(r + 1, (pw, pw, ph, ph)), (math.inf, e)
-        for cand in (F.pad(e + 1, (pw, pw, ph, ph)), F.pad(e + 1, (pw, pw, ph, ph)).flip(-2, -1)):
-            for dy in range(-ph, ph + 1):
-                for dx in range(-pw, pw + 1):
-                    s = cand.roll((dy, dx), (-2, -1))
-                    err = float((s - ref).norm())
-                    if err < best[0]:
-                        best = (err, s[..., ph : ph + H, pw : pw + W] - 1)
-        out.append(best[1])
-    return torch.stack(out)
 
 
 def make_operator(task: str, size: int = 28, device=None):
@@ -136,14 +107,14 @@ def _tv(y, op, models, g, lam, task):
 
 
 def _dpir(y, op, models, g, knob, task):
-    from .inverse.pnp import dpir
+    from ..inverse.pnp import dpir
 
     iters = 24 if task == "sr4" else 8  # the official numbers (deblurring 8, SR 24)
     return dpir(models["drunet"], y, op, sigma_y=SIGMA_Y, iters=iters, progress=False).clamp(-1, 1), 0
 
 
 def _ddrm(y, op, models, g, knob, task):
-    from .inverse.ddrm import ddrm
+    from ..inverse.ddrm import ddrm
 
     x = ddrm(models["unet"], y, op, models["schedule"], sigma_y=SIGMA_Y, steps=20, eta=0.85, eta_b=1.0,
              model_kwargs=_uncond(models, y), generator=g, progress=False)  # fmt: skip
@@ -151,7 +122,7 @@ def _ddrm(y, op, models, g, knob, task):
 
 
 def _diffpir(y, op, models, g, knob, task):
-    from .inverse.pnp import diffpir
+    from ..inverse.pnp import diffpir
 
     lam, zeta = knob
     steps = 20 if task.endswith("inpaint") else 100  # the official NFE: 20 for inpainting, 100 otherwise
@@ -165,7 +136,7 @@ def _dps_steps(models):
 
 
 def _dps(y, op, models, g, scale, task):
-    from .inverse.dps import dps
+    from ..inverse.dps import dps
 
     steps = _dps_steps(models)
     x = dps(models["unet"], y, op, models["schedule"], steps=steps, scale=scale, per_image=True,
@@ -175,7 +146,7 @@ def _dps(y, op, models, g, scale, task):
 
 def _repaint(jump_n_sample):
     def run(y, op, models, g, knob, task):
-        from .inverse.repaint import repaint, repaint_schedule
+        from ..inverse.repaint import repaint, repaint_schedule
 
         steps = models.get("repaint_steps", 100)
         jl = min(10, steps)
@@ -189,7 +160,7 @@ def _repaint(jump_n_sample):
 
 
 def _blind_dps(y, op, models, g, knob, task):
-    from .inverse.blind import blind_dps
+    from ..inverse.blind import blind_dps
 
     scale, by_alpha_bar = knob
     steps = models["dps_steps"]
@@ -200,7 +171,7 @@ def _blind_dps(y, op, models, g, knob, task):
 
 
 def _bird(y, op, models, g, knob, task):
-    from .inverse.blind import bird
+    from ..inverse.blind import bird
 
     iters, lr_x, lr_k = knob
     x, _ = bird(models["unet"], y, models["schedule"], kernel_size=KERNEL_SIZE, ddim_steps=10, iters=iters, lr_x=lr_x,
@@ -209,7 +180,7 @@ def _bird(y, op, models, g, knob, task):
 
 
 def _resample(y, op, models, g, knob, task):
-    from .inverse.resample import resample
+    from ..inverse.resample import resample
 
     ldm = models["latent"]
     kw = {"y": torch.full((y.shape[0],), ldm.num_classes, device=y.device)}
@@ -219,7 +190,7 @@ def _resample(y, op, models, g, knob, task):
 
 
 def _two_stage(y, op, models, g, knob, task):
-    from .inverse.two_stage import two_stage_restore
+    from ..inverse.two_stage import two_stage_restore
 
     cnet = models["controlnet"]
     lq = y if y.shape[-1] == 28 else F.interpolate(y, size=(28, 28), mode="bilinear", align_corners=False)
@@ -228,13 +199,15 @@ def _two_stage(y, op, models, g, knob, task):
     return x.clamp(-1, 1), 50
 
 
-# (λ, ζ): the official defaults, and the setting that works for our small model (§4.1)
+#: DiffPIR's (λ, ζ) grid, the official defaults and the setting that works for our small model (§4.1).
 DIFFPIR_KNOBS = ((1.0, 0.1), (3.0, 1.0))
-# (ζ, ζ_t = ζ·√ᾱ_t as the official sampler does): the paper's constant step and the official code's
+#: Blind-DPS's (ζ, scale by √ᾱ_t as the official sampler does) grid, the paper's constant step and the official
+#: code's.
 BLIND_DPS_KNOBS = ((0.3, False), (1.0, False), (1.0, True))
-# (iterations, lr of the noise, lr of the kernel): the official defaults and a longer, faster run
+#: BIRD's (iterations, lr of the noise, lr of the kernel) grid, the official defaults and a longer, faster run.
 BIRD_KNOBS = ((100, 3e-3, 2e-4), (200, 1e-2, 1e-3))
 
+#: Every benchmarked method with the tasks it applies to.
 METHODS = (
     Method("TV", TASKS, _tv, TV_LAMBDAS),
     Method("DPIR", TASKS[:5], _dpir),
@@ -252,7 +225,7 @@ METHODS = (
     Method("two-stage (ControlNet)", ("sr4", "gaussian_deblur"), _two_stage, blind=True),
 )
 
-# the shipped weights each method needs, beyond the pixel UNet
+#: The shipped weights each method needs, beyond the pixel UNet.
 NEEDS = {"DPIR": {"drunet": "drunet_gray"}, "ReSample": {"latent": "fmnist_latent_dit",
          "autoencoder": "fmnist_autoencoder"}, "Blind-DPS": {"kernel_prior": "kernel_prior"},
          "two-stage (ControlNet)": {"controlnet": "fmnist_controlnet"}}  # fmt: skip
@@ -274,9 +247,9 @@ def bench_inverse(n=64, n_val=8, tasks=TASKS, methods=None, dps_steps=250, repai
     called after every finished row (the CLI saves partial results there, so nothing is lost to a crash)."""
     from tqdm.auto import tqdm
 
-    from .pretrained import load
+    from ..pretrained import load
 
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = resolve_device(device)
     models = {"unet": load("fmnist_unet", device=dev), "schedule": linear_schedule(), "dps_steps": dps_steps,
               "repaint_steps": repaint_steps}  # fmt: skip
     x_test = fashion_mnist("test")[0][:n].to(dev)
@@ -321,7 +294,45 @@ def bench_inverse(n=64, n_val=8, tasks=TASKS, methods=None, dps_steps=250, repai
         "dps_steps": dps_steps,
         "repaint_steps": repaint_steps,
         "rows": rows,
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {dev}, {torch.get_num_threads()} threads",
+        **environment(dev),
         "_examples": examples,
     }
+
+
+def run_inverse(args) -> dict:
+    """``python -m diffu.bench inverse``: :func:`bench_inverse` (``--n-images``, ``--dps-steps``,
+    ``--repaint-steps``, ``--methods``, ``--tasks``; tiny: 4 images, two tasks, 3-step samplers), printed and
+    written to ``--out`` as ``inverse.json`` and ``inverse_examples.safetensors``. While it runs, the rows so far are
+    kept in ``inverse.partial.json``, so nothing is lost if a long run stops half-way."""
+    from safetensors.torch import save_file
+
+    out = results_dir(args.out, full_run=not args.tiny)
+    command = " ".join(["python -m diffu.bench inverse", *(args.argv or [])])
+
+    def partial(rows):
+        if out is not None:
+            write_json(out / "inverse.partial.json", {"command": command, "rows": rows})
+
+    methods = args.methods
+    if args.tiny:
+        kw = dict(n=4, n_val=2, tasks=("gaussian_deblur", "box_inpaint"), dps_steps=3, repaint_steps=3, tiny=True)
+        methods = methods or ["TV", "DPIR", "DDRM", "DiffPIR", "DPS", "RePaint"]
+    else:
+        kw = dict(n=args.n_images, dps_steps=args.dps_steps, repaint_steps=args.repaint_steps)
+        if args.tasks:
+            kw["tasks"] = tuple(args.tasks)
+    res = bench_inverse(**kw, methods=methods, device=args.device, progress=not args.tiny, on_row=partial)
+    examples = res.pop("_examples")
+    res["command"] = command
+    print(f"[inverse] {res['n_images']} test images, sigma_y = {res['sigma_y']}, {res['machine']}; "
+          f"FD-FMNIST of the ground truth {res['fd_of_ground_truth']:.3f}")  # fmt: skip
+    print(f"  {'task':16s} {'method':24s} {'knob':>16s} {'PSNR':>6s} {'SSIM':>6s} {'FD':>7s} {'NFE':>5s} {'s/img':>7s}")
+    for r in res["rows"]:
+        knob = "" if r["knob"] is None else str(r["knob"])
+        print(f"  {r['task']:16s} {r['method']:24s} {knob:>16s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['fd']:7.3f} "
+              f"{r['nfe']:5d} {r['seconds_per_image']:7.3f}")  # fmt: skip
+    if out is not None:
+        write_json(out / "inverse.json", res)
+        save_file({k: v.contiguous() for k, v in examples.items()}, str(out / "inverse_examples.safetensors"))
+        (out / "inverse.partial.json").unlink(missing_ok=True)
+    return res
