@@ -28,3 +28,13 @@ class DummyEps(torch.nn.Module):
 @pytest.fixture
 def dummy():
     return DummyEps()
+
+
+@pytest.fixture
+def gen():
+    """A factory of seeded CPU generators: ``gen(3)`` is ``torch.Generator().manual_seed(3)``."""
+
+    def make(seed: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    return make

@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # labs: the solution sources only (release/, submitted/, autograded/ hold nbgrader's generated copies)
 NOTEBOOKS = sorted(
     p
@@ -27,6 +27,24 @@ def test_every_notebook_in_toc_titled_and_clean():
         cells = _cells(p)
         assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), p
         assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{p} has outputs"
+
+
+def test_setup_cell_uses_diffu_book_and_is_collapsed():
+    """The second cell sets the notebook up with one ``diffu.book.setup`` call (device, FAST, seed, generator factory,
+    threads) and is collapsed (``hide-input``) in the rendered book; no notebook repeats that boilerplate by hand."""
+    for p in NOTEBOOKS:
+        cells = _cells(p)
+        setup = cells[1]
+        assert setup["cell_type"] == "code", f"{p.name}: the second cell is not the setup cell"
+        assert "hide-input" in setup["metadata"].get("tags", []), f"{p.name}: the setup cell is not collapsed"
+        src = "".join(setup["source"])
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        if re.search(r"\b(DEVICE|FAST|SEED)\b", code):
+            assert re.search(r"^DEVICE\b.*= (diffu\.book\.)?setup\(", src, re.M), f"{p.name}: no setup() call"
+        for boilerplate in ("diffu.device()", "set_num_threads(", "SEED = "):
+            assert boilerplate not in code, f"{p.name}: {boilerplate} (use diffu.book.setup)"
+        helpers = re.findall(r"^def (gen|rng|uncond|unconditional)\(", code, re.M)
+        assert not helpers, f"{p.name}: defines {helpers} (use diffu.book: setup's gen, null_labels, Unconditional)"
 
 
 def test_toc_lists_only_existing_files():

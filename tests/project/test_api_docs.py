@@ -15,7 +15,7 @@ from sphinx.pycode import ModuleAnalyzer
 
 import diffu
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "book" / "api"
 PAGES = sorted(API.glob("*.md"))
 MODULES = {

@@ -35,7 +35,7 @@ import yaml
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 CHROMIUM = Path("/usr/bin/chromium")
 LAB = ROOT / "labs" / "source" / "lab3_guidance" / "lab3_guidance.ipynb"
