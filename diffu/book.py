@@ -1,0 +1,247 @@
+"""Notebook scaffolding for the chapters (``book/``) and labs (``labs/``): one call sets up a chapter, plus the two
+helpers that chapters used to copy into their setup cells (null labels, committed benchmark results).
+
+A chapter's setup cell is then a few lines::
+
+    from diffu.book import setup
+
+    DEVICE, FAST, SEED, gen = setup(threads=2)
+
+``DEVICE`` is :func:`diffu.device`, ``FAST`` is true on a CPU (the chapter picks its small configuration), ``SEED``
+the chapter's seed and ``gen(k)`` a fresh generator seeded with ``SEED + k``, so every random draw of a page is
+reproducible on its own (CONTRIBUTING.md, convention 5: the library never touches torch's global RNG).
+
+Used in: every chapter and lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from . import device as best_device
+from .checks import check_int
+
+__all__ = ["Chapter", "Unconditional", "load_result", "null_labels", "result_path", "setup"]
+
+# The benchmark that writes each committed result of book/results (``python -m diffu.bench NAME``).
+_BENCHMARKS = {
+    "dit_ablation.json": "ablation",
+    "fd_vs_nfe.json": "fd",
+    "guidance.json": "guidance",
+    "inverse.json": "inverse",
+    "inverse_examples.safetensors": "inverse",
+    "nfe_2d.json": "nfe",
+    "nfe_fmnist.json": "nfe",
+    "t2i.json": "t2i",
+    "unet_probe.json": "probe",
+}
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """What :func:`setup` returns: a notebook's device, ``FAST`` flag, seed and generator factory.
+
+    It unpacks as ``DEVICE, FAST, SEED, gen = setup()``; ``gen`` is the bound method :meth:`Chapter.gen`.
+    """
+
+    #: The device the chapter computes on: CUDA, then Apple MPS, then the CPU.
+    device: torch.device
+    #: True on a CPU, where the chapter runs its small configuration (fewer steps, images, iterations).
+    fast: bool
+    #: The chapter's seed; ``gen(k)`` is seeded with ``seed + k``.
+    seed: int
+    #: Where ``gen()`` creates its generators unless told otherwise (the CPU, or ``device``).
+    generator_device: torch.device
+
+    def gen(self, offset: int = 0, device: torch.device | str | None = None) -> torch.Generator:
+        """A fresh generator seeded with ``seed + offset``: the same offset gives the same random draws.
+
+        Args:
+            offset: a non-negative int; each independent draw of a chapter uses its own offset.
+            device: where the generator lives (``torch.randn(..., generator=g, device=...)`` must match it);
+                default :attr:`generator_device`. A CUDA generator draws different numbers than a CPU one.
+
+        Returns:
+            ``torch.Generator(device).manual_seed(seed + offset)``.
+        """
+        check_int("offset", offset, 0)
+        if device is not None and not isinstance(device, (torch.device, str)):
+            raise TypeError(f"device must be a torch.device, a string or None, got {type(device).__name__}")
+        return torch.Generator(self.generator_device if device is None else device).manual_seed(self.seed + offset)
+
+    def __iter__(self):
+        return iter((self.device, self.fast, self.seed, self.gen))
+
+
+def setup(
+    seed: int = 0,
+    *,
+    threads: int | None = None,
+    device: torch.device | str | None = None,
+    device_generators: bool = False,
+) -> Chapter:
+    """Set up a notebook: pick its device, its ``FAST`` flag, its seed, its generators and its CPU threads.
+
+    ``FAST`` is ``device.type == "cpu"``: a laptop CPU runs the chapter's small configuration, a GPU (CUDA or MPS)
+    the full one.
+
+    Args:
+        seed: the chapter's seed (a non-negative int); ``gen(k)`` is seeded with ``seed + k``.
+        threads: at most this many CPU threads for PyTorch (``torch.set_num_threads(min(threads, current))``):
+            chapters of many tiny tensor operations run faster on one or two threads than on a busy thread pool.
+            ``None`` leaves PyTorch's setting alone.
+        device: the device to use; default :func:`diffu.device` (CUDA, then Apple MPS, then the CPU).
+        device_generators: create ``gen()``'s generators on ``device`` (for draws made directly on the device)
+            instead of on the CPU.
+
+    Returns:
+        A :class:`Chapter`, which unpacks as ``DEVICE, FAST, SEED, gen``.
+
+    Example::
+
+        DEVICE, FAST, SEED, gen = setup(threads=2, device_generators=True)
+        x_T = torch.randn(8, 1, 28, 28, generator=gen(1), device=DEVICE)
+    """
+    check_int("seed", seed, 0)
+    if threads is not None:
+        check_int("threads", threads, 1)
+    if not isinstance(device_generators, bool):
+        raise TypeError(f"device_generators must be a bool, got {type(device_generators).__name__}")
+    if device is None:
+        device = best_device()
+    elif isinstance(device, (torch.device, str)):
+        device = torch.device(device)
+    else:
+        raise TypeError(f"device must be a torch.device, a string or None, got {type(device).__name__}")
+    if threads is not None:
+        torch.set_num_threads(min(threads, torch.get_num_threads()))
+    generators = device if device_generators else torch.device("cpu")
+    return Chapter(device=device, fast=device.type == "cpu", seed=seed, generator_device=generators)
+
+
+def _num_classes(model) -> int:
+    k = model if isinstance(model, int) and not isinstance(model, bool) else getattr(model, "num_classes", None)
+    if k is None:
+        raise ValueError(f"model must be class-conditional (have a num_classes attribute), got {type(model).__name__}")
+    check_int("num_classes", k, 1)
+    return k
+
+
+def null_labels(n: int, model, device: torch.device | str | None = None) -> torch.Tensor:
+    """The null label ("no class") for ``n`` images: an ``(n,)`` long tensor filled with ``num_classes``.
+
+    A class-conditional network trained with label dropout (classifier-free guidance, Ho & Salimans 2022) reserves
+    index ``num_classes`` for "no label"; with it, the network is the unconditional model ``ε(x_t, t, ∅)``.
+
+    Args:
+        n: the batch size (a non-negative int).
+        model: a class-conditional network (it has ``num_classes``, e.g. the shipped ``fmnist_unet``) or the
+            number of classes itself.
+        device: default the device of the model's parameters (the CPU for an int or a network without any).
+
+    Returns:
+        ``torch.full((n,), num_classes)`` of dtype ``torch.long``, e.g. ``model_kwargs={"y": null_labels(4, UNET)}``.
+
+    Used in §4.1, §4.2.1, §4.2.2, §4.2.3 (the shipped class-conditional UNet as an unconditional prior).
+    """
+    check_int("n", n, 0)
+    k = _num_classes(model)
+    if device is None and isinstance(model, nn.Module):
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else None
+    return torch.full((n,), k, dtype=torch.long, device=device)
+
+
+class Unconditional(nn.Module):
+    """A class-conditional network used unconditionally: ``Unconditional(model)(x, t) = model(x, t, y=∅)``.
+
+    Every row gets :func:`null_labels`, so the wrapper is an ordinary ε-model (or whatever ``model.prediction``
+    says, which it keeps) for samplers and solvers that take no labels.
+
+    Args:
+        model: a class-conditional network ``model(x_t, t, y=labels)`` with a ``num_classes`` attribute.
+
+    Used in Lab 4 (DPS with the shipped UNet as the prior).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _num_classes(model)
+        self.model = model
+        if hasattr(model, "prediction"):
+            self.prediction = model.prediction
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``model(x, t, y=null_labels(N), **kwargs)`` for ``x`` of shape ``(N, …)`` and float ``t`` ``(N,)``."""
+        if "y" in kwargs:
+            raise ValueError("Unconditional passes the null label itself; do not give y")
+        return self.model(x, t, y=null_labels(x.shape[0], self.model, device=x.device), **kwargs)
+
+
+def result_path(name: str, directory: str | os.PathLike = "results") -> Path:
+    """The path of a committed benchmark result, checked to exist.
+
+    Chapters run with their own folder (``book/``) as the working directory, so the default ``results`` is
+    ``book/results``, where ``python -m diffu.bench …`` writes its files.
+
+    Args:
+        name: the file name; ``".json"`` is added when it has no suffix (``"guidance"`` is ``guidance.json``).
+        directory: the folder of the results, relative to the working directory or absolute.
+
+    Raises:
+        FileNotFoundError: naming the path looked at and the benchmark command that writes the file.
+    """
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ValueError(f"name must be a file name such as 'guidance' or 'guidance.json', got {name!r}")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a str or a path, got {type(directory).__name__}")
+    path = Path(directory) / (name if Path(name).suffix else f"{name}.json")
+    if not path.is_file():
+        bench = _BENCHMARKS.get(path.name)
+        how = (
+            f"`python -m diffu.bench {bench}` writes it"
+            if bench
+            else "the benchmarks of `python -m diffu.bench` write it"
+        )
+        raise FileNotFoundError(
+            f"committed result {path} not found (looked for {path.absolute()}); run the notebook from its own folder "
+            f"(book/) or pass directory=; {how}"
+        )
+    return path
+
+
+def load_result(name: str, directory: str | os.PathLike = "results"):
+    """A committed benchmark result: the parsed JSON, or the tensors of a ``.safetensors`` file.
+
+    Heavy numbers (full tables, FD over many samples) come from ``python -m diffu.bench …``; a chapter shows them
+    from these committed files and re-runs a small instance live (CONTRIBUTING.md, "Notebooks").
+
+    Args:
+        name: the file name; ``".json"`` is added when it has no suffix (``load_result("guidance")``).
+        directory: the folder of the results, relative to the working directory (a chapter's is ``book/``).
+
+    Returns:
+        A ``dict`` (or whatever the JSON holds); for ``.safetensors``, a ``dict`` of CPU tensors.
+
+    Raises:
+        FileNotFoundError: naming the path and the benchmark command that writes the file.
+        ValueError: for a suffix other than ``.json`` and ``.safetensors``.
+
+    Used in §2.2, §2.3, §2.4, §2.5, §2.6, §2.6.1 and §4.3.
+    """
+    suffix = Path(name).suffix if isinstance(name, str) else ""
+    if suffix not in ("", ".json", ".safetensors"):
+        raise ValueError(f"name must be a .json or .safetensors file, got {name!r}")
+    path = result_path(name, directory)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return json.loads(path.read_text())
