@@ -1,5 +1,5 @@
-"""The shape of the package (CONTRIBUTING.md, "Layers"): no import cycle inside ``diffu`` and no module that reaches
-into another module's private (underscore) names.
+"""The shape of the package (CONTRIBUTING.md, "Layers"): imports only point downwards through the layers below, no
+import cycle inside ``diffu``, and no module that reaches into another module's private (underscore) names.
 
 The graph is read from the source with :mod:`ast`, so imports inside functions (lazy imports) count as edges too: a
 lazy import hides a cycle from Python's import system but not from a reader.
@@ -130,6 +130,32 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+#: The layers of CONTRIBUTING.md, bottom first: a module may import its own layer and the layers below it. A module
+#: belongs to the longest prefix listed; command-line entry points (``__main__``) sit on top.
+LAYERS = (
+    ("diffu", "diffu.checks", "diffu.data", "diffu.captions"),
+    ("diffu.schedules", "diffu.nn"),
+    ("diffu.sampling", "diffu.ode", "diffu.train", "diffu.pretrained", "diffu.metrics"),
+    ("diffu.samplers", "diffu.sde", "diffu.sde_samplers", "diffu.flow", "diffu.compare", "diffu.gmm"),
+    ("diffu.guidance", "diffu.diffusion_priors", "diffu.text_to_image", "diffu.representations"),
+    ("diffu.inverse", "diffu.viz"),
+    ("diffu.recipes",),
+    ("diffu.bench", "diffu.book"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of a module (``None`` when no prefix matches)."""
+    if module.endswith(".__main__"):
+        return len(LAYERS)
+    best, found = -1, None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best:
+                best, found = len(name), i
+    return found
+
+
 def test_graph_reader_finds_cycles_and_private_imports(tmp_path):
     """The checker itself: on a made-up package with one cycle (through a lazy import) and two private uses, it
     reports exactly those."""
@@ -156,6 +182,24 @@ def test_graph_covers_the_package(graph):
     edges, _ = graph
     assert {"diffu", "diffu.samplers", "diffu.schedules", "diffu.inverse", "diffu.nn"} <= set(edges)
     assert "diffu.schedules" in edges["diffu.samplers"]
+
+
+def test_every_module_has_a_layer(graph):
+    edges, _ = graph
+    assert [m for m in edges if layer_of(m) is None] == [], "add new modules to LAYERS (and CONTRIBUTING.md)"
+    assert layer_of("diffu.inverse.dps") == layer_of("diffu.inverse") and layer_of("diffu.pretrained.__main__") == 8
+    assert layer_of("diffu") == 0 and layer_of("diffu.nn.unet") == 1
+
+
+def test_imports_point_downwards(graph):
+    edges, _ = graph
+    upward = [
+        f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)})"
+        for m, targets in edges.items()
+        for t in sorted(targets)
+        if layer_of(m) is not None and layer_of(t) is not None and layer_of(t) > layer_of(m)
+    ]
+    assert upward == [], "an import points up the layers of CONTRIBUTING.md"
 
 
 def test_no_import_cycles(graph):
