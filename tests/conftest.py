@@ -30,11 +30,25 @@ def dummy():
     return DummyEps()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gen():
-    """A factory of seeded CPU generators: ``gen(3)`` is ``torch.Generator().manual_seed(3)``."""
+    """A factory of seeded CPU generators: ``gen(3)`` is ``torch.Generator().manual_seed(3)`` (stateless, so one
+    factory serves every scope, module-scoped fixtures included)."""
 
     def make(seed: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def noisy_clf():
+    """A tiny noise-aware classifier p(y | x_t, t) on 8×8 images, 3 classes, seeded random weights."""
+    from diffu.nn import NoisyClassifier
+    from diffu.train import seeded
+
+    with seeded(0):
+        clf = NoisyClassifier(channels=8, channel_mult=(1, 2), attn_resolutions=(), image_size=8, num_classes=3)
+        for p in clf.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+    return clf.eval()

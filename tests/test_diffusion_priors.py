@@ -19,17 +19,6 @@ def unet():
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def noisy_clf():
-    from diffu.nn import NoisyClassifier
-
-    with seeded(0):
-        clf = NoisyClassifier(channels=8, channel_mult=(1, 2), attn_resolutions=(), image_size=8, num_classes=3)
-        for p in clf.parameters():
-            torch.nn.init.normal_(p, std=0.2)
-    return clf.eval()
-
-
 def test_plug_and_play_timesteps_follow_the_official_annealing():
     import math
 

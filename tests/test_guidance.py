@@ -144,17 +144,6 @@ def test_cfg_guides_only_the_eps_half_of_learn_sigma_models():
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def noisy_clf():
-    from diffu.nn import NoisyClassifier
-
-    with seeded(0):
-        clf = NoisyClassifier(channels=8, channel_mult=(1, 2), attn_resolutions=(), image_size=8, num_classes=3)
-        for p in clf.parameters():
-            torch.nn.init.normal_(p, std=0.2)
-    return clf.eval()
-
-
 def test_classifier_guidance_gradient_matches_finite_differences(noisy_clf):
     from diffu.guidance import ClassifierGuidance
 

@@ -27,10 +27,6 @@ S = linear_schedule()
 SIGMA_Y = 0.02
 
 
-def _module_gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 class PointImage(torch.nn.Module):
     """The exact ε of a prior concentrated on one image batch ``x0``: ``ε = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t)``, so
     Tweedie's x̂_0 is ``x0`` at every ``x_t`` and every deterministic DDIM run returns ``x0``."""
@@ -61,10 +57,9 @@ class GaussianKernelPrior(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(gen):
     """Two Fashion-MNIST test images, two random motion kernels (9×9), σ_y = 0.02, and the error of the oracle
     that knows the image: unconstrained least squares for the 81 kernel values, ``‖k_LS − k‖ / ‖k‖``."""
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
     x, _ = fashion_mnist("test", 2)
     g = gen(0)
     k = torch.stack([motion_kernel(9, 0.5, generator=g) for _ in range(2)])
@@ -79,10 +74,9 @@ def problem():
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(gen):
     """Random-initialised tiny networks (all weights random, so ε̂ depends on the input): an image UNet on 12×12
     and a kernel UNet on 5×5 kernels."""
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
     torch.manual_seed(0)
     img = UNet(UNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=12))
     ker = KernelUNet(kernel_size=5, canvas=8, channels=8, channel_mult=(1, 2), attn_resolutions=())

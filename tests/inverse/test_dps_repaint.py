@@ -10,27 +10,14 @@ from diffu.inverse.dps import dps, residual_norm
 from diffu.inverse.masks import box_mask
 from diffu.inverse.operators import BlockAverage, Inpainting
 from diffu.inverse.repaint import repaint, repaint_schedule
-from diffu.nn.unet import UNet, UNetConfig
 from diffu.samplers import ddpm
 from diffu.schedules import linear_schedule
 
 SHAPE = (2, 1, 8, 8)
 
 
-def _module_gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 @pytest.fixture(scope="module")
-def unet():
-    torch.manual_seed(0)
-    cfg = UNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=None)
-    return UNet(cfg).eval()
-
-
-@pytest.fixture(scope="module")
-def y8():
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
+def y8(gen):
     return torch.rand(SHAPE, generator=gen(1)) * 2 - 1
 
 

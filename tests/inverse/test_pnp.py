@@ -17,7 +17,6 @@ from diffu.inverse.classical import tikhonov
 from diffu.inverse.operators import Bicubic, BlockAverage, Identity, Inpainting, Operator
 from diffu.inverse.pnp import diffpir, diffpir_timesteps, dihedral, dpir, dpir_schedule, hqs_data_step
 from diffu.nn.drunet import DRUNet, DRUNetConfig, drunet_data, drunet_loss, natural_patches
-from diffu.nn.unet import UNet, UNetConfig
 from diffu.samplers import Trajectory
 from diffu.schedules import linear_schedule
 
@@ -26,13 +25,6 @@ D64 = torch.float64
 
 def psnr(a, b):  # images in [-1, 1]: peak-to-peak 2
     return float(10 * torch.log10(4 / ((a - b) ** 2).flatten(1).mean(1)).mean())
-
-
-@pytest.fixture(scope="module")
-def unet():
-    torch.manual_seed(0)
-    cfg = UNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=None)
-    return UNet(cfg).eval()
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,6 @@ from diffu.train import seeded
 IMG = (2, 1, 8, 8)
 
 
-def _module_gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 @pytest.fixture(scope="module")
 def ae():
     with seeded(0):
@@ -45,8 +41,7 @@ def latent_model():
 
 
 @pytest.fixture(scope="module")
-def x8():
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
+def x8(gen):
     return torch.rand(IMG, generator=gen(2)) * 2 - 1
 
 

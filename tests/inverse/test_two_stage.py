@@ -19,10 +19,6 @@ from diffu.train import TrainConfig, seeded
 SHAPE = (3, 1, 8, 8)
 
 
-def _module_gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def tiny_unet(image_size=8, seed=0):
     """A tiny class-conditional UNet with attention whose zero-initialised layers are perturbed, so that its
     output (and every skip feature) is non-trivial."""
@@ -43,7 +39,7 @@ def tiny_model(image_size=8, seed=0):
 
 
 def perturb_adapter(model, seed=2, scale=0.05):
-    g = _module_gen(seed)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.control.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
@@ -51,8 +47,7 @@ def perturb_adapter(model, seed=2, scale=0.05):
 
 
 @pytest.fixture(scope="module")
-def inputs():
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
+def inputs(gen):
     x = torch.randn(SHAPE, generator=gen(1))
     t = torch.tensor([0.0, 400.0, 999.0])
     cond = torch.rand(SHAPE, generator=gen(2)) * 2 - 1
@@ -230,8 +225,7 @@ def test_degrade_rejects_bad_input(kwargs, match):
 
 
 @pytest.fixture(scope="module")
-def trained_like():
-    gen = _module_gen  # module scope: the function-scoped gen fixture cannot be used here
+def trained_like(gen):
     model = perturb_adapter(tiny_model()).eval()
     with torch.no_grad():
         model.restorer.conv_out.weight.normal_(0, 0.1, generator=gen(17))
