@@ -153,10 +153,7 @@ class AdaLNBlock(nn.Module):
     Like :class:`AdaLNZeroBlock` without the gates: four vectors (β₁, γ₁, β₂, γ₂) are regressed from
     ``c = t_emb + y_emb``, and ``x ← x + Attn(LN(x)(1 + γ₁) + β₁)``, ``x ← x + MLP(LN(x)(1 + γ₂) + β₂)``.
 
-    Args:
-        dim: the token width D.
-        num_heads: attention heads (must divide D).
-        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+    Its arguments are those of :class:`AdaLNZeroBlock` (``dim``, ``num_heads``, ``mlp_ratio``).
 
     Notes:
         The official repository ships only the adaLN-Zero block; this variant follows the paper's description.
@@ -184,10 +181,7 @@ class InContextBlock(nn.Module):
 
     ``x ← x + Attn(LN(x))``, ``x ← x + MLP(LN(x))``.
 
-    Args:
-        dim: the token width D.
-        num_heads: attention heads (must divide D).
-        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+    Its arguments are those of :class:`AdaLNZeroBlock` (``dim``, ``num_heads``, ``mlp_ratio``).
 
     Notes:
         The official repository ships only the adaLN-Zero block; this variant follows the paper's description.
@@ -215,10 +209,7 @@ class CrossAttentionBlock(InContextBlock):
 
     ``x ← x + Attn(LN(x))``, ``x ← x + CrossAttn(LN(x), c)``, ``x ← x + MLP(LN(x))``.
 
-    Args:
-        dim: the token width D.
-        num_heads: attention heads (must divide D).
-        mlp_ratio: the MLP's hidden width is ``int(mlp_ratio · D)``.
+    Its arguments are those of :class:`AdaLNZeroBlock` (``dim``, ``num_heads``, ``mlp_ratio``).
 
     Notes:
         The official repository ships only the adaLN-Zero block; this variant follows the paper's description. It
