@@ -74,13 +74,12 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
     Returns:
         ``(x_{t-1}, x̂_0)``, both like ``x_t``.
 
-    Notes
-    -----
-    The variance tables are guided-diffusion's (``gaussian_diffusion.py``, ``p_mean_variance``), which matters at
-    ``t = 0`` only through the guidance shift (``condition_mean`` uses the step's variance Σ_t, no noise is added):
-    "fixedsmall" shifts by the unclipped β̃_0 = 0 (no shift), "fixedlarge" by β̃_1 (Ho et al.'s replacement of the
-    first β), "learned_range" by ``exp(f log β_0 + (1 - f) log β̃_1)`` (its lower end is the clipped
-    ``posterior_log_variance_clipped``, its upper end ``log β_t`` unreplaced).
+    Notes:
+        The variance tables are guided-diffusion's (``gaussian_diffusion.py``, ``p_mean_variance``), which matters at
+        ``t = 0`` only through the guidance shift (``condition_mean`` uses the step's variance Σ_t, no noise is added):
+        "fixedsmall" shifts by the unclipped β̃_0 = 0 (no shift), "fixedlarge" by β̃_1 (Ho et al.'s replacement of the
+        first β), "learned_range" by ``exp(f log β_0 + (1 - f) log β̃_1)`` (its lower end is the clipped
+        ``posterior_log_variance_clipped``, its upper end ``log β_t`` unreplaced).
     """
     logvar = _ddpm_log_variance(schedule, variance)
     t = int(schedule.check_t(t))
@@ -312,11 +311,10 @@ def ddim_invert(
     Returns:
         ``x_T`` such that ``ddim(model, x_T, schedule, steps=steps, spacing=spacing)`` approximately returns ``x0``.
 
-    Notes
-    -----
-    Each step from level ``s`` (ᾱ_s; ᾱ = 1 for the clean data) to the next timestep ``t`` evaluates the network
-    at ``(x_s, t)``: ``ε_θ(x_s, t) ≈ ε_θ(x_t, t)`` is the usual approximation (Song et al. 2021, §4.3; Mokady et
-    al. 2023), exact only for a network that does not depend on ``x``.
+    Notes:
+        Each step from level ``s`` (ᾱ_s; ᾱ = 1 for the clean data) to the next timestep ``t`` evaluates the network
+        at ``(x_s, t)``: ``ε_θ(x_s, t) ≈ ε_θ(x_t, t)`` is the usual approximation (Song et al. 2021, §4.3; Mokady et
+        al. 2023), exact only for a network that does not depend on ``x``.
     """
     ts = ddim_timesteps(schedule.T, steps, spacing).flip(0).tolist()  # increasing
     x = x0

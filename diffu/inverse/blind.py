@@ -185,21 +185,20 @@ def blind_dps(
     Returns:
         ``(x, k)``: the image ``(N, C, H, W)`` and the final kernel ``(N, k, k)``, non-negative with sum 1.
 
-    Notes
-    -----
-    Official code: ``BlindDPS/blind-dps`` (``gaussian_diffusion.py::BlindDPS``, ``blind_condition_methods.py``),
-    run there with batch 1 and 1000 steps of learned-variance models on 256×256 FFHQ with 64×64 kernels; ours: the
-    shipped 28×28 Fashion-MNIST ``fmnist_unet`` and a 9×9 kernel prior (:class:`~diffu.nn.unet.KernelUNet`, weights
-    ``kernel_prior``), fixed small variances, respaced steps allowed and one kernel per image.
+    Notes:
+        Official code: ``BlindDPS/blind-dps`` (``gaussian_diffusion.py::BlindDPS``, ``blind_condition_methods.py``),
+        run there with batch 1 and 1000 steps of learned-variance models on 256×256 FFHQ with 64×64 kernels; ours: the
+        shipped 28×28 Fashion-MNIST ``fmnist_unet`` and a 9×9 kernel prior (:class:`~diffu.nn.unet.KernelUNet`, weights
+        ``kernel_prior``), fixed small variances, respaced steps allowed and one kernel per image.
 
-    ``ζ_t = scale`` is the paper's constant (ζ = 0.3, ``configs/motion_deblur_config.yaml``); the official sampler
-    overrides it with the "gradually increasing" ``ζ_t = √ᾱ_t`` (a comment there says the paper reports the
-    constant), which ``scale_by_alpha_bar=True`` reproduces for ``scale = 1``.
+        ``ζ_t = scale`` is the paper's constant (ζ = 0.3, ``configs/motion_deblur_config.yaml``); the official sampler
+        overrides it with the "gradually increasing" ``ζ_t = √ᾱ_t`` (a comment there says the paper reports the
+        constant), which ``scale_by_alpha_bar=True`` reproduces for ``scale = 1``.
 
-    The regulariser: ``run_deblur.sh`` uses ``reg = 1`` with the ℓ1 norm of the *normalised* kernel, which is
-    non-negative with sum 1, so ``‖k̂_0‖_1 ≡ 1`` and the term adds nothing to the gradient (the demo's default ℓ0
-    norm has zero gradient too). We keep it so that the objective matches; a test pins that ``reg`` changes
-    nothing.
+        The regulariser: ``run_deblur.sh`` uses ``reg = 1`` with the ℓ1 norm of the *normalised* kernel, which is
+        non-negative with sum 1, so ``‖k̂_0‖_1 ≡ 1`` and the term adds nothing to the gradient (the demo's default ℓ0
+        norm has zero gradient too). We keep it so that the objective matches; a test pins that ``reg`` changes
+        nothing.
     """
     check_steps(steps if steps is not None else schedule.T, schedule.T)
     if not float(scale) > 0:
@@ -318,16 +317,15 @@ def bird(
         ``(x, k)``: the image ``(N, C, H, W)`` and the kernel ``(N, k, k)`` (non-negative, sum 1) of the last
         iteration — the pair whose loss was just computed, as the official script returns.
 
-    Notes
-    -----
-    Official code: ``hamadichihaoui/BIRD`` (``blind_deblurring.py``,
-    ``ddim_inversion_utils.py::DDIM_efficient_feed_forward``, ``utils.py::fcn``, ``configs/blind_deblurring.yml``),
-    whose defaults we keep (10 DDIM steps, 100 iterations, lr 3e-3 / 2e-4, hidden width 1000). Its DDIM computes
-    ε **without gradient**, so the gradient reaches ``x_T`` only through the DDIM coefficients (the official speed
-    trade; ``through_model=True`` lifts it). The official measurement adds speckle-like noise and uses 41×41
-    kernels on 256×256 CelebA-HQ; we use Gaussian noise, 9×9 kernels, 28×28 Fashion-MNIST and one kernel MLP per
-    image (Adam treats each image's parameters independently, so a batch equals separate runs). Deterministic for
-    a generator (``x_T`` first, then the MLPs). §4.2.
+    Notes:
+        Official code: ``hamadichihaoui/BIRD`` (``blind_deblurring.py``,
+        ``ddim_inversion_utils.py::DDIM_efficient_feed_forward``, ``utils.py::fcn``, ``configs/blind_deblurring.yml``),
+        whose defaults we keep (10 DDIM steps, 100 iterations, lr 3e-3 / 2e-4, hidden width 1000). Its DDIM computes
+        ε **without gradient**, so the gradient reaches ``x_T`` only through the DDIM coefficients (the official speed
+        trade; ``through_model=True`` lifts it). The official measurement adds speckle-like noise and uses 41×41
+        kernels on 256×256 CelebA-HQ; we use Gaussian noise, 9×9 kernels, 28×28 Fashion-MNIST and one kernel MLP per
+        image (Adam treats each image's parameters independently, so a batch equals separate runs). Deterministic for
+        a generator (``x_T`` first, then the MLPs). §4.2.
     """
     check_steps(ddim_steps, schedule.T, "ddim_steps")
     check_int("iters", iters, 1)

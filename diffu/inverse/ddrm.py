@@ -53,20 +53,19 @@ def ddrm(
     Returns:
         The restored images ``(N, C, H, W)`` on ``y``'s device and dtype.
 
-    Notes
-    -----
-    Kept from the official code (``bahjat-kawar/ddrm``, ``efficient_generalized_steps``): the "leading" timesteps,
-    the last step to ``ᾱ = 1`` (σ = 0, so the output is ``V x̄`` with ``x̄ = ȳ`` or ``x̄_0`` per direction), no
-    clipping of ``x̂_0``, η = 0.85 and η_B = 1, and the initialisation ``x_T = V x̄_T / σ_T`` (``1/σ_T`` ≈ the VP
-    scale ``√ᾱ_T`` for large ``σ_T``). Differences: (1) the code compares ``s_i σ_t' > σ_y`` and ``< σ_y`` strictly
-    and sends ties to the "missing" update; we follow the paper (``≥`` is "before"), which only matters for
-    ``σ_y = 0`` at the last step, where we return ``ȳ`` on every observed direction (the code returns ``x̂_0``);
-    (2) the code's σ_0 is on [0, 1] and doubled for its [-1, 1] images — our ``sigma_y`` is already on the [-1, 1]
-    scale; (3) one ``z`` per step serves all three cases (each coefficient uses it once, so the law is the same);
-    (4) ``steps`` not dividing ``T`` gives exactly ``steps`` steps (the code's ``range(0, T, k)`` adds one);
-    (5) no clamp of the result (the code's runner clamps when it saves images). Operators with tiny non-zero
-    singular values amplify noise in ``ȳ`` (the code's deblurring zeroes ``s < 3e-2``); ours give exact zeros only
-    for unseen directions. §4.2.
+    Notes:
+        Kept from the official code (``bahjat-kawar/ddrm``, ``efficient_generalized_steps``): the "leading" timesteps,
+        the last step to ``ᾱ = 1`` (σ = 0, so the output is ``V x̄`` with ``x̄ = ȳ`` or ``x̄_0`` per direction), no
+        clipping of ``x̂_0``, η = 0.85 and η_B = 1, and the initialisation ``x_T = V x̄_T / σ_T`` (``1/σ_T`` ≈ the VP
+        scale ``√ᾱ_T`` for large ``σ_T``). Differences: (1) the code compares ``s_i σ_t' > σ_y`` and ``< σ_y`` strictly
+        and sends ties to the "missing" update; we follow the paper (``≥`` is "before"), which only matters for
+        ``σ_y = 0`` at the last step, where we return ``ȳ`` on every observed direction (the code returns ``x̂_0``);
+        (2) the code's σ_0 is on [0, 1] and doubled for its [-1, 1] images — our ``sigma_y`` is already on the [-1, 1]
+        scale; (3) one ``z`` per step serves all three cases (each coefficient uses it once, so the law is the same);
+        (4) ``steps`` not dividing ``T`` gives exactly ``steps`` steps (the code's ``range(0, T, k)`` adds one);
+        (5) no clamp of the result (the code's runner clamps when it saves images). Operators with tiny non-zero
+        singular values amplify noise in ``ȳ`` (the code's deblurring zeroes ``s < 3e-2``); ours give exact zeros only
+        for unseen directions. §4.2.
     """
     if not getattr(op, "has_svd", False):
         raise ValueError(f"op must be a linear operator with an SVD view (has_svd=True), got {type(op).__name__}")

@@ -106,24 +106,23 @@ def dps(
     Returns:
         The reconstruction ``x_0`` ``(N, C, H, W)`` in the dtype and device of ``y``.
 
-    Notes
-    -----
-    Official code: ``DPS2022/diffusion-posterior-sampling`` (``condition_methods.py::PosteriorSampling``,
-    ``gaussian_diffusion.py::p_sample_loop``). It differentiates the *unsquared* norm; the paper's
-    ``ζ_t ∇‖y − A(x̂_0)‖²`` with ``ζ_t = ζ / ‖y − A(x̂_0)‖`` is the same step up to a factor 2 absorbed in ζ.
-    Its ``clip_denoised`` clamps x̂_0 *before* the measurement loss, so clipped pixels get no gradient.
+    Notes:
+        Official code: ``DPS2022/diffusion-posterior-sampling`` (``condition_methods.py::PosteriorSampling``,
+        ``gaussian_diffusion.py::p_sample_loop``). It differentiates the *unsquared* norm; the paper's
+        ``ζ_t ∇‖y − A(x̂_0)‖²`` with ``ζ_t = ζ / ‖y − A(x̂_0)‖`` is the same step up to a factor 2 absorbed in ζ.
+        Its ``clip_denoised`` clamps x̂_0 *before* the measurement loss, so clipped pixels get no gradient.
 
-    The norm is taken over the whole batch tensor there, but the official sampler only ever runs one image at a
-    time, where whole-batch and per-image norms coincide. For ``N > 1`` images a batch norm divides each image's
-    gradient by the norm of the whole batch's residual, shrinking each step by ≈ √N and coupling the images; the
-    default ``per_image=True`` samples every image as if alone (``per_image=False`` keeps the coupled norm).
+        The norm is taken over the whole batch tensor there, but the official sampler only ever runs one image at a
+        time, where whole-batch and per-image norms coincide. For ``N > 1`` images a batch norm divides each image's
+        gradient by the norm of the whole batch's residual, shrinking each step by ≈ √N and coupling the images; the
+        default ``per_image=True`` samples every image as if alone (``per_image=False`` keeps the coupled norm).
 
-    For ``noise="poisson"`` the official code uses ``‖r‖ · mean(1/|y|)``, a scalar reweighting, not the paper's
-    weighted least squares ``‖r‖²_Λ`` (Λ = diag(1/2y)); we follow the code.
+        For ``noise="poisson"`` the official code uses ``‖r‖ · mean(1/|y|)``, a scalar reweighting, not the paper's
+        weighted least squares ``‖r‖²_Λ`` (Λ = diag(1/2y)); we follow the code.
 
-    The official runs use 1000 unrespaced steps with learned variances (``model_var_type: learned_range``) on
-    256×256 FFHQ/ImageNet and ζ = 0.3 (×4 SR), 0.5 (inpainting), 1.0 (phase retrieval); ours use fixed small
-    variances (σ_t² = β̃_t) on 28×28 Fashion-MNIST, usually with fewer steps, so ζ needs retuning. §4.2.
+        The official runs use 1000 unrespaced steps with learned variances (``model_var_type: learned_range``) on
+        256×256 FFHQ/ImageNet and ζ = 0.3 (×4 SR), 0.5 (inpainting), 1.0 (phase retrieval); ours use fixed small
+        variances (σ_t² = β̃_t) on 28×28 Fashion-MNIST, usually with fewer steps, so ζ needs retuning. §4.2.
     """
     x = _dps_start(y, op, x_T, generator, scale, noise)
     ts, sched = respaced(schedule, steps, spacing)  # model timesteps (increasing) and the respaced ᾱ

@@ -189,19 +189,18 @@ def dpir(
     Returns:
         The restored images ``z_iters`` ``(N, C, H, W)``.
 
-    Notes
-    -----
-    The order and output are those of the official ``cszn/DPIR/main_dpir_deblur.py`` and ``main_dpir_sisr.py``
-    (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]). ``sigma_y``, ``sigma_start``,
-    ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale (twice DPIR's [0, 1] values: its default
-    49/255 is our 98/255); ρ_k does not depend on the scale. The official padding to a multiple of 8
-    (``test_mode``) is left out: our :class:`~diffu.nn.DRUNet` pads itself.
+    Notes:
+        The order and output are those of the official ``cszn/DPIR/main_dpir_deblur.py`` and ``main_dpir_sisr.py``
+        (8 iterations for deblurring, 24 for SR, λ = 0.23, σ_1 = 49/255 on [0, 1]). ``sigma_y``, ``sigma_start``,
+        ``sigma_end`` and the σ passed to ``denoiser`` are on the [-1, 1] scale (twice DPIR's [0, 1] values: its default
+        49/255 is our 98/255); ρ_k does not depend on the scale. The official padding to a multiple of 8
+        (``test_mode``) is left out: our :class:`~diffu.nn.DRUNet` pads itself.
 
-    ``x8=True`` is the official "×8" self-ensemble (``drunet_gray_x8`` models): iteration ``k`` (from 0) denoises
-    ``dihedral(x_k, k mod 8)`` and maps the result back with the inverse symmetry — one flip/rotation per iteration,
-    cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
-    denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
-    (e.g. the identity or an isotropic filter) it changes nothing. §4.1.
+        ``x8=True`` is the official "×8" self-ensemble (``drunet_gray_x8`` models): iteration ``k`` (from 0) denoises
+        ``dihedral(x_k, k mod 8)`` and maps the result back with the inverse symmetry — one flip/rotation per iteration,
+        cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
+        denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
+        (e.g. the identity or an isotropic filter) it changes nothing. §4.1.
     """
     sigmas, rhos = dpir_schedule(sigma_y, iters, sigma_start, sigma_end, lam)
     if not isinstance(y, torch.Tensor):
@@ -291,28 +290,27 @@ def diffpir(
     Returns:
         The reconstruction ``x`` at ``t = 0`` ``(N, C, H, W)``, dtype and device of ``y``.
 
-    Notes
-    -----
-    Kept from the official code (``yuanzhi-zhu/DiffPIR``, ``main_ddpir_deblur.py`` / ``_sisr.py`` /
-    ``_inpainting.py``, default ``generate_mode='DiffPIR'``, ``eta = 0``, ``iter_num_U = 1``):
+    Notes:
+        Kept from the official code (``yuanzhi-zhu/DiffPIR``, ``main_ddpir_deblur.py`` / ``_sisr.py`` /
+        ``_inpainting.py``, default ``generate_mode='DiffPIR'``, ``eta = 0``, ``iter_num_U = 1``):
 
-    - the timesteps of :func:`diffpir_timesteps`, starting at ``t = T − 1``;
-    - ``x_T = √(ᾱ_T/ᾱ_{t_y}) u + √((1 − ᾱ_T) − (ᾱ_T/ᾱ_{t_y})(1 − ᾱ_{t_y})) z`` with ``u = y`` (deblurring,
-      inpainting) and ``t_y`` the timestep whose σ̄ is nearest σ_y — i.e. ``y`` diffused on from its own noise
-      level. For size-changing operators ``u`` is the bicubic upsampling of ``y`` (the SR script uses that ``u``
-      with ``t_y = −1``: a difference of order √ᾱ_T ≈ 0.006);
-    - σ_n is the noise std **on [0, 1] images** (``sigma = max(0.001, noise_level_img)``) while x̂_0 and σ̄_t live on
-      [-1, 1]: so with our ``sigma_y`` on [-1, 1], ``σ_n = max(0.001, σ_y / 2)`` and ``ρ_t = λ σ_n²/σ̄_t²``. In
-      consistent units this is ``ρ_t = (λ/4) σ_y² / σ̄_t²``: the official λ = 1 is a quarter of the ratio of
-      the measurement variance to x̂_0's "prior" variance σ̄_t² that the paper's derivation suggests;
-    - the last timestep (t = 0): the official loop evaluates the model there, does no data step and no update, and
-      returns the current ``x`` — the state *at* ``t = 0`` (it still carries noise of std ≈ √(1 − ᾱ_0) = 0.01).
-      We return the same ``x`` and skip that unused evaluation, so a run costs ``len(timesteps) − 1`` model calls
-      (99 for "quad" with ``steps = 100``, 100 for "uniform").
+        - the timesteps of :func:`diffpir_timesteps`, starting at ``t = T − 1``;
+        - ``x_T = √(ᾱ_T/ᾱ_{t_y}) u + √((1 − ᾱ_T) − (ᾱ_T/ᾱ_{t_y})(1 − ᾱ_{t_y})) z`` with ``u = y`` (deblurring,
+          inpainting) and ``t_y`` the timestep whose σ̄ is nearest σ_y — i.e. ``y`` diffused on from its own noise
+          level. For size-changing operators ``u`` is the bicubic upsampling of ``y`` (the SR script uses that ``u``
+          with ``t_y = −1``: a difference of order √ᾱ_T ≈ 0.006);
+        - σ_n is the noise std **on [0, 1] images** (``sigma = max(0.001, noise_level_img)``) while x̂_0 and σ̄_t live on
+          [-1, 1]: so with our ``sigma_y`` on [-1, 1], ``σ_n = max(0.001, σ_y / 2)`` and ``ρ_t = λ σ_n²/σ̄_t²``. In
+          consistent units this is ``ρ_t = (λ/4) σ_y² / σ̄_t²``: the official λ = 1 is a quarter of the ratio of
+          the measurement variance to x̂_0's "prior" variance σ̄_t² that the paper's derivation suggests;
+        - the last timestep (t = 0): the official loop evaluates the model there, does no data step and no update, and
+          returns the current ``x`` — the state *at* ``t = 0`` (it still carries noise of std ≈ √(1 − ᾱ_0) = 0.01).
+          We return the same ``x`` and skip that unused evaluation, so a run costs ``len(timesteps) − 1`` model calls
+          (99 for "quad" with ``steps = 100``, 100 for "uniform").
 
-    Defaults (official): 100 steps, "quad", λ = 1, ζ = 0.1 for deblurring and SR; 20 steps and ζ = 1 for
-    inpainting. The official runs are 256×256 FFHQ/ImageNet with σ_n = 12.75/255 (our ``sigma_y = 0.1``); our toy
-    setting is a 28×28 Fashion-MNIST ε-model, so λ and ζ may need retuning. §4.1.
+        Defaults (official): 100 steps, "quad", λ = 1, ζ = 0.1 for deblurring and SR; 20 steps and ζ = 1 for
+        inpainting. The official runs are 256×256 FFHQ/ImageNet with σ_n = 12.75/255 (our ``sigma_y = 0.1``); our toy
+        setting is a 28×28 Fashion-MNIST ε-model, so λ and ζ may need retuning. §4.1.
     """
     check_nonnegative("sigma_y", sigma_y)
     check_positive("lam", lam)

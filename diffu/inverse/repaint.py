@@ -88,18 +88,17 @@ def repaint(
     Returns:
         The inpainted ``x_0`` with ``y``'s shape, dtype and device.
 
-    Notes
-    -----
-    Official code: ``andreas128/RePaint`` (``guided_diffusion/gaussian_diffusion.py::p_sample``, ``undo``),
-    a learned-variance 256×256 model respaced 1000 → 250 steps by guided-diffusion's ``space_timesteps``
-    ("linspace", our default; diffusers uses "leading"); ours: the Fashion-MNIST 28×28 ε-model with fixed small
-    variances and usually fewer steps. As the official code, the injection is skipped on the very first step
-    (``pred_xstart is None``) and undo steps use the respaced β (``inpa_inj_time_shift = 1``). The model therefore
-    always sees ``m ⊙ y_t + (1 − m) ⊙ x_t`` (the paper's Eq. 8). diffusers injects ``y`` at level ``t − 1`` right
-    after the step, with the step's own noise: that differs only in the random draws, the first step and the final
-    known region (diffusers ends with ``y`` itself there; the official code and we with the model's x̂_0 of an
-    almost clean, ᾱ_0 ≈ 1, injection of ``y``). A ``mask`` with no known pixel draws no injection noise, so with
-    ``jump_n_sample = 1`` this is exactly :func:`diffu.samplers.ddpm`. §4.2.
+    Notes:
+        Official code: ``andreas128/RePaint`` (``guided_diffusion/gaussian_diffusion.py::p_sample``, ``undo``),
+        a learned-variance 256×256 model respaced 1000 → 250 steps by guided-diffusion's ``space_timesteps``
+        ("linspace", our default; diffusers uses "leading"); ours: the Fashion-MNIST 28×28 ε-model with fixed small
+        variances and usually fewer steps. As the official code, the injection is skipped on the very first step
+        (``pred_xstart is None``) and undo steps use the respaced β (``inpa_inj_time_shift = 1``). The model therefore
+        always sees ``m ⊙ y_t + (1 − m) ⊙ x_t`` (the paper's Eq. 8). diffusers injects ``y`` at level ``t − 1`` right
+        after the step, with the step's own noise: that differs only in the random draws, the first step and the final
+        known region (diffusers ends with ``y`` itself there; the official code and we with the model's x̂_0 of an
+        almost clean, ᾱ_0 ≈ 1, injection of ``y``). A ``mask`` with no known pixel draws no injection noise, so with
+        ``jump_n_sample = 1`` this is exactly :func:`diffu.samplers.ddpm`. §4.2.
     """
     check_steps(steps, schedule.T)
     times = repaint_schedule(steps, jump_length, jump_n_sample)

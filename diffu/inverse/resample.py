@@ -216,24 +216,23 @@ def resample(
     Returns:
         The decoded reconstruction ``(N, C, H, W)``.
 
-    Notes
-    -----
-    Official code: ``soominkwon/resample`` (``ldm/models/diffusion/ddim.py::resample_sampling``), which runs one
-    image at a time, 500 DDIM steps over T = 1000, hard consistency every 10 steps and 5 time-travel steps, on
-    64×64×3 LDM latents of 256² faces. Differences:
+    Notes:
+        Official code: ``soominkwon/resample`` (``ldm/models/diffusion/ddim.py::resample_sampling``), which runs one
+        image at a time, 500 DDIM steps over T = 1000, hard consistency every 10 steps and 5 time-travel steps, on
+        64×64×3 LDM latents of 256² faces. Differences:
 
-    - our default scales the run down to 100 steps, hard consistency every 5 and 1 time-travel step (the same
-      fractions of the trajectory as 500 / 10 / 5 would be 2 and 1; 5 halves the number of optimisations);
-    - the official ``pseudo_x0 = (x − (1−ᾱ_t) ε̂)/√ᾱ_t`` (used by the DPS step and hard consistency) puts ``1 − ᾱ_t``
-      where Tweedie's formula has ``√(1 − ᾱ_t)``; we use Tweedie's ``ẑ_0`` (the paper's Eq.);
-    - its time-travel loop calls the network at the next timestep but with the ᾱ of the current one (an index
-      off by one); our travel steps are ordinary DDIM steps on the grid;
-    - DDIM timesteps: our ``"leading"`` grid ``0, k, 2k, …`` and ᾱ = 1 after the last step (LDM: ``+1`` offset and
-      ``ᾱ_prev = ᾱ_0`` at the end);
-    - batches: norms and MSEs are per image and summed, so every image is solved as if alone (AdamW's per-element
-      steps make that exact); the optimisations stop when all images pass ``tol``. With noisy ``y`` the official
-      ``tol = 1e-3`` is never reached: the optimisation fits the noise up to the iteration limit (the official
-      comment says to tune it to the noise level, e.g. ``tol ≈ σ_y``). §4.5.
+        - our default scales the run down to 100 steps, hard consistency every 5 and 1 time-travel step (the same
+          fractions of the trajectory as 500 / 10 / 5 would be 2 and 1; 5 halves the number of optimisations);
+        - the official ``pseudo_x0 = (x − (1−ᾱ_t) ε̂)/√ᾱ_t`` (used by the DPS step and hard consistency) puts ``1 − ᾱ_t``
+          where Tweedie's formula has ``√(1 − ᾱ_t)``; we use Tweedie's ``ẑ_0`` (the paper's Eq.);
+        - its time-travel loop calls the network at the next timestep but with the ᾱ of the current one (an index
+          off by one); our travel steps are ordinary DDIM steps on the grid;
+        - DDIM timesteps: our ``"leading"`` grid ``0, k, 2k, …`` and ᾱ = 1 after the last step (LDM: ``+1`` offset and
+          ``ᾱ_prev = ᾱ_0`` at the end);
+        - batches: norms and MSEs are per image and summed, so every image is solved as if alone (AdamW's per-element
+          steps make that exact); the optimisations stop when all images pass ``tol``. With noisy ``y`` the official
+          ``tol = 1e-3`` is never reached: the optimisation fits the noise up to the iteration limit (the official
+          comment says to tune it to the noise level, e.g. ``tol ≈ σ_y``). §4.5.
     """
     z = _resample_start(autoencoder, y, op, x_T, generator, steps, schedule.T, scale, gamma, hard_every, hard_start,
                         latent_start, travel, pixel_iters, latent_iters, pixel_lr, latent_lr, tol)  # fmt: skip

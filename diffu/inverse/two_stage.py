@@ -208,17 +208,16 @@ def two_stage_restore(
     Returns:
         The restored images ``(N, C, H, W)`` (not clamped), or ``(stage2, stage1)`` with ``return_stage1``.
 
-    Notes
-    -----
-    A scaled-down illustration of StableSR (Wang et al. 2023, ``IceClear/StableSR``) and DiffBIR (Lin et al. 2024,
-    ``XPixelGroup/DiffBIR``). Kept: DiffBIR's split into a regression stage 1 that removes the degradation and a
-    generative stage 2 conditioned on its output; the frozen prior plus a ControlNet (copied encoder, zero convs,
-    control strength ``s``) as the adapter; 50 sampling steps (DiffBIR's default, with its respaced DDPM sampler;
-    here DDIM, whose ``eta = 1`` is the ancestral variant). Not kept: latent space (no VAE: pixels at 28×28);
-    StableSR's time-aware encoder with SPADE-like modulation ``h (1 + γ) + β`` and its controllable feature wrapping
-    (CFW, ``w``) between encoder and decoder; DiffBIR's IRControlNet, which concatenates the stage-1 *latent* to
-    ``x_t`` at the ControlNet input (here the stage-1 image enters through ControlNet's hint branch instead);
-    DiffBIR's restoration guidance, tiled sampling, wavelet colour fix and text prompts.
+    Notes:
+        A scaled-down illustration of StableSR (Wang et al. 2023, ``IceClear/StableSR``) and DiffBIR (Lin et al. 2024,
+        ``XPixelGroup/DiffBIR``). Kept: DiffBIR's split into a regression stage 1 that removes the degradation and a
+        generative stage 2 conditioned on its output; the frozen prior plus a ControlNet (copied encoder, zero convs,
+        control strength ``s``) as the adapter; 50 sampling steps (DiffBIR's default, with its respaced DDPM sampler;
+        here DDIM, whose ``eta = 1`` is the ancestral variant). Not kept: latent space (no VAE: pixels at 28×28);
+        StableSR's time-aware encoder with SPADE-like modulation ``h (1 + γ) + β`` and its controllable feature wrapping
+        (CFW, ``w``) between encoder and decoder; DiffBIR's IRControlNet, which concatenates the stage-1 *latent* to
+        ``x_t`` at the ControlNet input (here the stage-1 image enters through ControlNet's hint branch instead);
+        DiffBIR's restoration guidance, tiled sampling, wavelet colour fix and text prompts.
     """
     check_image(y_degraded, "y_degraded")
     check_steps(steps, schedule.T)
