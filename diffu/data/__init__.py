@@ -14,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import check_dtype, check_floating, check_range, check_tensor
+
 __all__ = [
     "FMNIST_CLASSES",
     "TOY_DATASETS",
     "build_fashion_mnist_subset",
     "digits",
     "fashion_mnist",
+    "from_uint8",
     "to_uint8",
     "toy_2d",
 ]
@@ -188,8 +191,42 @@ def _fmnist_arrays() -> dict[str, np.ndarray]:
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Map images in [-1, 1] to uint8 in [0, 255] (rounding, clamping out-of-range values for display)."""
+    """Map images in [-1, 1] to uint8 in [0, 255], rounding.
+
+    A sampler's output may overshoot [-1, 1] a little; values in [-2, 2] are clamped to [-1, 1] for display. Anything
+    further out is not a [-1, 1] image (a 0–255 image, most likely) and raises ``ValueError``, as do NaN and integer
+    tensors: clamping them would give a plausible-looking, wrong picture.
+
+    Args:
+        x: a floating-point tensor of any shape with values in [-2, 2].
+
+    Returns:
+        A ``torch.uint8`` tensor of ``x``'s shape; :func:`from_uint8` is its inverse up to rounding.
+    """
+    check_floating(x, "x")
+    check_range(x, -2.0, 2.0, "x", "[-1, 1] images; up to ±2 is clamped as sampler overshoot")
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Map uint8 (or integer) images in [0, 255] to floating-point images in [-1, 1]: ``x / 127.5 - 1``.
+
+    The conversion every diffu function expects for 0–255 data (CONTRIBUTING.md, convention 1).
+
+    Args:
+        x: an integer tensor with values in [0, 255] (e.g. a ``torch.uint8`` image batch).
+        dtype: the floating dtype of the result.
+
+    Returns:
+        A tensor of ``x``'s shape and ``dtype`` with values in [-1, 1].
+    """
+    check_tensor(x, "x")
+    check_dtype("dtype", dtype)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"x must be an integer (e.g. uint8) tensor of 0–255 values, got {x.dtype}")
+    if x.numel() and (x.min() < 0 or x.max() > 255):
+        raise ValueError(f"x must have values in [0, 255], got values in [{int(x.min())}, {int(x.max())}]")
+    return x.to(dtype) / 127.5 - 1
 
 
 def fashion_mnist(split: str = "train", n: int | None = None, *, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
