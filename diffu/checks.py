@@ -42,6 +42,7 @@ __all__ = [
     "check_image",
     "check_int",
     "check_mask",
+    "check_not_0_255",
     "check_nonnegative",
     "check_positive",
     "check_shape",
@@ -78,8 +79,8 @@ def check_steps(steps, T: int, name: str = "steps") -> None:
 
 def check_eta(eta, name: str = "eta") -> None:
     """DDIM's η (or any share of fresh noise) lies in [0, 1]; numbers and 0-d tensors are accepted."""
-    if not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {eta}")
+    if not _is_real(eta) or not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {eta!r:.60}")
 
 
 def _is_real(value) -> bool:
@@ -108,7 +109,7 @@ def check_real(
     """
     if not _is_real(value):
         raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r:.60}")
-    v = float(value)
+    v = _as_float(value)
     lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
     hi = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
     if low is not None and high is not None:
@@ -122,22 +123,34 @@ def check_real(
         raise ValueError(f"{name} must be a finite number{want}, got {v!r}")
 
 
+def _as_float(value) -> float:
+    """``float(value)``, with integers beyond the double range read as ±inf (not a finite number)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _is_python_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
 def check_unit(name: str, value) -> None:
     """``value`` is a Python number (not a bool) in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not _is_python_number(value) or not 0.0 <= _as_float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r:.60}")
 
 
 def check_positive(name: str, value) -> None:
     """``value`` is a finite Python number (not a bool) > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not _is_python_number(value) or not (math.isfinite(_as_float(value)) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r:.60}")
 
 
 def check_nonnegative(name: str, value) -> None:
     """``value`` is a finite Python number (not a bool) >= 0 (e.g. a noise level ``sigma_y``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not _is_python_number(value) or not (math.isfinite(_as_float(value)) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r:.60}")
 
 
 def check_bool(name: str, value) -> None:
@@ -149,8 +162,8 @@ def check_bool(name: str, value) -> None:
 def check_choice(name: str, value, choices) -> None:
     """``value`` is one of ``choices`` (a tuple of strings such as ``SPACINGS``)."""
     try:
-        ok = value in choices
-    except TypeError:  # an unhashable value tested against a set or a dict
+        ok = bool(value in choices)
+    except (TypeError, ValueError):  # unhashable (a list tested against a set), or an array compared elementwise
         ok = False
     if not ok:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r:.80}")
@@ -261,6 +274,24 @@ def check_range(x, low: float, high: float, name: str = "x", what: str = "") -> 
         raise ValueError(
             f"{name} must have values in [{low:g}, {high:g}]{about}, got values in [{float(x.min()):.4g}, "
             f"{float(x.max()):.4g}]{hint}"
+        )
+
+
+def check_not_0_255(x, name: str = "x", high: float = 2.0, what: str = "[-1, 1] images") -> None:
+    """``x`` (a finite tensor) is not 0–255 data given as floats: a batch with no value below 0 and some above
+    ``high`` is refused with the ``from_uint8`` hint.
+
+    For functions that show or score images but must accept signed values far outside [-1, 1] (noisy states, an
+    unclamped pseudo-inverse): such values straddle 0, while 0–255 data never goes below it. ``what`` says what
+    ``x`` should be, in the message."""
+    check_tensor(x, name)
+    if not x.numel():
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi > high:
+        raise ValueError(
+            f"{name} must be {what}, got values in [{lo:.4g}, {hi:.4g}] with none below 0 and some above {high:g}: "
+            f"0–255 data; {UINT8_HINT}"
         )
 
 

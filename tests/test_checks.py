@@ -92,3 +92,124 @@ def test_check_mask_and_mask_for():
     for bad in (torch.ones(2, 1, 4, 5), torch.ones(1, 3, 4, 5), torch.ones(1, 1, 5, 4)):
         with pytest.raises(ValueError, match="does not match image shape"):
             mask_for(bad, x)
+
+
+def test_check_eta_refuses_bools_and_non_numbers():
+    for bad in (True, "0.5", None, torch.tensor([0.5, 0.5])):
+        with pytest.raises(ValueError, match="eta must be in"):
+            check_eta(bad)
+
+
+def test_check_real():
+    from diffu.checks import check_real
+
+    for ok in (0, 0.5, np.float32(2.0), np.int64(3), torch.tensor(1.5)):
+        check_real("scale", ok)
+    check_real("lr", 1e-3, 0, low_open=True)
+    check_real("p", 1.0, 0, 1)
+    cases = [
+        (float("nan"), {}, ValueError, "scale must be a finite number, got nan"),
+        (float("inf"), {"low": 0}, ValueError, r"scale must be a finite number >= 0, got inf"),
+        (0.0, {"low": 0, "low_open": True}, ValueError, r"scale must be a finite number > 0, got 0.0"),
+        (1.0, {"low": 0, "high": 1, "high_open": True}, ValueError, r"in \[0, 1\), got 1.0"),
+        (-2, {"high": -3}, ValueError, r"<= -3, got -2"),
+        (True, {}, TypeError, "scale must be a finite number, got bool"),
+        ("1", {}, TypeError, "got str"),
+        (None, {}, TypeError, "got NoneType"),
+        (torch.zeros(2), {}, TypeError, "got Tensor"),
+        (1j, {}, TypeError, "got complex"),
+    ]
+    for value, kw, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            check_real("scale", value, **kw)
+
+
+def test_check_bool_callable_generator_device_dtype():
+    from diffu.checks import check_bool, check_callable, check_device, check_dtype, check_generator
+
+    check_bool("progress", False)
+    check_bool("progress", np.bool_(True))
+    for bad in (0, 1, "True", None):
+        with pytest.raises(TypeError, match="progress must be True or False"):
+            check_bool("progress", bad)
+    check_callable("model", len)
+    with pytest.raises(TypeError, match="model must be callable, got str"):
+        check_callable("model", "unet")
+    check_generator(None)
+    check_generator(torch.Generator())
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator or None, got int \(for a seed, pass"):
+        check_generator(3)
+    with pytest.raises(TypeError, match="g must be a torch.Generator or None, got str"):
+        check_generator("seed", "g")
+    assert check_device("device", "cpu") == torch.device("cpu")
+    assert check_device("device", None) is None
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        check_device("device", "nodevice")
+    with pytest.raises(TypeError, match="device must be a torch.device, a string or None, got int"):
+        check_device("device", 0)
+    assert check_dtype("dtype", torch.float64) is torch.float64
+    assert check_dtype("dtype", torch.int64, floating=False) is torch.int64
+    with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype, got torch.int64"):
+        check_dtype("dtype", torch.int64)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        check_dtype("dtype", "float32")
+
+
+def test_check_choice_with_unhashable_values():
+    with pytest.raises(ValueError, match="solver must be one of"):
+        check_choice("solver", ["euler"], {"euler", "heun"})
+
+
+def test_tensor_checks_rank_floating_finite():
+    from diffu.checks import UINT8_HINT, check_finite, check_floating, check_rank
+
+    x = torch.zeros(2, 3)
+    check_tensor(x, "x", ndim=(2, 3), floating=True, finite=True)
+    with pytest.raises(ValueError, match=r"x must have 4 dimensions \(N, C, H, W\), got shape \(2, 3\)"):
+        check_rank(x, 4, "x", "(N, C, H, W)")
+    with pytest.raises(ValueError, match=r"x must have 1 or 4 dimensions, got shape \(2, 3\)"):
+        check_tensor(x, "x", ndim=(1, 4))
+    for dtype in (torch.uint8, torch.int64):
+        with pytest.raises(ValueError, match=f"x0 must be a floating-point tensor, got {dtype}; convert 0–255"):
+            check_floating(x.to(dtype), "x0")
+    assert "from_uint8" in UINT8_HINT
+    with pytest.raises(ValueError, match=r"y must be a floating-point tensor, got torch.bool$"):
+        check_floating(x.bool(), "y")
+    x[0, 1] = float("nan")
+    x[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="y must be finite, got 2 NaN or infinite of 6 entries"):
+        check_finite(x, "y")
+    check_finite(torch.arange(3), "n")  # integer tensors are always finite
+    with pytest.raises(ValueError, match="y must be a tensor, got list"):
+        check_finite([1.0], "y")
+
+
+def test_check_batch_range_labels():
+    from diffu.checks import check_batch, check_labels, check_range
+
+    check_batch(torch.zeros(3), 3, "t")
+    with pytest.raises(ValueError, match=r"t must have batch size 8 \(x's\), got shape \(3,\)"):
+        check_batch(torch.zeros(3), 8, "t")
+    with pytest.raises(ValueError, match=r"t must have batch size 8 \(x's\), got shape \(\)"):
+        check_batch(torch.tensor(1.0), 8, "t")
+    check_range(torch.tensor([-1.0, 1.0]), -1, 1)
+    with pytest.raises(
+        ValueError, match=r"x must have values in \[-1, 1\] \(images\), got values in \[0, 255\]; convert"
+    ):
+        check_range(torch.tensor([0.0, 255.0]), -1, 1, "x", "images")
+    with pytest.raises(ValueError, match=r"p must have values in \[0, 1\], got values in \[0, 1.5\]$"):
+        check_range(torch.tensor([0.0, 1.5]), 0, 1, "p")
+    with pytest.raises(ValueError, match="x must be finite"):
+        check_range(torch.tensor([float("nan")]), -1, 1)
+    check_labels(torch.tensor([0, 9]), 10, 2)
+    check_labels(torch.tensor([10]), 10, null=True)
+    cases = [
+        (torch.tensor([0.0]), {}, "y must be an integer tensor of class indices, got torch.float32"),
+        (torch.tensor([True]), {}, "got torch.bool"),
+        (torch.tensor([0, 1]), {"n": 3}, r"y must have shape \(3,\) \(one label per image\), got \(2,\)"),
+        (torch.tensor([10]), {}, r"y must hold class indices in \[0, 9\], got values in \[10, 10\]"),
+        (torch.tensor([-1]), {"null": True}, r"in \[0, 10\], got values in \[-1, -1\]"),
+    ]
+    for y, kw, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            check_labels(y, 10, **kw)
