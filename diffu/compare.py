@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from . import flow
+from .checks import check_bool, check_choice, check_int
 from .samplers import ddim, ddpm
+from .sampling import SPACINGS, check_sampler_args, check_schedule, initial_noise
 from .schedules import Schedule
 from .sde import VPSDE, FromDiscrete
 from .sde_samplers import euler_maruyama, karras_timesteps, pf_ode, pf_ode_sigma, predictor_corrector
@@ -52,11 +54,32 @@ def sample_at_nfe(
     (:meth:`~diffu.sde.VPSDE.from_schedule`).
     ``spacing`` picks the discrete samplers' timesteps ("linspace" runs from t = T-1, pure noise, to t = 0, like
     the continuous samplers run from t = 1 to t_min; "karras" is Karras et al.'s ρ = 7 grid, for ddim and
-    pf-heun); ``clip_x0`` applies to DDPM only (off for 2D data)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"name must be one of {sorted(SAMPLERS)}, got {name!r}")
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 2:
-        raise ValueError(f"nfe must be an integer >= 2, got {nfe!r}")
+    pf-heun); ``clip_x0`` applies to DDPM only (off for 2D data).
+
+    Raises:
+        TypeError: a model that is not callable, ``schedule`` not a Schedule, a bad ``generator``, ``progress`` or
+            ``clip_x0`` not bools, ``model_kwargs`` not a dict.
+        ValueError: an unknown ``name`` or ``spacing``; ``nfe`` not an integer >= 2 (and, for the discrete samplers,
+            more evaluations than the schedule has steps); the model the sampler needs missing; ``x_T`` neither a
+            finite floating-point tensor nor a shape.
+    """
+    check_choice("name", name, sorted(SAMPLERS))
+    check_int("nfe", nfe, 2)
+    check_choice("spacing", spacing, (*SPACINGS, "karras"))
+    check_bool("clip_x0", clip_x0)
+    for arg, model in (("eps_model", eps_model), ("velocity_model", velocity_model)):
+        if model is not None:
+            check_sampler_args(model, generator=generator, progress=progress, model_kwargs=model_kwargs, name=arg)
+    if schedule is not None:
+        check_schedule(schedule)
+    if isinstance(x_T, torch.Tensor):
+        initial_noise(x_T, name="x_T")  # only checks a given state (floating, finite, batched): no draw
+    elif (
+        not isinstance(x_T, (tuple, list, torch.Size))
+        or not x_T
+        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in x_T)
+    ):
+        raise ValueError(f"x_T must be a tensor or a shape tuple of positive ints, got {x_T!r:.80}")
     kw = dict(model_kwargs=model_kwargs, generator=generator, progress=progress)
     if name.startswith("fm-"):
         if velocity_model is None:
@@ -65,6 +88,10 @@ def sample_at_nfe(
         return flow.sample(velocity_model, x_T, steps=steps, solver=name[3:], **kw), steps * (1 + (name == "fm-heun"))
     if eps_model is None or schedule is None:
         raise ValueError(f"{name} needs eps_model and schedule")
+    if name in ("ddpm", "ddim"):  # one evaluation per discrete step: at most T of them
+        check_int("nfe", nfe, 2, schedule.T)
+    elif name == "pf-heun":  # (nfe + 1) // 2 steps of the schedule
+        check_int("nfe", nfe, 2, 2 * schedule.T)
     if name == "ddpm":
         if spacing == "karras":
             raise ValueError("spacing='karras' applies to ddim and pf-heun, not to ddpm")

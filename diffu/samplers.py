@@ -10,20 +10,28 @@ timestep, the new state and the current x̂_0); :class:`~diffu.sampling.Trajecto
 records them for plots. One step of each method is also a pure function (:func:`ddpm_step`, :func:`ddim_step`)
 checked against diffusers in the tests. The pieces every sampler shares (timestep grids, initial noise, the model
 call) are in :mod:`diffu.sampling`.
+
+**Bad input** raises a ``ValueError``/``TypeError`` naming the argument, checked once at each sampler's entry: a
+given ``x_T`` must be a finite floating-point tensor (:func:`diffu.sampling.initial_noise`), the shared arguments are
+checked by :func:`diffu.sampling.check_sampler_args`. The one-step functions check kinds and shapes (``noise`` must
+have ``x_t``'s shape, one draw per sample) but not values: NaN in ``x_t`` or ``eps`` propagates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_choice, check_eta
+from .checks import check_bool, check_choice, check_eta, check_finite, check_floating, check_real
 from .sampling import (  # noqa: F401 (SPACINGS, Trajectory: kept importable from here for existing notebooks)
     SPACINGS,
     SamplerState,
     Trajectory,
+    check_sampler_args,
+    check_schedule,
     ddim_timesteps,
     initial_noise,
     model_cond,
@@ -42,6 +50,20 @@ VARIANCES = ("fixedsmall", "fixedlarge", "learned_range")
 # ----------------------------------------------------------------------------------------------------------------
 # DDPM
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_eta(eta) -> None:
+    check_real("eta", eta)  # a number (TypeError for a string), NaN and infinity refused
+    check_eta(eta)  # in [0, 1]
+
+
+def _check_like(v, x_t: torch.Tensor, name: str) -> None:
+    """An optional per-sample tensor (noise, the variance output, guidance) of exactly ``x_t``'s shape: a ``(1, …)``
+    tensor would silently be broadcast to every sample (one noise draw for the whole batch)."""
+    if v is not None:
+        check_floating(v, name)
+        if v.shape != x_t.shape:
+            raise ValueError(f"{name} must have x_t's shape {tuple(x_t.shape)} (one per sample), got {tuple(v.shape)}")
 
 
 def _ddpm_log_variance(schedule: Schedule, variance: str) -> torch.Tensor:
@@ -66,13 +88,19 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
         variance: σ_t² = β̃_t ("fixedsmall"), β_t ("fixedlarge"), or Nichol & Dhariwal's (2021, Eq. 15)
             "learned_range" ``log σ_t² = f log β_t + (1 - f) log β̃_t`` with ``f = (v + 1)/2``.
         clip_x0: clip x̂_0 to [-1, 1] (as the official samplers do).
-        noise: ``z ~ N(0, I)`` like ``x_t``; required for ``t > 0``.
+        noise: ``z ~ N(0, I)`` of exactly ``x_t``'s shape (one draw per sample); required for ``t > 0``.
         v: the network's variance output like ``x_t`` (DiT's ``learn_sigma`` half), for "learned_range".
         guidance: a tensor like ``x_t`` (e.g. ``s ∇ log p(y | x_t)``) that shifts the mean by ``Σ_t · guidance`` —
             classifier guidance, Algorithm 1 of Dhariwal & Nichol 2021.
 
     Returns:
-        ``(x_{t-1}, x̂_0)``, both like ``x_t``.
+        ``(x_{t-1}, x̂_0)``, both like ``x_t``. NaN in ``x_t`` or ``eps`` propagates (the clipping keeps NaN).
+
+    Raises:
+        TypeError: ``schedule`` not a :class:`~diffu.schedules.Schedule`, ``clip_x0`` not a bool.
+        ValueError: ``x_t`` not floating; ``t`` not one timestep in range; an unknown ``variance``; ``eps``,
+            ``noise``, ``v`` or ``guidance`` not of ``x_t``'s shape (a ``(1, …)`` noise is refused, not broadcast);
+            ``noise`` missing for ``t > 0``.
 
     Notes:
         The variance tables are guided-diffusion's (``gaussian_diffusion.py``, ``p_mean_variance``), which matters at
@@ -81,8 +109,13 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
         first β), "learned_range" by ``exp(f log β_0 + (1 - f) log β̃_1)`` (its lower end is the clipped
         ``posterior_log_variance_clipped``, its upper end ``log β_t`` unreplaced).
     """
+    check_schedule(schedule)
+    check_floating(x_t, "x_t")
     logvar = _ddpm_log_variance(schedule, variance)
-    t = int(schedule.check_t(t))
+    t = int(schedule.check_t(t, scalar=True))
+    check_bool("clip_x0", clip_x0)
+    for name, value in (("noise", noise), ("v", v), ("guidance", guidance)):
+        _check_like(value, x_t, name)
     # 1. predicted original sample from the predicted noise, x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t (Eq. 15 of Ho et al.)
     x0 = schedule.eps_to_x0(eps, x_t, t)
     if clip_x0:
@@ -101,8 +134,6 @@ def ddpm_step(schedule: Schedule, x_t, t: int, eps, *, variance="fixedsmall", cl
         std = torch.exp(0.5 * (frac * logvar[t].to(x_t) + (1 - frac) * log_small))
     # 4. classifier guidance: μ̃ + Σ_t ∇ log p(y | x_t) (Algorithm 1 of Dhariwal & Nichol 2021)
     if guidance is not None:
-        if guidance.shape != x_t.shape:
-            raise ValueError(f"guidance must have x_t's shape {tuple(x_t.shape)}, got {tuple(guidance.shape)}")
         var = schedule.at("posterior_variance", t, x_t) if variance == "fixedsmall" else std**2  # unclipped β̃_t
         mean = mean + var * guidance
     if t == 0:
@@ -152,10 +183,21 @@ def ddpm(
         cond_fn: classifier guidance, ``cond_fn(x_t, t, **model_kwargs) -> s ∇_x log p(y | x_t)`` evaluated at the
             original timestep (e.g. :class:`diffu.guidance.ClassifierGuidance`); it shifts each step's mean by
             Σ_t times its value (Dhariwal & Nichol 2021, Algorithm 1).
+        model_kwargs, generator, progress, callback: as every sampler (:func:`diffu.sampling.check_sampler_args`).
 
     Returns:
         The sample ``x_0`` with ``x_T``'s shape, device and dtype.
+
+    Raises:
+        TypeError: a model, ``cond_fn`` or ``callback`` that is not callable, a ``generator`` that is not a
+            ``torch.Generator``, ``progress``/``clip_x0`` not bools, ``model_kwargs`` not a dict.
+        ValueError: ``x_T`` neither a finite floating-point tensor nor a shape of positive ints, ``steps`` outside
+            ``[1, T]``, an unknown ``spacing`` or ``variance``.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs,
+                       cond_fn=cond_fn)  # fmt: skip
+    check_schedule(schedule)
+    check_bool("clip_x0", clip_x0)
     ts, sched = respaced(schedule, steps, spacing)  # model timesteps (increasing) and the respaced ᾱ
     _ddpm_log_variance(schedule, variance)  # validates ``variance`` before any work
     learned = variance == "learned_range"
@@ -197,15 +239,28 @@ def ddim_step(schedule: Schedule, x_t, t: int, t_prev: int, eps, *, eta=0.0, cli
         eps: the predicted noise ε̂, shaped like ``x_t``.
         eta: η ∈ [0, 1].
         clip_x0: clip x̂_0 to [-1, 1] and re-derive ε̂ from it (guided-diffusion's ``clip_denoised``).
-        noise: ``z ~ N(0, I)`` like ``x_t``; required when ``eta > 0``.
+        noise: ``z ~ N(0, I)`` of exactly ``x_t``'s shape (one draw per sample); required when ``eta > 0``.
 
     Returns:
-        ``(x_prev, x̂_0)``, both like ``x_t``.
+        ``(x_prev, x̂_0)``, both like ``x_t``. NaN in ``x_t`` or ``eps`` propagates.
+
+    Raises:
+        TypeError: ``schedule`` not a :class:`~diffu.schedules.Schedule`, ``eta`` not a number, ``clip_x0`` not a
+            bool.
+        ValueError: ``x_t`` not floating; ``t`` not one timestep in range; ``t_prev`` not an integer in
+            ``[-1, t)``; ``eta`` outside [0, 1] or NaN; ``eps`` or ``noise`` not of ``x_t``'s shape (a ``(1, …)``
+            noise is refused, not broadcast); ``noise`` missing when ``eta > 0``.
     """
-    check_eta(eta)
-    t = int(schedule.check_t(t))
-    if not -1 <= int(t_prev) < t:
-        raise ValueError(f"t_prev must be in [-1, t) = [-1, {t}), got {t_prev}")
+    check_schedule(schedule)
+    check_floating(x_t, "x_t")
+    _check_eta(eta)
+    check_bool("clip_x0", clip_x0)
+    t = int(schedule.check_t(t, scalar=True))
+    if isinstance(t_prev, torch.Tensor) and t_prev.numel() == 1 and not t_prev.is_floating_point():
+        t_prev = int(t_prev)
+    if not isinstance(t_prev, (int, np.integer)) or isinstance(t_prev, bool) or not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must be an integer in [-1, t) = [-1, {t}), got {t_prev!r:.60}")
+    _check_like(noise, x_t, "noise")
     # 1. ᾱ_t and ᾱ_prev (ᾱ = 1 after the last step: Song et al.'s α_0 = 1)
     ab, ab_prev = schedule.alpha_bar_at(t, x_t), schedule.alpha_bar_at(t_prev, x_t)
     # 2. predicted original sample from the predicted noise, "predicted x_0" of Eq. 12
@@ -226,7 +281,11 @@ def ddim_step(schedule: Schedule, x_t, t: int, t_prev: int, eps, *, eta=0.0, cli
 
 
 def _check_timesteps(schedule: Schedule, timesteps) -> torch.Tensor:
-    ts = schedule.check_t(torch.as_tensor(list(timesteps)))
+    if not isinstance(timesteps, torch.Tensor):
+        if isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, Sequence | np.ndarray | range):
+            raise TypeError(f"timesteps must be a sequence of integer timesteps, got {type(timesteps).__name__}")
+        timesteps = list(timesteps)
+    ts = schedule.check_t(timesteps, "timesteps")
     if ts.ndim != 1 or len(ts) == 0 or bool((ts[1:] >= ts[:-1]).any()):
         raise ValueError("timesteps must be a non-empty, strictly decreasing sequence")
     return ts
@@ -261,11 +320,24 @@ def ddim(
         cond_fn: classifier guidance ``cond_fn(x_t, t, **model_kwargs) -> s ∇_x log p(y | x_t)``, applied as a
             shift of the predicted noise ``ε̃ = ε̂ - √(1 - ᾱ_t) · cond_fn(…)`` (the score-based form for
             deterministic samplers, Dhariwal & Nichol 2021, Algorithm 2); x̂_0 and the step follow from ε̃.
+        model_kwargs, generator, progress, callback: as every sampler (:func:`diffu.sampling.check_sampler_args`).
 
     Returns:
         ``x_0`` with ``x_T``'s shape, device and dtype.
+
+    Raises:
+        TypeError: a model, ``cond_fn`` or ``callback`` that is not callable, a ``generator`` that is not a
+            ``torch.Generator``, ``progress``/``clip_x0`` not bools, ``model_kwargs`` not a dict, ``eta`` not a
+            number.
+        ValueError: ``x_T`` neither a finite floating-point tensor nor a shape of positive ints, ``steps`` outside
+            ``[1, T]`` (without ``timesteps``), an unknown ``spacing``, ``eta`` outside [0, 1], ``timesteps`` not
+            strictly decreasing in ``[0, T-1]``.
     """
-    check_eta(eta)
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs,
+                       cond_fn=cond_fn)  # fmt: skip
+    check_schedule(schedule)
+    _check_eta(eta)
+    check_bool("clip_x0", clip_x0)
     ts = ddim_timesteps(schedule.T, steps, spacing) if timesteps is None else _check_timesteps(schedule, timesteps)
     x = initial_noise(x_T, generator, model=model)
     prev = torch.cat([ts[1:], torch.tensor([-1])])  # the next timestep of each step; -1: the clean end
@@ -304,18 +376,31 @@ def ddim_invert(
 
     Args:
         model: ``model(x_t, t, **model_kwargs)`` predicting ε (or what ``model.prediction`` says).
-        x0: clean data ``(N, …)``.
+        x0: clean data ``(N, …)``, a floating-point tensor without NaN or infinity.
         schedule: the training schedule.
         steps, spacing: the grid of :func:`ddim` (the same timesteps, visited in increasing order).
+        model_kwargs, progress, callback: as every sampler (:func:`diffu.sampling.check_sampler_args`).
 
     Returns:
         ``x_T`` such that ``ddim(model, x_T, schedule, steps=steps, spacing=spacing)`` approximately returns ``x0``.
+
+    Raises:
+        TypeError: a model or ``callback`` that is not callable, ``progress`` not a bool, ``model_kwargs`` not a
+            dict.
+        ValueError: ``x0`` not a floating-point tensor with a batch dimension, or with NaN or infinity; ``steps``
+            outside ``[1, T]``; an unknown ``spacing``.
 
     Notes:
         Each step from level ``s`` (ᾱ_s; ᾱ = 1 for the clean data) to the next timestep ``t`` evaluates the network
         at ``(x_s, t)``: ``ε_θ(x_s, t) ≈ ε_θ(x_t, t)`` is the usual approximation (Song et al. 2021, §4.3; Mokady et
         al. 2023), exact only for a network that does not depend on ``x``.
     """
+    check_sampler_args(model, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
+    check_floating(x0, "x0")
+    if x0.ndim == 0:
+        raise ValueError("x0 must have a batch dimension (N, …), got a 0-d tensor")
+    check_finite(x0, "x0")
     ts = ddim_timesteps(schedule.T, steps, spacing).flip(0).tolist()  # increasing
     x = x0
     s = -1

@@ -8,6 +8,11 @@ sampler integrates from ``t = 1`` down to ``t_min`` and takes any model that :fu
 * :func:`pf_ode` — the probability-flow ODE ``dx/dt = f - ½ g² ∇log p_t`` (Eq. 13) with Euler, Heun or RK45.
 * :func:`pf_ode_sigma` — the VP PF-ODE in DDIM's variables (x̄ = x/√ᾱ, σ = √(1-ᾱ)/√ᾱ): Euler *is* DDIM (η = 0).
 * :func:`log_likelihood` — exact log-density through the PF-ODE (instantaneous change of variables, Hutchinson).
+
+**Bad input** raises a ``ValueError``/``TypeError`` naming the argument, checked once at each sampler's entry
+(:func:`diffu.sampling.check_sampler_args`): a given ``x_1`` must be a finite floating-point tensor, and
+:func:`log_likelihood` refuses NaN data. The one-step functions (:func:`em_step`, :func:`langevin_step`) check kinds
+and shapes but not values: NaN in a state or a score propagates to the same entries of the result.
 """
 
 from __future__ import annotations
@@ -18,10 +23,20 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_bool, check_choice, check_finite, check_floating, check_int, check_real, check_steps
 from .ode import SOLVERS, integrate, solve_adaptive
-from .sampling import SamplerState, ddim_timesteps, initial_noise, model_eps, noise_like
+from .sampling import (
+    SPACINGS,
+    SamplerState,
+    check_sampler_args,
+    check_schedule,
+    ddim_timesteps,
+    initial_noise,
+    model_eps,
+    noise_like,
+)
 from .schedules import Schedule
-from .sde import SDE, VPSDE, model_score
+from .sde import SDE, VPSDE, check_sde, model_score
 
 __all__ = [
     "em_step",
@@ -45,16 +60,28 @@ def _range(n, progress, desc):
 
 
 def _check(steps, t_min):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not 0 < float(t_min) < 1:
-        raise ValueError(f"t_min must be in (0, 1), got {t_min}")
+    check_int("steps", steps, 1)
+    check_real("t_min", t_min, 0, 1, low_open=True, high_open=True)
+
+
+def _time_grid(steps: int, t_min: float) -> list[float]:
+    """``linspace(1, t_min, steps + 1)`` as floats, checked to decrease strictly (a ``t_min`` within rounding of 1
+    would give time steps of 0)."""
+    ts = torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64).tolist()
+    if any(b >= a for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"t_min={t_min!r} is too close to 1 for steps={steps}: the time grid has steps of 0")
+    return ts
 
 
 def _start(model, x_1, sde, generator):
-    if isinstance(x_1, torch.Tensor):
-        return x_1
-    return sde.prior_std * initial_noise(x_1, generator, model=model)
+    x = initial_noise(x_1, generator, model=model, name="x_1")  # checks a given x_1: floating, finite
+    return x if isinstance(x_1, torch.Tensor) else sde.prior_std * x
+
+
+def _check_like(v, x: torch.Tensor, name: str) -> None:
+    check_floating(v, name)
+    if v.shape != x.shape:
+        raise ValueError(f"{name} must have x's shape {tuple(x.shape)} (one per sample), got {tuple(v.shape)}")
 
 
 def _x0_hat(sde, x, t, score):
@@ -63,7 +90,28 @@ def _x0_hat(sde, x, t, score):
 
 
 def em_step(sde: SDE, x: torch.Tensor, t: float, dt: float, score: torch.Tensor, noise: torch.Tensor | None):
-    """One Euler–Maruyama step of the reverse SDE from ``t`` to ``t + dt`` (``dt < 0``): returns ``(x, mean)``."""
+    """One Euler–Maruyama step of the reverse SDE from ``t`` to ``t + dt`` (``dt < 0``): returns ``(x, mean)``.
+
+    Args:
+        sde: the forward :class:`~diffu.sde.SDE`.
+        x: the state ``(N, …)``, a floating-point tensor.
+        t: the current time in [0, 1].
+        dt: the (negative) time step.
+        score: ``∇ log p_t(x)`` of ``x``'s shape.
+        noise: ``z ~ N(0, I)`` of ``x``'s shape, or None for the mean only.
+
+    Raises:
+        TypeError: ``sde`` not an SDE, ``t``/``dt`` not numbers.
+        ValueError: ``x`` not floating, ``t`` outside [0, 1], ``dt`` not a finite negative number, ``score`` or
+            ``noise`` not of ``x``'s shape (no broadcasting).
+    """
+    check_sde(sde)
+    check_floating(x, "x")
+    check_real("t", t, 0, 1)
+    check_real("dt", dt, high=0, high_open=True)
+    _check_like(score, x, "score")
+    if noise is not None:
+        _check_like(noise, x, "noise")
     f, g = sde.drift_diffusion(x, t)
     mean = x + (f - g**2 * score) * dt
     return (mean if noise is None else mean + g * math.sqrt(-dt) * noise), mean
@@ -83,7 +131,7 @@ def euler_maruyama(
 ) -> torch.Tensor:
     """Reverse-time SDE by Euler–Maruyama on ``linspace(1, t_min, steps + 1)``; the last step returns the mean
     (no noise), as in Song et al.'s code. NFE = ``steps``. ``x_1``: a tensor or a shape (drawn from the prior).
-    This is :func:`predictor_corrector` without corrector steps."""
+    This is :func:`predictor_corrector` without corrector steps (the same checks and errors)."""
     return predictor_corrector(model, x_1, sde, steps=steps, corrector_steps=0, t_min=t_min,
                                model_kwargs=model_kwargs, generator=generator, progress=progress,
                                callback=callback)  # fmt: skip
@@ -91,11 +139,45 @@ def euler_maruyama(
 
 def langevin_step(sde: SDE, x, t: float, score, noise, snr: float, alpha: float = 1.0):
     """One Langevin corrector step (Song et al. 2021, Algorithm 5): step ``ε = 2 α (snr ‖z‖ / ‖∇‖)²`` with norms
-    per sample averaged over the batch, then ``x + ε ∇ + √(2ε) z``."""
+    per sample averaged over the batch, then ``x + ε ∇ + √(2ε) z``.
+
+    Args:
+        sde: the forward :class:`~diffu.sde.SDE` (its time ``t`` is that of ``score``).
+        x: the state ``(N, …)``, a floating-point tensor.
+        t: the time in [0, 1].
+        score: ``∇ log p_t(x)`` of ``x``'s shape.
+        noise: ``z ~ N(0, I)`` of ``x``'s shape.
+        snr: the target signal-to-noise ratio, > 0.
+        alpha: the chain's α_i (1 for VE), > 0.
+
+    Returns:
+        The corrected state like ``x``.
+
+    Raises:
+        TypeError: ``sde`` not an SDE; ``t``, ``snr`` or ``alpha`` not numbers.
+        ValueError: ``x`` not floating, ``score`` or ``noise`` not of ``x``'s shape, ``t`` outside [0, 1], ``snr``
+            or ``alpha`` not finite and > 0.
+
+    Notes:
+        The official step divides by ‖∇‖: where the score is exactly zero for the whole batch (a model with no
+        signal, e.g. a zero network) the step would be ∞·0 = NaN. Then no Langevin step is taken (the state is
+        returned unchanged): the corrector has no direction to move along, and the predictor still runs. For any
+        nonzero score the step is the official one, bit for bit. NaN in the score propagates.
+    """
+    check_sde(sde)
+    check_floating(x, "x")
+    check_real("t", t, 0, 1)
+    _check_like(score, x, "score")
+    _check_like(noise, x, "noise")
+    check_real("snr", snr, 0, low_open=True)
+    check_real("alpha", alpha, 0, low_open=True)
+    snr, alpha = float(snr), float(alpha)  # a Python int beyond int64 cannot meet a tensor
     n = x.shape[0]
     g_norm = score.reshape(n, -1).norm(dim=-1).mean()
     z_norm = noise.reshape(n, -1).norm(dim=-1).mean()
     step = 2 * alpha * (snr * z_norm / g_norm) ** 2
+    # a zero score (‖∇‖ = 0) has no direction: take no step rather than ∞·0 = NaN (no host sync: torch.where)
+    step = torch.where(g_norm > 0, step, torch.zeros_like(step))
     return x + step * score + (2 * step).sqrt() * noise
 
 
@@ -116,14 +198,37 @@ def predictor_corrector(
     """Predictor–corrector sampling (Song et al. 2021, Algorithm 2/4): at each time first ``corrector_steps``
     Langevin steps with signal-to-noise ratio ``snr``, then one Euler–Maruyama predictor step. For VP the corrector
     step is scaled by the chain's α = s(t)²/s(t+Δt)², which is the reference code's 1 - β_i for 1000 steps and
-    stays positive for few steps (where 1 - β(t)|Δt| would not). NFE = ``steps · (1 + corrector_steps)``."""
+    stays positive for few steps (where 1 - β(t)|Δt| would not). NFE = ``steps · (1 + corrector_steps)``.
+
+    Args:
+        model: any model :func:`diffu.sde.model_score` reads.
+        x_1: the state at t = 1 ``(N, …)`` (a finite floating-point tensor), or a shape to draw it from the prior.
+        sde: the forward :class:`~diffu.sde.SDE`.
+        steps: predictor steps, an integer >= 1.
+        snr: the corrector's signal-to-noise ratio, a finite number > 0.
+        corrector_steps: Langevin steps per time, an integer >= 0.
+        t_min: the last time, in (0, 1).
+        model_kwargs, generator, progress, callback: as every sampler (:func:`diffu.sampling.check_sampler_args`).
+
+    Returns:
+        The sample like ``x_1``.
+
+    Raises:
+        TypeError: a model or ``callback`` that is not callable, ``sde`` not an SDE, a bad ``generator``,
+            ``progress`` not a bool, ``model_kwargs`` not a dict, a non-number ``snr`` or ``t_min``.
+        ValueError: any number outside the ranges above; ``x_1`` neither a finite floating-point tensor nor a shape.
+
+    Notes:
+        A score that is exactly zero for the whole batch skips the Langevin step (see :func:`langevin_step`)
+        instead of producing NaN.
+    """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_sde(sde)
     _check(steps, t_min)
-    if not snr > 0:
-        raise ValueError(f"snr must be > 0, got {snr}")
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    check_real("snr", snr, 0, low_open=True)
+    check_int("corrector_steps", corrector_steps, 0)
     x = _start(model, x_1, sde, generator)
-    ts = torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64).tolist()
+    ts = _time_grid(steps, t_min)
     with torch.no_grad():
         for i in _range(steps, progress, f"PC-{steps}" if corrector_steps else f"EM-{steps}"):
             t, dt = ts[i], ts[i + 1] - ts[i]
@@ -170,17 +275,29 @@ def pf_ode(
 ):
     """Probability-flow ODE ``dx/dt = f(x, t) - ½ g(t)² ∇log p_t(x)`` (Song et al. 2021, Eq. 13) from t = 1 to
     ``t_min`` — deterministic given ``x_1``. ``solver``: "euler" (NFE = steps), "heun" (NFE = 2·steps) or "rk45"
-    (adaptive, ``rtol``/``atol``; ``steps`` and ``callback`` unused). ``return_nfe`` → ``(x, nfe)``."""
-    if solver not in (*SOLVERS, "rk45"):
-        raise ValueError(f"solver must be one of {(*SOLVERS, 'rk45')}, got {solver!r}")
+    (adaptive, ``rtol``/``atol``; ``steps`` and ``callback`` unused). ``return_nfe`` → ``(x, nfe)``.
+
+    Raises:
+        TypeError: a model or ``callback`` that is not callable, ``sde`` not an SDE, a bad ``generator``,
+            ``progress``/``return_nfe`` not bools, ``model_kwargs`` not a dict.
+        ValueError: an unknown ``solver``, ``steps`` not an integer >= 1, ``t_min`` outside (0, 1), ``rtol``/``atol``
+            not finite and > 0, ``x_1`` neither a finite floating-point tensor nor a shape.
+        RuntimeError: RK45 fails or exceeds :func:`diffu.ode.solve_adaptive`'s evaluation budget.
+    """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_sde(sde)
+    check_choice("solver", solver, (*SOLVERS, "rk45"))
     _check(steps, t_min)
+    check_real("rtol", rtol, 0, low_open=True)
+    check_real("atol", atol, 0, low_open=True)
+    check_bool("return_nfe", return_nfe)
     x = _start(model, x_1, sde, generator)
     f = _pf_drift(model, sde, model_kwargs)
     with torch.no_grad():
         if solver == "rk45":
             x, nfe = solve_adaptive(lambda x, t: f(x, t)[0], x, 1.0, t_min, rtol=rtol, atol=atol)
         else:
-            ts = torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64).tolist()
+            ts = _time_grid(steps, t_min)
             x, nfe = integrate(f, x, ts, solver=solver, progress=progress, callback=callback,
                                desc=f"PF-ODE-{solver}-{steps}")  # fmt: skip
     return (x, nfe) if return_nfe else x
@@ -189,9 +306,15 @@ def pf_ode(
 def karras_timesteps(schedule: Schedule, steps: int, rho: float = 7.0) -> torch.Tensor:
     """Decreasing integer timesteps whose σ = √((1-ᾱ)/ᾱ) follow Karras et al.'s (2022, Eq. 5) ρ-spacing between
     σ(T-1) and σ(0): ``σ_i = (σ_max^{1/ρ} + i/(n-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ``, each rounded to the nearest
-    trained timestep (duplicates removed, so fewer than ``steps`` may come back for large ``steps``)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.T:
-        raise ValueError(f"steps must be an integer in [1, {schedule.T}], got {steps!r}")
+    trained timestep (duplicates removed, so fewer than ``steps`` may come back for large ``steps``).
+
+    Raises:
+        TypeError: ``schedule`` not a :class:`~diffu.schedules.Schedule`, ``rho`` not a number.
+        ValueError: ``steps`` not an integer in ``[1, T]``, ``rho`` not finite and > 0.
+    """
+    check_schedule(schedule)
+    check_steps(steps, schedule.T)
+    check_real("rho", rho, 0, low_open=True)
     sig = ((1 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()  # (T,) increasing
     if steps == 1:
         return torch.tensor([schedule.T - 1])
@@ -218,9 +341,18 @@ def pf_ode_sigma(
     ``dx̄/dσ = ε_θ(√ᾱ x̄, t)`` (Song et al. 2021 (DDIM), Eq. 14; Karras et al. 2022). On the DDIM timesteps of a
     discrete schedule: ``solver="euler"`` reproduces DDIM with η = 0 exactly; ``"heun"`` is Karras et al.'s
     2nd-order sampler (Euler on the last step into σ = 0), NFE = ``2·steps - 1``. ``spacing``: a DDIM spacing or
-    "karras" (:func:`karras_timesteps`)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    "karras" (:func:`karras_timesteps`).
+
+    Raises:
+        TypeError: a model or ``callback`` that is not callable, ``schedule`` not a Schedule, a bad ``generator``,
+            ``progress`` not a bool, ``model_kwargs`` not a dict.
+        ValueError: an unknown ``solver`` or ``spacing``, ``steps`` outside ``[1, T]``, ``x_T`` neither a finite
+            floating-point tensor nor a shape.
+    """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
+    check_choice("solver", solver, SOLVERS)
+    check_choice("spacing", spacing, (*SPACINGS, "karras"))
     if spacing == "karras":
         ts = karras_timesteps(schedule, steps).tolist() + [-1]
     else:
@@ -273,13 +405,40 @@ def log_likelihood(
     (Song et al. 2021, Eq. 39; Chen et al. 2018): integrate ``[x, δ]`` from ``t_min`` to 1 with
     ``dδ/dt = ∇·f̃(x, t)`` and return ``log p_1(x(1)) + δ(1)``. ``trace="exact"`` differentiates every coordinate
     (fine for 2D); ``"hutchinson"`` averages ``probes`` fixed Rademacher probes per sample, ``E[zᵀ J z] = tr J``
-    (unbiased, as in FFJORD; the variance falls as 1/probes)."""
+    (unbiased, as in FFJORD; the variance falls as 1/probes).
+
+    Args:
+        model: any model :func:`diffu.sde.model_score` reads.
+        x: data ``(N, …)``, a floating-point tensor without NaN or infinity.
+        sde: the forward :class:`~diffu.sde.SDE`.
+        t_min: the time of the density, in (0, 1).
+        trace: "exact" or "hutchinson".
+        probes: Rademacher probes per sample, an integer >= 1.
+        generator: draws the probes (None or a ``torch.Generator``).
+        rtol, atol: RK45's tolerances, finite and > 0.
+        model_kwargs: None or a dict of extra keyword arguments.
+
+    Returns:
+        ``(N,)`` log-densities in nats.
+
+    Raises:
+        TypeError: ``model`` not callable, ``sde`` not an SDE, a bad ``generator``, ``model_kwargs`` not a dict.
+        ValueError: ``x`` not floating or not finite, any number outside the ranges above, an unknown ``trace``.
+        RuntimeError: RK45 fails or exceeds :func:`diffu.ode.solve_adaptive`'s evaluation budget.
+    """
+    check_sampler_args(model, generator=generator, model_kwargs=model_kwargs)
+    check_sde(sde)
     if trace not in ("exact", "hutchinson"):
-        raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+        raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r:.60}")
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
-    if not 0 < float(t_min) < 1:
-        raise ValueError(f"t_min must be in (0, 1), got {t_min}")
+        raise ValueError(f"probes must be a positive integer, got {probes!r:.60}")
+    check_real("t_min", t_min, 0, 1, low_open=True, high_open=True)
+    check_real("rtol", rtol, 0, low_open=True)
+    check_real("atol", atol, 0, low_open=True)
+    check_floating(x, "x")
+    if x.ndim == 0:
+        raise ValueError("x must have a batch dimension (N, …), got a 0-d tensor")
+    check_finite(x, "x")
     n, shape = x.shape[0], x.shape
     f = _pf_drift(model, sde, model_kwargs)
     probe = None

@@ -48,3 +48,27 @@ def test_bad_input():
         sample_at_nfe("fm-euler", 10, x_T, eps_model=EPS, schedule=SCHED)
     with pytest.raises(ValueError, match="needs eps_model and schedule"):
         sample_at_nfe("pc", 10, x_T, velocity_model=VEL)
+
+
+def test_bad_input_named():
+    x_T = torch.randn(4, 2)
+    kw = dict(eps_model=EPS, schedule=SCHED)
+    with pytest.raises(ValueError, match="nfe must be an integer >= 2"):
+        sample_at_nfe("ddim", 2.0, x_T, **kw)
+    # a discrete sampler cannot spend more evaluations than the schedule has steps: named as nfe, not as steps
+    with pytest.raises(ValueError, match=r"nfe must be an integer in \[2, 1000\], got 2000"):
+        sample_at_nfe("ddim", 2000, x_T, **kw)
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        sample_at_nfe("ddim", 4, x_T, spacing="quadratic", **kw)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        sample_at_nfe("ddim", 4, x_T, eps_model=EPS, schedule="linear")
+    with pytest.raises(TypeError, match="eps_model must be callable"):
+        sample_at_nfe("ddim", 4, x_T, eps_model=1, schedule=SCHED)
+    with pytest.raises(TypeError, match="clip_x0 must be True or False"):
+        sample_at_nfe("ddpm", 4, x_T, clip_x0=1, **kw)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        sample_at_nfe("ddpm", 4, x_T, generator=1, **kw)
+    for bad, match in ((x_T.long(), "x_T must be a floating-point tensor"), (x_T * float("nan"), "x_T must be finite"),
+                       ([[0.5, 0.5]], "x_T must be a tensor or a shape tuple")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            sample_at_nfe("pc", 4, bad, **kw)

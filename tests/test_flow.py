@@ -341,3 +341,107 @@ def test_unet_velocity_and_time_scale():
         UNet(prediction="score", **TINY)
     with pytest.raises(ValueError, match="time_scale must be"):
         UNet(time_scale=0.0, **TINY)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input (CONTRIBUTING.md, convention 8): each error names the argument
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_flow_shapes_broadcast():
+    """target_velocity and the conversions broadcast a (1, D) tensor over the batch, and (N,) times of another
+    batch size failed inside torch."""
+    x0, eps = _pair(4)
+    with pytest.raises(ValueError, match=r"x0 and noise must have the same shape, got \(4, 2\) and \(1, 2\)"):
+        F.target_velocity(x0, eps[:1])
+    for conv, name in ((F.velocity_to_x0, "v"), (F.velocity_to_eps, "v"), (F.velocity_to_score, "v"),
+                       (F.eps_to_velocity, "eps")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"{name} and x_t must have the same shape"):
+            conv(eps[:1], x0, 0.5)
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\) \(one per sample of x\)"):
+            conv(eps, x0, torch.full((3,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\)"):
+        F.flow_path(x0, eps, torch.full((4, 1), 0.5))
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor"):
+        F.target_velocity(x0.long(), eps)
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        F.flow_coefficients(0.5, x0.long())  # the times would be rounded to x's integer dtype
+
+
+def test_flow_numbers_bad_input():
+    x0, eps = _pair(4)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"sigma_min must be a finite number in \[0, 1\)"):
+            F.flow_coefficients(0.5, x0, bad)
+        with pytest.raises(ValueError, match=r"p_uncond must be a finite number in \[0, 1\]"):
+            F.flow_matching_loss(lambda x, t: x, x0, p_uncond=bad)
+    with pytest.raises(TypeError, match="sigma_min must be a finite number"):
+        F.flow_coefficients(0.5, x0, "0")
+    with pytest.raises(TypeError, match="t must be a real number or a real tensor"):
+        F.flow_path(x0, eps, "0.5")
+
+
+def test_flow_matching_loss_bad_input():
+    x0, eps = _pair(4, dtype=torch.float32)
+    zero = lambda x, t, y=None: torch.zeros_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        F.flow_matching_loss(zero, x0 * float("nan"))
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor"):
+        F.flow_matching_loss(zero, x0.long())
+    with pytest.raises(ValueError, match="x0 and noise must have the same shape"):
+        F.flow_matching_loss(zero, x0, noise=eps[:1])
+    with pytest.raises(ValueError, match=r"y must have batch size 4 \(x0's\)"):
+        F.flow_matching_loss(zero, x0, y=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="p_uncond > 0 needs a model with num_classes"):
+        F.flow_matching_loss(zero, x0, y=torch.zeros(4, dtype=torch.long), p_uncond=0.5)
+    torch.manual_seed(0)
+    mlp = MLPDenoiser(hidden=16, depth=1, num_classes=3, prediction="velocity")
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\]"):
+        F.flow_matching_loss(mlp, x0, y=torch.full((4,), 7))
+    with pytest.raises(ValueError, match="y must be an integer tensor of class indices"):
+        F.flow_matching_loss(mlp, x0, y=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"model must return a velocity of x0's shape \(4, 2\)"):
+        F.flow_matching_loss(lambda x, t: x[:1], x0)  # the loss would broadcast it
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        F.flow_matching_loss(zero, x0, generator=1)
+    with pytest.raises(TypeError, match="model must be callable"):
+        F.flow_matching_loss(None, x0)
+
+
+def test_flow_samplers_bad_input(gmm):
+    m = ExactModel(gmm, flow_sigma_min=0.0)
+    x = torch.zeros(2, 2)
+    for fn in (F.sample, F.euler, F.heun):
+        with pytest.raises(ValueError, match="x_1 must be a floating-point tensor"):
+            fn(m, x.long(), steps=2, progress=False)
+        with pytest.raises(ValueError, match="x_1 must be finite"):
+            fn(m, x * float("nan"), steps=2, progress=False)
+        with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+            fn(m, (2, 2), steps=2, generator=1, progress=False)
+        with pytest.raises(TypeError, match="progress must be True or False"):
+            fn(m, x, steps=2, progress=None)
+        with pytest.raises(ValueError, match=r"sigma_min must be a finite number in \[0, 1\)"):
+            fn(m, x, steps=2, sigma_min=1.0, progress=False)
+    with pytest.raises(TypeError, match="model must return a tensor, got NoneType"):
+        F.sample(lambda x, t: None, x, steps=2, progress=False)
+    with pytest.raises(ValueError, match="v and x_t must have the same shape"):
+        F.sample(lambda x, t: x[:1], x, steps=2, progress=False)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        F.reflow_pairs(m, x, steps=0, progress=False)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        F.reflow_pairs(m, (2, 2), steps=2, generator=1, progress=False)
+
+
+def test_flow_as_eps_bad_input(gmm):
+    s = linear_schedule()
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        F.FlowAsEps(ExactModel(gmm, flow_sigma_min=0.0), VPSDE())
+    # the conversion assumes σ_min = 0: a σ_min = 0.1 flow would be converted wrongly without a word
+    with pytest.raises(ValueError, match="FlowAsEps converts σ_min = 0 flows"):
+        F.FlowAsEps(ExactModel(gmm, flow_sigma_min=0.1), s)
+    fa = F.FlowAsEps(ExactModel(gmm, flow_sigma_min=0.0), s)
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\)"):
+        fa(x, torch.full((3,), 10.0))
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        fa(x.long(), torch.full((4,), 10.0))

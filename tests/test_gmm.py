@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffu.gmm import ExactModel, GaussianMixture
+from diffu.gmm import ExactClassifier, ExactModel, GaussianMixture
 from diffu.schedules import linear_schedule
 from diffu.sde import VESDE, VPSDE, SubVPSDE
 
@@ -245,3 +245,88 @@ def test_exact_classifier_guidance_is_bayes_rule_on_scores():
         )(x, tt)
         alone = ExactModel(GaussianMixture(torch.ones(1), gmm.means[3:4], 0.2), schedule=s)(x, tt)
         torch.testing.assert_close(guided, alone, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input (CONTRIBUTING.md, convention 8): each error names the argument
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gaussian_mixture_refuses_nonfinite_and_asymmetric_parameters():
+    nan, inf = float("nan"), float("inf")
+    # NaN weights passed the "> 0" test (NaN compares false) and gave NaN densities
+    with pytest.raises(ValueError, match="weights must be 2 finite positive numbers"):
+        GaussianMixture([1.0, nan], torch.zeros(2, 2), 1.0)
+    with pytest.raises(ValueError, match="means must be finite"):
+        GaussianMixture([1.0], [[nan, 0.0]], 1.0)
+    with pytest.raises(ValueError, match=r"means must have shape \(K, D\) with K, D >= 1"):
+        GaussianMixture([], torch.zeros(0, 2), 1.0)
+    for std in (nan, inf):
+        with pytest.raises(ValueError, match="covs: standard deviations must be finite and > 0"):
+            GaussianMixture([1.0], [[0.0, 0.0]], std)
+    with pytest.raises(ValueError, match="covs must be finite"):
+        GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, nan], [nan, 1.0]]])
+    # Cholesky reads only the lower triangle: an asymmetric "covariance" was silently replaced by another matrix
+    with pytest.raises(ValueError, match="covs must be symmetric"):
+        GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.0, 1.0]]])
+    with pytest.raises(ValueError, match="covs must be positive definite, component 0 is not"):
+        GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]])
+    with pytest.raises(TypeError, match="weights must be real numbers"):
+        GaussianMixture("a", [[0.0, 0.0]], 1.0)
+
+
+def test_gaussian_mixture_methods_bad_input():
+    gmm = GaussianMixture.ring()
+    for kw, match in ((dict(k=0), "k must be an integer >= 1"), (dict(std=0.0), "std must be a finite number > 0"),
+                      (dict(radius=float("nan")), "radius must be a finite number >= 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            GaussianMixture.ring(**kw)
+    for n in (0, 2.5):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            gmm.sample(n)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        gmm.sample(3, 1)
+    with pytest.raises(ValueError, match="b must be a finite number >= 0"):
+        gmm.noised(1.0, float("nan"))
+    with pytest.raises(ValueError, match="a and b must not both be 0"):
+        gmm.posterior(torch.zeros(2, 2), 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\), got \(2, 3\)"):
+        gmm.log_prob(torch.zeros(2, 3))
+    for fn in (gmm.log_prob, gmm.score, gmm.component_log_posterior):
+        with pytest.raises(ValueError, match="x must be a floating-point tensor"):  # score was cast back to int
+            fn(torch.zeros(2, 2, dtype=torch.long))
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    x[1, 0] = float("nan")
+    lp = gmm.log_prob(x)  # documented: NaN stays in its row
+    assert torch.isnan(lp[1]) and bool(torch.isfinite(lp[[0, 2]]).all())
+
+
+def test_exact_models_bad_input():
+    gmm = GaussianMixture.ring()
+    s = linear_schedule()
+    with pytest.raises(TypeError, match="gmm must be a diffu.gmm.GaussianMixture"):
+        ExactModel(None, sde=VPSDE())
+    with pytest.raises(TypeError, match="sde must be a diffu.sde.SDE"):
+        ExactModel(gmm, sde=s)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        ExactModel(gmm, schedule=VPSDE())
+    with pytest.raises(ValueError, match=r"flow_sigma_min must be a finite number in \[0, 1\)"):
+        ExactModel(gmm, flow_sigma_min=1.0)
+    m = ExactModel(gmm, sde=VPSDE())
+    x = torch.zeros(4, 2)
+    # t of another batch size failed inside torch.expand
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\), got shape \(3,\)"):
+        m(x, torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\)"):
+        m(torch.zeros(4, 3), torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match="t must lie in"):
+        m(x, torch.full((4,), 2.0))
+    with pytest.raises(TypeError, match="t must be a finite number"):
+        m.coefficients("a")
+    with pytest.raises(ValueError, match="t must be a finite number"):
+        m.x0_hat(x, float("nan"))
+    clf = ExactClassifier(gmm, s)
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\)"):
+        clf(x, torch.full((3,), 10.0))
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        ExactClassifier(gmm, VPSDE())

@@ -269,3 +269,103 @@ def test_learned_range_guidance_at_t0_follows_guided_diffusion():
     large, _ = ddpm_step(s, x, 0, eps, variance="fixedlarge", guidance=g, clip_x0=False)
     torch.testing.assert_close(small, plain, rtol=0, atol=0)
     torch.testing.assert_close(large, plain + s.posterior_variance[1] * g, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input (CONTRIBUTING.md, convention 8): each error names the argument
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_step_noise_of_batch_one():
+    """ddpm_step/ddim_step accepted noise of shape (1, …) and broadcast it: every image got the same draw."""
+    s = linear_schedule()
+    x, eps, z = _inputs()  # (4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"noise must have x_t's shape \(4, 1, 8, 8\) \(one per sample\), got \(1,"):
+        ddpm_step(s, x, 10, eps, noise=z[:1])
+    with pytest.raises(ValueError, match=r"noise must have x_t's shape \(4, 1, 8, 8\)"):
+        ddim_step(s, x, 10, 5, eps, eta=0.5, noise=z[:1])
+    with pytest.raises(ValueError, match="v must have x_t's shape"):
+        ddpm_step(s, x, 10, eps, variance="learned_range", noise=z, v=z[:1])
+    with pytest.raises(ValueError, match="noise must be a floating-point tensor"):
+        ddpm_step(s, x, 10, eps, noise=z.long())
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])
+def test_regression_integer_x_T(dummy, dtype):
+    """An integer x_T reached torch.randn in the first step ("normal_kernel_cpu" not implemented for 'Long')."""
+    s = linear_schedule(20)
+    x_T = torch.zeros(2, 1, 4, 4, dtype=dtype)
+    with pytest.raises(ValueError, match="x_T must be a floating-point tensor.*from_uint8"):
+        ddpm(dummy, x_T, s, generator=torch.Generator().manual_seed(0), progress=False)
+    with pytest.raises(ValueError, match="x_T must be a floating-point tensor"):
+        ddim(dummy, x_T, s, steps=2, eta=0.5, progress=False)
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor"):
+        ddim_invert(dummy, x_T, s, steps=2, progress=False)
+    with pytest.raises(ValueError, match="x_t must be a floating-point tensor"):
+        ddpm_step(s, x_T, 5, torch.zeros(2, 1, 4, 4), noise=torch.zeros(2, 1, 4, 4))
+
+
+def test_samplers_refuse_nonfinite_states(dummy):
+    s = linear_schedule(20)
+    x = torch.zeros(2, 3)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="x_T must be finite"):
+        ddim(dummy, x, s, steps=2, progress=False)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        ddim_invert(dummy, x, s, steps=2, progress=False)
+    # one step is documented to propagate NaN (no full-tensor checks inside a sampler's loop)
+    out, _ = ddim_step(s, x, 5, 3, torch.zeros(2, 3))
+    assert torch.isnan(out[1, 2]) and int(torch.isnan(out).sum()) == 1
+
+
+@pytest.mark.parametrize("sampler", [ddpm, ddim])
+def test_shared_sampler_arguments(dummy, sampler):
+    s = linear_schedule(20)
+    kw = dict(steps=2, progress=False)
+    for bad, match in (
+        (dict(generator=0), r"generator must be a torch.Generator or None.*manual_seed\(0\)"),
+        (dict(callback=1), "callback must be callable"),
+        (dict(model_kwargs=1), "model_kwargs must be a dict"),
+        (dict(cond_fn="classifier"), "cond_fn must be callable"),
+        (dict(progress="no"), "progress must be True or False"),
+        (dict(clip_x0=None), "clip_x0 must be True or False"),
+    ):
+        with pytest.raises(TypeError, match=match):
+            sampler(dummy, (1, 2), s, **{**kw, **bad})
+    with pytest.raises(TypeError, match="model must be callable"):
+        sampler(None, (1, 2), s, **kw)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        sampler(dummy, (1, 2), "linear", **kw)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        ddim_invert(dummy, torch.zeros(1, 2), s, steps=2, progress=False, callback=1)
+
+
+def test_step_and_ddim_arguments():
+    s = linear_schedule(20)
+    x = torch.zeros(2, 3)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eta must be a finite number"):
+            ddim_step(s, x, 5, 3, x, eta=bad, noise=x)
+    with pytest.raises(TypeError, match="eta must be a finite number"):
+        ddim_step(s, x, 5, 3, x, eta="0.5", noise=x)
+    for bad in (2.5, "3", 5, -2):
+        with pytest.raises(ValueError, match=r"t_prev must be an integer in \[-1, t\)"):
+            ddim_step(s, x, 5, bad, x)
+    assert torch.equal(ddim_step(s, x, 5, torch.tensor(3), x)[0], ddim_step(s, x, 5, 3, x)[0])
+    with pytest.raises(ValueError, match="t must be one timestep"):
+        ddpm_step(s, x, torch.tensor([1, 2]), x, noise=x)
+    with pytest.raises(TypeError, match="clip_x0 must be True or False"):
+        ddpm_step(s, x, 5, x, noise=x, clip_x0=1)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        ddim_step(None, x, 5, 3, x)
+
+
+def test_ddim_timesteps_argument(dummy):
+    s = linear_schedule(20)
+    for bad in (5, "54"):
+        with pytest.raises(TypeError, match="timesteps must be a sequence of integer timesteps"):
+            ddim(dummy, (1, 2), s, timesteps=bad, progress=False)
+    with pytest.raises(ValueError, match="timesteps must hold integer timesteps"):
+        ddim(dummy, (1, 2), s, timesteps=[5.5, 2], progress=False)
+    a = ddim(dummy, torch.ones(1, 2), s, timesteps=torch.tensor([15, 5]), progress=False)
+    assert torch.equal(a, ddim(dummy, torch.ones(1, 2), s, timesteps=range(15, 0, -10), progress=False))

@@ -189,3 +189,131 @@ def test_alpha_bar_at_the_clean_end_and_previous_step():
             s.alpha_bar_at(bad)
     with pytest.raises(ValueError, match="integer timesteps"):
         s.alpha_bar_at(2.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input (CONTRIBUTING.md, convention 8): each error names the argument
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_q_sample_integer_x0():
+    """q_sample(int64 x0, …) returned exactly the noise: ᾱ was cast to x0's integer dtype, i.e. to 0."""
+    s = linear_schedule(100)
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.int64, torch.uint8):
+        with pytest.raises(ValueError, match="x0 must be a floating-point tensor.*from_uint8"):
+            s.q_sample(torch.ones(2, 3, dtype=dtype), 10, noise)
+    with pytest.raises(ValueError, match="noise must be a floating-point tensor"):
+        s.q_sample(noise, 10, noise.long())
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        s.at("alpha_bar", 10, torch.ones(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="like must be a floating-point tensor"):
+        s.alpha_bar_at(10, torch.ones(2, dtype=torch.int64))
+    for conv in (s.eps_to_x0, s.x0_to_eps, s.v_to_eps, s.eps_to_v, s.eps_to_score, s.score_to_eps):
+        with pytest.raises(ValueError, match="x_t must be a floating-point tensor"):
+            conv(noise, noise.long(), 10)
+
+
+def test_regression_timestep_batch_mismatch():
+    """t of another batch size than x used to fail inside torch's broadcasting (or, for a 2-D t, be flattened)."""
+    s = linear_schedule(100)
+    x = torch.zeros(2, 3)
+    for t in (torch.tensor([1, 2, 3]), torch.tensor([[1, 2]])):
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(2,\) \(one per sample"):
+            s.q_sample(x, t, x)
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(2,\)"):
+            s.eps_to_x0(x, x, t)
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(2,\)"):
+            s.to_eps(x, x, t)
+    # a scalar, a one-element tensor and (N,) are the accepted forms, and agree
+    a = s.q_sample(x + 1, 5, x)
+    assert torch.equal(a, s.q_sample(x + 1, torch.tensor([5]), x))
+    assert torch.equal(a, s.q_sample(x + 1, torch.tensor([5, 5]), x))
+
+
+def test_timesteps_of_the_wrong_kind():
+    s = linear_schedule(100)
+    x = torch.zeros(2, 3)
+    for bad in ("1", None, True, [1, "a"]):
+        with pytest.raises(TypeError, match="t must be an integer timestep or a tensor of them"):
+            s.q_sample(x, bad, x)
+    for bad in (float("nan"), float("inf"), torch.tensor([1.0, float("nan")])):
+        with pytest.raises(ValueError, match="t must hold integer timesteps"):
+            s.check_t(bad)
+    with pytest.raises(TypeError, match="t must hold integer timesteps, got a torch.bool tensor"):
+        s.check_t(torch.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"k must be one timestep, got shape \(2,\)"):
+        s.check_t([1, 2], "k", scalar=True)
+    assert int(s.check_t(torch.tensor([7]), scalar=True)) == 7
+    with pytest.raises(TypeError, match="timesteps must be an integer timestep"):
+        s.respace("abc")
+    for bad in ("a", True, None):
+        with pytest.raises(TypeError, match="t must be a real number or tensor"):
+            s.interp_alpha_bar(bad)
+    with pytest.raises(TypeError, match="t must be an integer timestep"):
+        s.alpha_bar_at("a")
+
+
+def test_schedule_constructor_bad_input():
+    for bad in ("abc", None, [0.1, "a"]):
+        with pytest.raises(TypeError, match="betas must be a 1-D tensor of numbers"):
+            Schedule(bad)
+    with pytest.raises(TypeError, match="betas must be a 1-D tensor of real numbers"):
+        Schedule(torch.tensor([True]))
+    with pytest.raises(ValueError, match="betas must lie in the open interval"):
+        Schedule(torch.tensor([0.1, float("nan")]))
+    with pytest.raises(TypeError, match="name must be a string"):
+        Schedule(torch.tensor([0.1]), 3)
+    for fn in (linear_schedule, scaled_linear_schedule, sigmoid_schedule):
+        for bad in (float("nan"), float("inf"), 1.0, -0.1):
+            with pytest.raises(ValueError, match=r"beta_start must be a finite number in \(0, 1\)"):
+                fn(10, bad)
+            with pytest.raises(ValueError, match=r"beta_end must be a finite number in \(0, 1\)"):
+                fn(10, 0.01, bad)
+        with pytest.raises(TypeError, match="beta_start must be a finite number"):
+            fn(10, "0.1")
+        with pytest.raises(ValueError, match="T must be an integer >= 1"):
+            fn(1e3)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="s must be a finite number >= 0"):
+            cosine_schedule(10, s=bad)
+        with pytest.raises(ValueError, match="max_beta must be a finite number in"):
+            cosine_schedule(10, max_beta=bad)
+    with pytest.raises(ValueError, match="name must be one of"):
+        make_schedule(3)
+
+
+def test_table_and_prediction_names():
+    s = linear_schedule(10)
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="name must be one of"):
+        s.at("alpha_bars", 3, x)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        s.to_eps(x, x, 3, "velocity")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        s.from_eps(x, x, 3, "epsilon")
+    with pytest.raises(ValueError, match="eps and x_t must have the same shape"):
+        s.eps_to_v(x[:1], x, 3)
+
+
+def test_nan_propagates_through_the_forward_process():
+    """Documented (module docstring): NaN in the data propagates entry by entry, never to a plausible number."""
+    s = linear_schedule(10)
+    x = torch.zeros(2, 3)
+    x[0, 1] = float("nan")
+    out = s.q_sample(x, 3, torch.zeros(2, 3))
+    assert torch.isnan(out[0, 1]) and int(torch.isnan(out).sum()) == 1
+
+
+def test_regression_alpha_bar_underflow_is_refused():
+    """linear_schedule(1100, 0.5, 0.5) was built with ᾱ_{T-1} = 0 (float64 underflow), and eps_to_x0 there
+    returned NaN; betas below ~1e-16 gave ᾱ_0 = 1 and a 0/0 posterior variance."""
+    with pytest.raises(ValueError, match="betas make ᾱ underflow to 0 in float64 from step t = 1074 of 1100"):
+        linear_schedule(1100, 0.5, 0.5)
+    with pytest.raises(ValueError, match="betas make ᾱ underflow"):
+        sigmoid_schedule(2000, 0.5, 0.9)
+    with pytest.raises(ValueError, match="betas must be large enough that 1 - β < 1 in float64"):
+        Schedule(torch.tensor([1e-17, 0.1], dtype=torch.float64))
+    s = linear_schedule(1000, 0.5, 0.5)  # ᾱ_{T-1} = 2^-1000 ≈ 9e-302: tiny but still a number
+    x = torch.ones(1, 2, dtype=torch.float64)
+    assert float(s.alpha_bar[-1]) > 0 and bool(torch.isfinite(s.eps_to_x0(x, x, 999)).all())

@@ -174,7 +174,7 @@ def test_bad_pc_and_solver_arguments(gmm, sched):
         SS.pf_ode(m, x, vp, steps=2, solver="rk4", progress=False)
     with pytest.raises(ValueError, match="solver must be"):
         SS.pf_ode_sigma(ExactModel(gmm, schedule=sched), x, sched, steps=2, solver="rk45", progress=False)
-    with pytest.raises(ValueError, match="sde must be one of"):
+    with pytest.raises(ValueError, match="name must be one of"):
         S.make_sde("vpsde")
 
 
@@ -333,9 +333,10 @@ def test_from_discrete_index_inverts_interp_alpha_bar(sched, cls):
 
 
 def test_from_discrete_index_clamps_outside_trained_range(sched):
-    fd = S.FromDiscrete(None, sched, S.VESDE(sigma_max=1000.0))  # ᾱ(1) = 1e-6 < ᾱ_{T-1} = 4.0e-5
+    net = ExactModel(GaussianMixture.ring(), schedule=sched)  # index() never calls it; FromDiscrete needs a model
+    fd = S.FromDiscrete(net, sched, S.VESDE(sigma_max=1000.0))  # ᾱ(1) = 1e-6 < ᾱ_{T-1} = 4.0e-5
     assert float(fd.index(torch.tensor(1.0, dtype=torch.float64))) == sched.T - 1
-    fd = S.FromDiscrete(None, sched, S.VPSDE())
+    fd = S.FromDiscrete(net, sched, S.VPSDE())
     assert float(fd.index(torch.tensor(0.0, dtype=torch.float64))) == -1.0  # ᾱ = 1: the clean end
 
 
@@ -447,3 +448,261 @@ def test_log_likelihood_hutchinson(ll_setup):
     assert abs(float(err.mean())) < 4 * 0.34 / math.sqrt(60)
     # variance falls as 1/probes: one probe must be clearly noisier than eight (expected ratio √8 ≈ 2.8)
     assert float((run(0, 1) - ref).std()) > 1.5 * float((a - ref).std())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input and the numerical bugs of issue 18 (CONTRIBUTING.md, convention 8): each error names the argument
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, x, t):
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("cls", SDE_CLASSES)
+def test_regression_pc_zero_score_gives_no_nan(cls):
+    """A score that is exactly zero made the Langevin step ε = 2α(snr ‖z‖/‖∇‖)² infinite and the output all-NaN.
+    Now the corrector takes no step there (no direction to move along), and the predictor still runs."""
+    sde = cls()
+    x = SS.predictor_corrector(_Zero(), (64, 2), sde, steps=5, generator=_gen(0), progress=False)
+    assert bool(torch.isfinite(x).all())
+    # the Langevin step itself leaves the state unchanged for a zero score
+    x_1 = torch.randn(64, 2, generator=_gen(1), dtype=torch.float64)
+    z = torch.randn(64, 2, generator=_gen(2), dtype=torch.float64)
+    x = SS.langevin_step(sde, x_1, 0.5, torch.zeros_like(x_1), z, 0.16)
+    assert torch.equal(x, x_1)
+
+
+def test_langevin_step_is_the_official_step_for_a_nonzero_score():
+    """ε = 2 α (snr ‖z‖ / ‖∇‖)² with per-sample norms averaged over the batch (Song et al.'s LangevinCorrector),
+    bit for bit — also when only some rows have a zero score."""
+    sde = S.VPSDE()
+    x = torch.randn(8, 3, generator=_gen(3), dtype=torch.float64)
+    score = torch.randn(8, 3, generator=_gen(4), dtype=torch.float64)
+    score[2] = 0.0
+    z = torch.randn(8, 3, generator=_gen(5), dtype=torch.float64)
+    g_norm, z_norm = score.norm(dim=-1).mean(), z.norm(dim=-1).mean()
+    step = 2 * 0.9 * (0.16 * z_norm / g_norm) ** 2
+    ref = x + step * score + (2 * step).sqrt() * z
+    assert torch.equal(SS.langevin_step(sde, x, 0.5, score, z, 0.16, 0.9), ref)
+
+
+def test_regression_vpsde_q_sample_shape_mismatch():
+    """VPSDE.q_sample broadcast a (1, D) noise over the batch (one draw for every sample) and (N,) times of another
+    batch size inside torch."""
+    vp = S.VPSDE()
+    x0 = torch.randn(4, 2, generator=_gen(6))
+    with pytest.raises(ValueError, match=r"noise must have x0's shape \(4, 2\), got \(1, 2\)"):
+        vp.q_sample(x0, 0.5, x0[:1])
+    for t in (torch.rand(3, generator=_gen(7)), torch.rand(4, 1, generator=_gen(7))):
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\) \(one per sample of x\)"):
+            vp.q_sample(x0, t, x0)
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\)"):
+            vp.drift_diffusion(x0, t)
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor"):
+        vp.q_sample(x0.long(), 0.5, x0)
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        vp.drift_diffusion(x0.long(), 0.5)
+
+
+def test_regression_sde_parameters_not_finite():
+    """VPSDE(beta_max=inf) and NaN parameters were accepted (NaN and inf marginals later)."""
+    for cls in (S.VPSDE, S.SubVPSDE):
+        for bad in (float("inf"), float("nan")):
+            with pytest.raises(ValueError, match="beta_max must be a finite number > 0"):
+                cls(beta_max=bad)
+            with pytest.raises(ValueError, match="beta_min must be a finite number > 0"):
+                cls(beta_min=bad)
+        with pytest.raises(TypeError, match="beta_min must be a finite number"):
+            cls(beta_min="0.1")
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sigma_max must be a finite number > 0"):
+            S.VESDE(sigma_max=bad)
+        with pytest.raises(ValueError, match="sigma_min must be a finite number > 0"):
+            S.VESDE(sigma_min=bad)
+    with pytest.raises(ValueError, match="name must be one of"):
+        S.make_sde(3)
+
+
+def test_regression_solve_adaptive_end_time_not_finite():
+    """solve_adaptive with a NaN or infinite end time never returned (scipy stepped forever)."""
+    from diffu.ode import solve_adaptive
+
+    x = torch.ones(3, 2, dtype=torch.float64)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="t1 must be a finite number"):
+            solve_adaptive(lambda x, t: -x, x, 0.0, bad)
+        with pytest.raises(ValueError, match="t0 must be a finite number"):
+            solve_adaptive(lambda x, t: -x, x, bad, 1.0)
+    # a drift with NaN made scipy shrink the step without end: refused at the first evaluation
+    with pytest.raises(ValueError, match="f returned NaN or infinity at t = 0"):
+        solve_adaptive(lambda x, t: x * float("nan"), x, 0.0, 1.0)
+    # and every run has an evaluation budget
+    with pytest.raises(RuntimeError, match="did not reach t1 = 1 from t0 = 0 within max_nfe = 5 evaluations"):
+        solve_adaptive(lambda x, t: -x, x, 0.0, 1.0, max_nfe=5)
+    out, nfe = solve_adaptive(lambda x, t: -x, x, 0.0, 1.0)
+    torch.testing.assert_close(out, x * math.exp(-1), rtol=1e-4, atol=0)  # RK45 at rtol = atol = 1e-5
+    assert nfe < 100
+
+
+def test_ode_solvers_bad_input():
+    from diffu.ode import integrate, solve_adaptive
+
+    x = torch.ones(3, 2)
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        solve_adaptive(lambda x, t: -x, x.long(), 0.0, 1.0)
+    with pytest.raises(ValueError, match="x must be finite"):
+        solve_adaptive(lambda x, t: -x, x * float("nan"), 0.0, 1.0)
+    for name in ("rtol", "atol"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+            solve_adaptive(lambda x, t: -x, x, 0.0, 1.0, **{name: 0.0})
+    with pytest.raises(ValueError, match="max_nfe must be an integer >= 1"):
+        solve_adaptive(lambda x, t: -x, x, 0.0, 1.0, max_nfe=0)
+    with pytest.raises(TypeError, match="f must be callable"):
+        solve_adaptive(1, x, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"f must return dx/dt as a tensor of x's shape \(3, 2\)"):
+        solve_adaptive(lambda x, t: x[:1], x, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"ts\[i\] must be a finite number"):
+        integrate(lambda x, t: (-x, x), x, [1.0, float("nan")], progress=False)
+    with pytest.raises(TypeError, match="ts must be a sequence of times"):
+        integrate(lambda x, t: (-x, x), x, 5, progress=False)
+    # a tensor returned where the pair (dx/dt, x0_hat) is expected would be unpacked along its batch dimension
+    with pytest.raises(ValueError, match=r"f must return a pair \(dx/dt, x0_hat\), got Tensor"):
+        integrate(lambda x, t: -x, torch.ones(2, 2), [1.0, 0.0], progress=False)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        integrate(lambda x, t: (-x, x), x, [1.0, 0.0], solver="rk4", progress=False)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        integrate(lambda x, t: (-x, x), x, [1.0, 0.0], callback=3, progress=False)
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        integrate(lambda x, t: (-x, x), x.long(), [1.0, 0.0], progress=False)
+
+
+def test_regression_sampler_numbers_not_finite(gmm, sched):
+    """NaN/inf/negative numbers reached the samplers: snr = inf gave an infinite Langevin step, t_min = nan an
+    all-NaN grid, rtol/atol <= 0 a scipy error."""
+    vp = S.VPSDE()
+    m = ExactModel(gmm, sde=vp)
+    x = torch.zeros(2, 2)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="snr must be a finite number > 0"):
+            SS.predictor_corrector(m, x, vp, steps=2, snr=bad, progress=False)
+        with pytest.raises(ValueError, match=r"t_min must be a finite number in \(0, 1\)"):
+            SS.euler_maruyama(m, x, vp, steps=2, t_min=bad, progress=False)
+        for name in ("rtol", "atol"):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+                SS.pf_ode(m, x, vp, solver="rk45", progress=False, **{name: bad})
+            with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+                SS.log_likelihood(m, x, vp, **{name: bad})
+        with pytest.raises(ValueError, match="rho must be a finite number > 0"):
+            SS.karras_timesteps(sched, 5, bad)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        SS.euler_maruyama(m, x, vp, steps=-1, progress=False)
+
+
+def test_sde_samplers_shared_arguments(gmm, sched):
+    vp = S.VPSDE()
+    m = ExactModel(gmm, sde=vp)
+    x = torch.zeros(2, 2)
+    for fn in (SS.euler_maruyama, SS.predictor_corrector, SS.pf_ode):
+        with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+            fn(m, (2, 2), vp, steps=2, generator=1, progress=False)
+        with pytest.raises(TypeError, match="sde must be a diffu.sde.SDE"):
+            fn(m, x, sched, steps=2, progress=False)
+        with pytest.raises(ValueError, match="x_1 must be a floating-point tensor"):
+            fn(m, x.long(), vp, steps=2, progress=False)
+        with pytest.raises(ValueError, match="x_1 must be finite"):
+            fn(m, x * float("nan"), vp, steps=2, progress=False)
+        with pytest.raises(TypeError, match="callback must be callable"):
+            fn(m, x, vp, steps=2, callback="traj", progress=False)
+    with pytest.raises(TypeError, match="return_nfe must be True or False"):
+        SS.pf_ode(m, x, vp, steps=2, return_nfe=1, progress=False)
+    ms = ExactModel(gmm, schedule=sched)
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        SS.pf_ode_sigma(ms, x, sched, steps=2, spacing="quadratic", progress=False)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        SS.pf_ode_sigma(ms, x, vp, steps=2, progress=False)
+    with pytest.raises(ValueError, match="x_T must be a floating-point tensor"):
+        SS.pf_ode_sigma(ms, x.long(), sched, steps=2, progress=False)
+    for bad in (x * float("nan"), x.long()):
+        with pytest.raises(ValueError, match="x must be"):
+            SS.log_likelihood(m, bad, vp)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        SS.log_likelihood(m, x, vp, generator=1)
+
+
+def test_one_step_functions_bad_input():
+    vp = S.VPSDE()
+    x = torch.randn(4, 2, generator=_gen(8))
+    with pytest.raises(ValueError, match="dt must be a finite number < 0"):
+        SS.em_step(vp, x, 0.5, 0.1, x, x)
+    with pytest.raises(ValueError, match=r"score must have x's shape \(4, 2\)"):
+        SS.em_step(vp, x, 0.5, -0.1, x[:1], x)
+    with pytest.raises(ValueError, match=r"noise must have x's shape \(4, 2\)"):
+        SS.em_step(vp, x, 0.5, -0.1, x, x[:1])
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\]"):
+        SS.em_step(vp, x, 1.5, -0.1, x, x)
+    with pytest.raises(ValueError, match=r"noise must have x's shape"):
+        SS.langevin_step(vp, x, 0.5, x, x[:1], 0.16)
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+        SS.langevin_step(vp, x, 0.5, x, x, 0.16, -1.0)
+    with pytest.raises(TypeError, match="sde must be a diffu.sde.SDE"):
+        SS.langevin_step(None, x, 0.5, x, x, 0.16)
+
+
+def test_sde_methods_and_models_bad_input(gmm, sched):
+    vp = S.VPSDE()
+    x = torch.randn(4, 2, generator=_gen(9))
+    for bad in ("a", True, None, torch.tensor([True])):
+        with pytest.raises(TypeError, match="t must be a real number or a real tensor"):
+            vp.marginal_coefficients(bad)
+    with pytest.raises(ValueError, match="shape must be a tuple of positive ints"):
+        vp.prior_sample((0, 2))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        vp.prior_sample((2, 2), generator=1)
+    with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype"):
+        vp.prior_sample((2, 2), dtype=torch.int64)
+    with pytest.raises(ValueError, match="device meta differs from the generator's device cpu"):
+        vp.prior_sample((2, 2), device="meta", generator=_gen(0))
+    with pytest.raises(ValueError, match="z must be a floating-point tensor"):
+        vp.prior_logp(x.long())
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        S.VPSDE.from_schedule(vp)
+    m = ExactModel(gmm, sde=vp)
+    with pytest.raises(TypeError, match="model must be callable"):
+        S.FromDiscrete(None, sched, vp)
+    with pytest.raises(TypeError, match="sde must be a diffu.sde.SDE"):
+        S.FromDiscrete(m, sched, sched)
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\)"):
+        S.FromDiscrete(ExactModel(gmm, schedule=sched), sched, vp)(x, torch.rand(3, generator=_gen(0)))
+    with pytest.raises(TypeError, match="t must be a finite number"):
+        S.model_score(m, x, torch.rand(4), vp)
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\]"):
+        S.model_score(m, x, 2.0, vp)
+    with pytest.raises(ValueError, match="model.prediction must be 'eps', 'score' or 'x0'"):
+        S.model_score(ExactModel(gmm, flow_sigma_min=0.0), x, 0.5, vp)
+    with pytest.raises(ValueError, match=r"model must return a tensor of x's shape \(4, 2\), got \(1, 2\)"):
+        S.model_score(lambda x, t: x[:1], x, 0.5, vp)
+    with pytest.raises(TypeError, match="model_kwargs must be a dict"):
+        S.model_score(m, x, 0.5, vp, model_kwargs=[1])
+
+
+def test_dsm_loss_bad_input(gmm):
+    vp = S.VPSDE()
+    m = ExactModel(gmm, sde=vp)
+    x = torch.randn(4, 2, generator=_gen(10))
+    # t = 0 has σ = 0 for VP: ε is not identifiable there, so t_min must be > 0
+    for bad in (0.0, 1.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"t_min must be a finite number in \(0, 1\)"):
+            S.dsm_loss(m, vp, x, t_min=bad)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        S.dsm_loss(m, vp, x * float("nan"))
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor"):
+        S.dsm_loss(m, vp, x.long())
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        S.dsm_loss(m, vp, x, generator=5)
+    # a (1, D) output would be broadcast against the (N, D) noise by the loss
+    with pytest.raises(ValueError, match=r"model must return a tensor of x's shape \(4, 2\)"):
+        S.dsm_loss(lambda x, t: x[:1], vp, x)
+    with pytest.raises(ValueError, match="dsm_loss trains 'eps' or 'score' models"):
+        S.dsm_loss(ExactModel(gmm, flow_sigma_min=0.0), vp, x)
