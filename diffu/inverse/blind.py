@@ -19,12 +19,30 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_steps
+from ..checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_finite,
+    check_floating,
+    check_image,
+    check_int,
+    check_real,
+    check_steps,
+)
 from ..samplers import ddim_step, ddpm_step
-from ..sampling import ddim_timesteps, initial_noise, model_eps, noise_like, respaced
+from ..sampling import (
+    check_sampler_args,
+    check_schedule,
+    ddim_timesteps,
+    initial_noise,
+    model_eps,
+    noise_like,
+    respaced,
+)
 from ..schedules import Schedule, linear_schedule
 from ..train import diffusion_loss
-from .blur import Blur, random_kernels
+from .blur import BOUNDARIES, Blur, random_kernels
 from .dps import residual_norm
 
 __all__ = [
@@ -66,37 +84,85 @@ class BlindState(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_kernels(k, name: str, ndim: int | None = None) -> None:
+    """Floating-point kernels ``(…, kh, kw)`` (exactly ``ndim`` dimensions when given)."""
+    check_floating(k, name)
+    if k.ndim < 2 or (ndim is not None and k.ndim != ndim):
+        want = "(N, kh, kw)" if ndim == 3 else "(…, kh, kw)"
+        raise ValueError(f"{name} must be kernels of shape {want}, got shape {tuple(k.shape)}")
+
+
 def kernel_to_diffusion(k: torch.Tensor) -> torch.Tensor:
     """Map non-negative kernels ``(…, kh, kw)`` to the diffusion's [-1, 1] range: ``2 k / max k − 1``.
 
     The Blind-DPS training script is not public; its sampler maps ``k̂_0 ↦ (k̂_0 + 1)/2`` and divides by the sum
     (:func:`kernel_from_diffusion`), which undoes this map for any positive scale of ``k``; dividing by the max
-    uses the whole [-1, 1] range for narrow and wide kernels alike."""
+    uses the whole [-1, 1] range for narrow and wide kernels alike.
+
+    ``ValueError`` unless ``k`` is a finite floating-point tensor ``(…, kh, kw)`` of non-negative kernels, each
+    with a positive entry (an all-zero kernel has no shape to map)."""
+    _check_kernels(k, "k")
+    check_finite(k, "k")
+    if k.numel() and bool((k < 0).any()):
+        raise ValueError(f"k must be non-negative kernels, got a minimum of {float(k.min()):.4g}")
+    if k.numel() and bool((k.amax((-2, -1)) <= 0).any()):
+        raise ValueError("k must have a positive entry in every kernel, got an all-zero kernel")
     return 2 * k / k.amax((-2, -1), keepdim=True).clamp_min(torch.finfo(k.dtype).tiny) - 1
 
 
 def kernel_from_diffusion(k: torch.Tensor) -> torch.Tensor:
     """Blind-DPS's normalisation of the kernel estimate (``guided_diffusion/gaussian_diffusion.py::BlindDPS``):
     clip to [-1, 1], ``(k + 1)/2``, divide by the sum — per kernel here (the official code divides by the sum of the
-    whole batch tensor, run with batch 1). Returns non-negative kernels ``(…, kh, kw)`` that sum to 1."""
+    whole batch tensor, run with batch 1). Returns non-negative kernels ``(…, kh, kw)`` that sum to 1.
+
+    ``ValueError`` for anything but a finite floating-point ``(…, kh, kw)`` tensor (a NaN would survive the clip
+    and spread over the whole kernel through its sum)."""
+    _check_kernels(k, "k")
+    check_finite(k, "k")
+    return _kernel_from_diffusion(k)
+
+
+def _kernel_from_diffusion(k: torch.Tensor) -> torch.Tensor:  # unchecked: inside blind_dps's loop
     k = (k.clamp(-1, 1) + 1) / 2
     return k / k.sum((-2, -1), keepdim=True).clamp_min(torch.finfo(k.dtype).tiny)
 
 
 def blur_each(x: torch.Tensor, k: torch.Tensor, boundary: str = "circular") -> torch.Tensor:
     """``k_n ∗ x_n`` for each image: ``x`` ``(N, C, H, W)``, kernels ``k`` ``(N, kh, kw)`` → ``(N, C, H, W)``,
-    through :class:`~diffu.inverse.Blur` (differentiable in both ``x`` and ``k``)."""
+    through :class:`~diffu.inverse.Blur` (differentiable in both ``x`` and ``k``).
+
+    ``ValueError`` for ``x`` not a floating-point image batch, ``k`` not ``(N, kh, kw)`` floating-point kernels with
+    ``x``'s batch size (odd, finite, at most the image size), or an unknown ``boundary``. A NaN in ``x``
+    propagates to the result."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        check_floating(x, "x")
+    check_image(x)
+    check_choice("boundary", boundary, BOUNDARIES)
+    check_floating(k, "k")
     if k.ndim != 3 or k.shape[0] != x.shape[0]:
         raise ValueError(f"k must have shape (N, kh, kw) with N = {x.shape[0]}, got {tuple(k.shape)}")
+    if k.shape[1] % 2 == 0 or k.shape[2] % 2 == 0:
+        raise ValueError(f"k must have odd sides (centred kernels), got {k.shape[1]}×{k.shape[2]}")
+    check_finite(k, "k")
     return torch.cat([Blur(ki, boundary).A(xi[None]) for xi, ki in zip(x, k)])
 
 
 def kernel_error(k_est: torch.Tensor, k_true: torch.Tensor, max_shift: int = 0) -> torch.Tensor:
     """Relative error ``‖k̂ − k‖ / ‖k‖`` per kernel ``(N,)`` for kernels ``(N, kh, kw)``, minimised over integer
     shifts of ``k̂`` up to ``max_shift`` pixels (zero-filled): blind deconvolution cannot tell ``(k, x)`` from a
-    shifted kernel and an oppositely shifted image."""
+    shifted kernel and an oppositely shifted image.
+
+    ``ValueError`` unless ``k_est`` and ``k_true`` are finite floating-point ``(N, kh, kw)`` tensors of one shape,
+    every ``k_true`` non-zero (the error is relative to its norm) and ``max_shift`` an integer >= 0."""
+    for name, v in (("k_est", k_est), ("k_true", k_true)):
+        check_floating(v, name)
     if k_est.shape != k_true.shape or k_est.ndim != 3:
         raise ValueError(f"k_est and k_true must both be (N, kh, kw), got {tuple(k_est.shape)}, {tuple(k_true.shape)}")
+    check_int("max_shift", max_shift, 0)
+    check_finite(k_est, "k_est")
+    check_finite(k_true, "k_true")
+    if k_true.numel() and bool((k_true.flatten(1).norm(dim=1) == 0).any()):
+        raise ValueError("k_true must be non-zero kernels (the error is relative to ‖k_true‖), got an all-zero kernel")
     m = max_shift
     padded = F.pad(k_est, (m, m, m, m))
     kh, kw = k_true.shape[-2:]
@@ -113,13 +179,21 @@ def kernel_error(k_est: torch.Tensor, k_true: torch.Tensor, max_shift: int = 0) 
 def kernel_prior_data(x=None, y=None, *, n: int = 20000, size: int = KERNEL_SIZE, seed: int = 0):
     """The training tensors of the kernel prior: ``(kernels,)`` with ``n`` :func:`~diffu.inverse.blur.random_kernels`
     from a generator seeded by ``seed``, mapped by :func:`kernel_to_diffusion`, shape ``(n, 1, size, size)``. The
-    Fashion-MNIST tensors ``x, y`` that the recipe passes are ignored."""
+    Fashion-MNIST tensors ``x, y`` that the recipe passes are ignored. ``ValueError`` for ``n`` not an integer >= 1,
+    ``size`` not an odd integer >= 3 or ``seed`` not an integer >= 0."""
+    check_int("seed", seed, 0)
     k = random_kernels(n, size, generator=torch.Generator().manual_seed(seed))
     return (kernel_to_diffusion(k)[:, None],)
 
 
 def kernel_prior_loss(model, k: torch.Tensor, generator=None) -> torch.Tensor:
-    """The simplified DDPM loss on kernels with the linear schedule (T = 1000), as for the image model."""
+    """The simplified DDPM loss on kernels with the linear schedule (T = 1000), as for the image model; ``k`` a
+    finite floating-point batch ``(N, 1, kh, kw)`` (``ValueError`` otherwise)."""
+    check_callable("model", model)
+    if isinstance(k, torch.Tensor) and not k.is_floating_point():
+        check_floating(k, "k")
+    check_image(k, "k")
+    check_finite(k, "k")
     return diffusion_loss(model, linear_schedule(), k, generator)
 
 
@@ -131,15 +205,17 @@ def kernel_prior_loss(model, k: torch.Tensor, generator=None) -> torch.Tensor:
 def _check_blind(y, kernel_size, x_T, generator, boundary) -> torch.Tensor:
     """Validate ``y``, ``kernel_size`` and ``boundary``; return the initial image state (``x_T``, or noise of
     ``y``'s shape)."""
-    if not isinstance(y, torch.Tensor) or y.ndim != 4 or not y.is_floating_point():
+    if isinstance(y, torch.Tensor) and not y.is_floating_point():
+        check_floating(y, "y")
+    if not isinstance(y, torch.Tensor) or y.ndim != 4:
         raise ValueError(f"y must be a float tensor (N, C, H, W), got {getattr(y, 'shape', type(y).__name__)}")
+    check_finite(y, "y")
+    check_choice("boundary", boundary, BOUNDARIES)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     if kernel_size > min(y.shape[-2:]):
         raise ValueError(f"kernel_size must be <= the image size {tuple(y.shape[-2:])}, got {kernel_size}")
-    x = initial_noise(x_T, generator, like=y, shape=y.shape, of="y's")
-    Blur(torch.ones(kernel_size, kernel_size, dtype=y.dtype), boundary)  # validates ``boundary`` before any work
-    return x
+    return initial_noise(x_T, generator, like=y, shape=y.shape, of="y's")
 
 
 def blind_dps(
@@ -185,6 +261,14 @@ def blind_dps(
     Returns:
         ``(x, k)``: the image ``(N, C, H, W)`` and the final kernel ``(N, k, k)``, non-negative with sum 1.
 
+    Raises:
+        ValueError: ``y`` not a finite floating-point image batch; ``kernel_size`` not odd, positive, at most the
+            image size and ``kernel_model.kernel_size``; ``steps`` not in ``[1, T]``; ``scale`` not a finite number
+            > 0 or ``reg`` not one >= 0; an unknown ``boundary`` or ``spacing``; ``x_T``/``k_T`` not finite tensors
+            of the image / kernel-state shape.
+        TypeError: ``model``, ``kernel_model`` or ``callback`` not callable, ``schedule`` not a
+            :class:`~diffu.schedules.Schedule`, a non-bool flag, a bad ``generator`` or ``model_kwargs``.
+
     Notes:
         Official code: ``BlindDPS/blind-dps`` (``gaussian_diffusion.py::BlindDPS``, ``blind_condition_methods.py``),
         run there with batch 1 and 1000 steps of learned-variance models on 256×256 FFHQ with 64×64 kernels; ours: the
@@ -200,11 +284,14 @@ def blind_dps(
         norm has zero gradient too). We keep it so that the objective matches; a test pins that ``reg`` changes
         nothing.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_callable("kernel_model", kernel_model)
+    check_schedule(schedule)
     check_steps(steps if steps is not None else schedule.T, schedule.T)
-    if not float(scale) > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    if not float(reg) >= 0:
-        raise ValueError(f"reg must be >= 0, got {reg}")
+    check_real("scale", scale, 0, low_open=True)
+    check_real("reg", reg, 0)
+    check_bool("scale_by_alpha_bar", scale_by_alpha_bar)
+    check_bool("per_image", per_image)
     x = _check_blind(y, kernel_size, x_T, generator, boundary)
     if getattr(kernel_model, "kernel_size", kernel_size) != kernel_size:
         raise ValueError(f"kernel_size must be kernel_model.kernel_size {kernel_model.kernel_size}, got {kernel_size}")
@@ -223,7 +310,7 @@ def blind_dps(
             x_prev, x0 = ddpm_step(sched, x, i, eps_x, clip_x0=True, noise=zx)
             k_prev, k0 = ddpm_step(sched, k, i, eps_k, clip_x0=True, noise=zk)
             # 3. the kernel estimate as a blur kernel: (k̂_0 + 1)/2, divided by its sum
-            k0 = kernel_from_diffusion(k0[:, 0])  # (N, k, k), non-negative, sum 1
+            k0 = _kernel_from_diffusion(k0[:, 0])  # (N, k, k), non-negative, sum 1
             # 4. L = ‖y − k̂_0 ∗ x̂_0‖ + reg ‖k̂_0‖_1 (the unsquared DPS norm), differentiated w.r.t. x_t and k_t
             loss = residual_norm(y, blur_each(x0, k0, boundary), "gaussian", per_image) + reg * k0.abs().sum()
             gx, gk = torch.autograd.grad(loss, (x, k))
@@ -232,7 +319,7 @@ def blind_dps(
         x, k = (x_prev - zeta * gx).detach(), (k_prev - zeta * gk).detach()
         if callback is not None:
             callback(BlindState(steps - 1 - i, t, x.clone(), x0.detach().clone(), k.clone(), k0.detach().clone()))
-    return x, kernel_from_diffusion(k[:, 0])
+    return x, _kernel_from_diffusion(k[:, 0])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -317,6 +404,13 @@ def bird(
         ``(x, k)``: the image ``(N, C, H, W)`` and the kernel ``(N, k, k)`` (non-negative, sum 1) of the last
         iteration — the pair whose loss was just computed, as the official script returns.
 
+    Raises:
+        ValueError: ``y`` not a finite floating-point image batch; ``kernel_size`` not odd, positive and at most the
+            image size; ``ddim_steps`` not in ``[1, T]``, ``iters``/``hidden`` not integers >= 1, ``lr_x``/``lr_k``
+            not finite numbers > 0; an unknown ``boundary``; ``x_T`` not a finite tensor of ``y``'s shape.
+        TypeError: ``model``/``callback`` not callable, ``schedule`` not a :class:`~diffu.schedules.Schedule`,
+            ``through_model``/``progress`` not bools, a bad ``generator`` or ``model_kwargs``.
+
     Notes:
         Official code: ``hamadichihaoui/BIRD`` (``blind_deblurring.py``,
         ``ddim_inversion_utils.py::DDIM_efficient_feed_forward``, ``utils.py::fcn``, ``configs/blind_deblurring.yml``),
@@ -327,11 +421,13 @@ def bird(
         image (Adam treats each image's parameters independently, so a batch equals separate runs). Deterministic for
         a generator (``x_T`` first, then the MLPs). §4.2.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
     check_steps(ddim_steps, schedule.T, "ddim_steps")
     check_int("iters", iters, 1)
     for name, v in (("lr_x", lr_x), ("lr_k", lr_k)):
-        if not float(v) > 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
+        check_real(name, v, 0, low_open=True)
+    check_bool("through_model", through_model)
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
     latent = _check_blind(y, kernel_size, x_T, generator, boundary).clone().requires_grad_(True)

@@ -1,6 +1,8 @@
 """Blurring (§3.4) and atmospheric turbulence (§3.3): kernel generators, :class:`Blur` and :class:`Turbulence`.
 
-See :mod:`diffu.inverse.operators` for the interface (``A``, ``AT``, ``pinv``, SVD view) shared by all operators.
+See :mod:`diffu.inverse.operators` for the interface (``A``, ``AT``, ``pinv``, SVD view) shared by all operators
+and the input checks of their methods. The operators do not look for NaN: a NaN or an infinity in the input
+propagates to the output (the solvers refuse a non-finite measurement at entry).
 """
 
 from __future__ import annotations
@@ -11,24 +13,53 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_image
+from ..checks import (
+    check_choice,
+    check_device,
+    check_dtype,
+    check_finite,
+    check_floating,
+    check_generator,
+    check_int,
+    check_real,
+)
 from .operators import LinearOperator, SeparableOperator, adjoint_by_autograd, svd_1d, uniform_float
 
 __all__ = ["Blur", "Turbulence", "gaussian_kernel", "motion_kernel", "random_kernels"]
 
 
-def _check_odd(name: str, size) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} size must be an odd positive integer (a centred kernel), got {size!r}")
+BOUNDARIES = ("circular", "padded")
+
+
+def _check_odd(name: str, size, low: int = 1) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < low or size % 2 == 0:
+        raise ValueError(f"{name} size must be an odd positive integer{f' >= {low}' if low > 1 else ''} (a centred "
+                         f"kernel), got {size!r}")  # fmt: skip
+
+
+def _check_place(device, dtype) -> None:
+    check_device("device", device)
+    check_dtype("dtype", dtype)
 
 
 def gaussian_kernel(size: int, std: float, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Isotropic Gaussian blur kernel ``exp(−r² / 2σ²)`` normalised to sum 1, ``(size, size)``. §3.4."""
+    """Isotropic Gaussian blur kernel ``exp(−r² / 2σ²)`` normalised to sum 1, ``(size, size)``. §3.4.
+
+    Raises:
+        ValueError: ``size`` is not an odd positive integer, ``std`` not a finite number > 0, ``device`` or
+            ``dtype`` (floating point) not understood.
+    """
     _check_odd("kernel", size)
-    if not std > 0:
-        raise ValueError(f"kernel std must be > 0, got {std}")
+    check_real("kernel std", std, 0, low_open=True)
+    _check_place(device, dtype)
     t = torch.arange(size, device=device, dtype=torch.float64) - size // 2
-    g = torch.exp(-(t**2) / (2 * std**2))
+    try:
+        two_var = 2 * std**2
+    except OverflowError:  # σ² beyond the double range: exp(−r²/∞) = 1, the limit σ → ∞ is a box
+        two_var = math.inf
+    if two_var == 0:  # σ² underflows: exp(−0/0) would be NaN at the centre; the limit σ → 0 is a delta
+        return ((t[:, None] == 0) & (t[None, :] == 0)).to(dtype)
+    g = torch.exp(-(t**2) / two_var)
     return (torch.outer(g, g) / g.sum() ** 2).to(dtype)
 
 
@@ -38,10 +69,15 @@ def motion_kernel(size: int, intensity: float = 0.5, generator=None, device=None
     A random walk with momentum (after Boracchi & Foi 2012): ``8·size`` unit steps whose heading changes by
     ``N(0, (intensity·π/4)²)`` per step, centred, scaled to span 50–100 % of the kernel and rasterised by bilinear
     splatting. ``intensity = 0`` gives straight linear motion blur.
+
+    Raises:
+        ValueError: ``size`` is not an odd integer >= 3 (a path needs room to move), ``intensity`` not a finite
+            number >= 0; ``generator``, ``device`` or ``dtype`` of the wrong kind.
     """
-    _check_odd("kernel", size)
-    if not 0 <= intensity:
-        raise ValueError(f"motion intensity must be >= 0, got {intensity}")
+    _check_odd("kernel", size, 3)
+    check_real("motion intensity", intensity, 0)
+    check_generator(generator)
+    _check_place(device, dtype)
     dev = generator.device if generator is not None else "cpu"
     steps = 8 * size
     turns = torch.randn(steps, generator=generator, device=dev, dtype=torch.float64).cpu()
@@ -69,12 +105,18 @@ def random_kernels(n: int, size: int, *, generator=None, motion_fraction: float 
     Gaussian ``exp(−½ pᵀ Σ⁻¹ p)`` with major std ``U(0.5, size/4)`` pixels, isotropic or (with probability ½)
     anisotropic with minor/major ratio ``U(0.3, 1)`` and a uniform orientation. (Blind-DPS trains its kernel prior
     on motion kernels of the ``motionblur`` package and Gaussians of random width; the mix here is ours.)
+
+    Raises:
+        ValueError: ``n`` is not an integer >= 1, ``size`` not an odd positive integer (>= 3 when
+            ``motion_fraction > 0``), ``motion_fraction`` not in [0, 1]; ``generator``, ``device`` or ``dtype`` of
+            the wrong kind.
     """
-    _check_odd("kernel", size)
+    check_real("motion_fraction", motion_fraction, 0, 1)
+    _check_odd("kernel", size, 3 if motion_fraction > 0 else 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not 0 <= motion_fraction <= 1:
-        raise ValueError(f"motion_fraction must be in [0, 1], got {motion_fraction}")
+    check_generator(generator)
+    _check_place(device, dtype)
     t = torch.arange(size, dtype=torch.float64) - size // 2
     rows, cols = t[:, None], t[None, :]
     out = []
@@ -102,6 +144,10 @@ class Blur(LinearOperator):
     matrices. ``boundary="padded"``: linear convolution with zero padding, output the same size as the input
     ('same' mode; the image is zero outside), adjoint the transposed convolution; no pinv/SVD.
     Kernels larger than the image raise ``ValueError``.
+
+    The operator keeps a copy of ``kernel`` (``kernel.clone()``, which stays differentiable): changing the caller's
+    tensor in place afterwards changes neither ``A`` nor the SVD view computed from it (convention 7). The kernel
+    must be a finite floating-point ``(kh, kw)`` tensor with odd sides.
     """
 
     kernel: torch.Tensor
@@ -110,13 +156,17 @@ class Blur(LinearOperator):
 
     def __post_init__(self):
         k = self.kernel
-        if not isinstance(k, torch.Tensor) or k.ndim != 2 or not k.is_floating_point():
+        if isinstance(k, torch.Tensor) and not k.is_floating_point():
+            check_floating(k, "kernel")
+        if not isinstance(k, torch.Tensor) or k.ndim != 2:
             got = f"shape {tuple(k.shape)}, dtype {k.dtype}" if isinstance(k, torch.Tensor) else type(k).__name__
             raise ValueError(f"kernel must be a float tensor of shape (kh, kw), got {got}")
         if k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
             raise ValueError(f"kernel size must be odd (a centred kernel), got {k.shape[0]}×{k.shape[1]}")
-        if self.boundary not in ("circular", "padded"):
-            raise ValueError(f"boundary must be 'circular' or 'padded', got {self.boundary!r}")
+        check_choice("boundary", self.boundary, BOUNDARIES)
+        check_finite(k, "kernel")
+        k = k.clone()  # the operator's own copy (differentiable: blind deblurring takes gradients through it)
+        object.__setattr__(self, "kernel", k)
         u, s, vh = torch.linalg.svd(k.detach().double().cpu())
         if len(s) == 1 or s[1] <= 100 * torch.finfo(k.dtype).eps * s[0]:  # rank 1 in k's precision: k = k_h k_wᵀ
             sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
@@ -131,25 +181,31 @@ class Blur(LinearOperator):
     def has_svd(self):
         return self.boundary == "circular" and self._kernel_1d is not None
 
-    def _check(self, x):
-        check_image(x)
-        (kh, kw), (H, W) = self.kernel.shape, x.shape[-2:]
+    def _check(self, x, name: str = "x"):
+        self._check_image(x, name)
+        self._check_size(x.shape, name)
+
+    def _check_size(self, shape, name: str):
+        (kh, kw), (H, W) = self.kernel.shape, shape[-2:]
         if kh > H or kw > W:
-            raise ValueError(f"kernel size {kh}×{kw} is larger than the image size {H}×{W}")
+            raise ValueError(f"kernel size {kh}×{kw} is larger than the image size {H}×{W} (of {name})")
 
     def transfer(self, like: torch.Tensor) -> torch.Tensor:
         """The transfer function ``k̂`` of the centred kernel on ``like``'s ``H × W`` grid, in ``torch.fft.rfft2``
         layout ``(H, W//2 + 1)``, complex, on ``like``'s device."""
-        self._check(like)
+        self._check(like, "like")
+        return self._transfer(like)
+
+    def _transfer(self, like: torch.Tensor) -> torch.Tensor:
         (kh, kw), (H, W) = self.kernel.shape, like.shape[-2:]
         k = F.pad(self.kernel.to(device=like.device, dtype=like.dtype), (0, W - kw, 0, H - kh))  # (H, W)
         return torch.fft.rfft2(k.roll((-(kh // 2), -(kw // 2)), dims=(0, 1)))
 
     def _conv(self, x, adjoint: bool):
-        self._check(x)
+        self._check(x, "y" if adjoint else "x")
         N, C, H, W = x.shape
         if self.boundary == "circular":
-            k = self.transfer(x)
+            k = self._transfer(x)
             return torch.fft.irfft2(torch.fft.rfft2(x) * (k.conj() if adjoint else k), s=(H, W))
         w = self.kernel.flip(0, 1).to(device=x.device, dtype=x.dtype)[None, None]  # conv2d correlates
         pad = (w.shape[-2] // 2, w.shape[-1] // 2)
@@ -163,9 +219,13 @@ class Blur(LinearOperator):
         return self._conv(y, adjoint=True)
 
     def pinv(self, y, rcond: float = 1e-6):
+        """The pseudo-inverse of the circular blur: ``F⁻¹[ŷ / k̂]`` over the frequencies with ``|k̂| > rcond·max|k̂|``
+        (``rcond >= 0``), 0 elsewhere. ``NotImplementedError`` for ``boundary="padded"``."""
         if not self.has_pinv:
             return super().pinv(y)
-        k = self.transfer(y)
+        self._check(y, "y")
+        check_real("rcond", rcond, 0)
+        k = self._transfer(y)
         keep = k.abs() > rcond * k.abs().max()
         inv = torch.where(keep, 1 / torch.where(keep, k, 1), 0)
         return torch.fft.irfft2(torch.fft.rfft2(y) * inv, s=y.shape[-2:])
@@ -181,21 +241,25 @@ class Blur(LinearOperator):
         return _CirculantSVD(self._kernel_1d)
 
     def Vt(self, x):
-        self._check(x)
+        self._check(x, "x")
         return self._svd().Vt(x)
 
     def V(self, z, shape):
-        return self._svd().V(z, shape)
+        svd = self._svd()
+        self._check_size(self._check_spectral(z, shape), "shape")
+        return svd.V(z, shape)
 
     def Ut(self, y):
-        self._check(y)
+        self._check(y, "y")
         return self._svd().Ut(y)
 
     def U(self, z, shape):
-        return self._svd().U(z, shape)
+        svd = self._svd()
+        self._check_size(self._check_spectral(z, shape), "shape")
+        return svd.U(z, shape)
 
     def singulars(self, like):
-        self._check(like)
+        self._check(like, "like")
         return self._svd().singulars(like)
 
 
@@ -230,8 +294,9 @@ def _smooth_field(shape: tuple, corr: float, generator: torch.Generator) -> torc
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with zero padding, same size; ``(N, C, H, W)``."""
-    if sigma == 0:
+    """Separable Gaussian blur with zero padding, same size; ``(N, C, H, W)``. A ``σ`` whose ``2σ²`` underflows to 0
+    in ``x``'s dtype is the identity (the limit σ → 0; the formula would give 0/0 = NaN at the centre)."""
+    if sigma == 0 or float(torch.tensor(2 * sigma**2, dtype=x.dtype)) == 0:
         return x
     r = math.ceil(3 * sigma)
     t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
@@ -272,15 +337,21 @@ class Turbulence(LinearOperator):
 
     def __post_init__(self):
         for name in ("strength", "correlation"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"turbulence {name} must be a finite number >= 0, got {getattr(self, name)}")
-        if not self.sigmas or any(not s >= 0 for s in self.sigmas):
-            raise ValueError(f"turbulence blur sigmas must be a non-empty sequence of numbers >= 0, got {self.sigmas}")
-        object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+            check_real(f"turbulence {name}", getattr(self, name), 0)
+        sig = self.sigmas
+        sig = sig.tolist() if isinstance(sig, torch.Tensor) and sig.ndim == 1 else sig
+        if isinstance(sig, (str, bytes)) or not isinstance(sig, (tuple, list)) or not sig:
+            raise ValueError(f"turbulence blur sigmas must be a non-empty sequence of numbers >= 0, got {sig!r:.80}")
+        for i, s in enumerate(sig):
+            check_real(f"turbulence blur sigmas[{i}]", s, 0)
+        check_int("seed", self.seed, 0, 2**64 - 1)  # what torch.Generator.manual_seed accepts, non-negative
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in sig))
 
     def fields(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tilt, weights)`` for ``like``'s size, dtype and device: the (row, column) shift in pixels
-        ``(2, H, W)`` and the blur weights ``(K, H, W)`` (non-negative, summing to 1 over K)."""
+        ``(2, H, W)`` and the blur weights ``(K, H, W)`` (non-negative, summing to 1 over K); ``like`` is an image
+        batch ``(N, C, H, W)``."""
+        self._check_image(like, "like")
         H, W = like.shape[-2:]
         g = torch.Generator().manual_seed(self.seed)
         tilt = self.strength * _smooth_field((2, H, W), self.correlation, g)
@@ -288,7 +359,7 @@ class Turbulence(LinearOperator):
         return tilt.to(like), weights.to(like)
 
     def A(self, x):
-        check_image(x)
+        self._check_image(x, "x")
         N, C, H, W = x.shape
         tilt, weights = self.fields(x)
         rows = (2 * torch.arange(H, device=x.device, dtype=x.dtype) + 1) / H - 1  # pixel centres, align_corners=False
@@ -298,5 +369,5 @@ class Turbulence(LinearOperator):
         return sum(w * _gaussian_blur(warped, s) for w, s in zip(weights, self.sigmas))
 
     def AT(self, y):
-        check_image(y, "y")
+        self._check_image(y, "y")
         return adjoint_by_autograd(self.A, y, y.shape)

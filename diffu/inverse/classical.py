@@ -9,6 +9,10 @@ samplers are compared against.
 - Phase retrieval: :func:`gerchberg_saxton` (error reduction) and Fienup's :func:`hio`.
 
 Every solver works on the whole batch at once; images are independent (each has its own CG step sizes).
+
+Every function checks its arguments once at entry (CONTRIBUTING.md, convention 8): measurements and right-hand
+sides must be finite floating-point tensors (a NaN raises ``ValueError`` naming the argument), numbers finite and
+in range, iteration counts integers. Operators ``op`` are duck-typed: anything with callable ``A`` and ``AT``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_finite,
+    check_floating,
+    check_generator,
+    check_int,
+    check_rank,
+    check_real,
+    check_shape,
+)
 from .blur import Blur
 from .fourier import MRI, PhaseRetrieval, Radon, fft2c, ifft2c
 from .operators import Identity, LinearOperator
@@ -50,8 +66,30 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:  # (N,) ->
 
 
 def _check_lam(name: str, lam) -> None:
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {lam}")
+    check_real(name, lam, 0)
+
+
+def _check_data(v, name: str) -> None:
+    """A finite floating-point tensor (a measurement or a right-hand side)."""
+    check_floating(v, name)
+    check_finite(v, name)
+
+
+def _check_op(op) -> None:
+    """A linear operator: an object with callable ``A`` and ``AT`` (duck-typed, like the notebooks' own)."""
+    if not (callable(getattr(op, "A", None)) and callable(getattr(op, "AT", None))):
+        raise TypeError(f"op must be a linear operator with callable A and AT, got {type(op).__name__}")
+
+
+def _check_start(x0, op, y, name: str = "x0") -> None:
+    """``x0`` is None or a finite floating tensor that ``op.A`` maps to ``y``'s shape."""
+    if x0 is None:
+        return
+    _check_data(x0, name)
+    ax = op.A(x0)
+    if ax.shape != y.shape:
+        raise ValueError(f"{name} must be an image that op.A maps to y's shape {tuple(y.shape)}, got {name} of shape "
+                         f"{tuple(x0.shape)} (op.A gives {tuple(ax.shape)})")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,18 +109,47 @@ def cg(
     """Conjugate gradients for ``A x = b`` with a symmetric positive (semi-)definite ``apply_A`` (Hestenes &
     Stiefel 1952), batched per image: every sample ``n`` of ``b`` ``(N, …)`` has its own step sizes ``α_n, β_n``
     and stops when ``‖b_n − A x_n‖ ≤ tol · ‖b_n‖``; ``apply_A`` must act on each sample independently.
-    Returns ``x`` like ``b`` after at most ``max_iter`` iterations. §3, appendix A.2.2."""
-    if not tol >= 0 or isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"cg needs tol >= 0 and an integer max_iter >= 0, got tol={tol}, max_iter={max_iter!r}")
+    Returns ``x`` like ``b`` after at most ``max_iter`` iterations. §3, appendix A.2.2.
+
+    Raises:
+        TypeError: ``apply_A`` is not callable.
+        ValueError: ``b`` (or ``x0``) is not a finite floating-point tensor ``(N, …)`` of rank >= 2, ``x0`` not of
+            ``b``'s shape, ``tol`` not a finite number >= 0, ``max_iter`` not an integer >= 1; ``apply_A`` returns
+            another shape, NaN or infinity; or the operator is not positive semi-definite: a step direction ``p``
+            of an unconverged sample has ``pᵀ A p <= 0`` while its residual is above rounding level (an indefinite
+            ``apply_A``, or a semi-definite one with ``b`` outside its range). At rounding level (``‖r_n‖ <= 10 ε
+            ‖b_n‖``, ε the dtype's machine epsilon) such a sample stays where it is, as converged.
+    """
+    check_callable("apply_A", apply_A)
+    _check_data(b, "b")
+    if b.ndim < 2:
+        raise ValueError(f"b must be a batch (N, …) of at least 2 dimensions, got shape {tuple(b.shape)}")
+    if x0 is not None:
+        check_shape(x0, b.shape, "x0", "b's")
+        _check_data(x0, "x0")
+    check_real("tol", tol, 0)
+    check_int("max_iter", max_iter, 1)
+    check_bool("progress", progress)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - apply_A(x) if x0 is not None else b.clone()
-    p, rr, target = r.clone(), _dot(r, r), tol**2 * _dot(b, b)
-    for _ in tqdm(range(max_iter), desc="CG", disable=not progress):
+    r = b - _apply(apply_A, x) if x0 is not None else b.clone()
+    bb = _dot(b, b)
+    p, rr, target = r.clone(), _dot(r, r), tol**2 * bb
+    floor = (10 * torch.finfo(b.dtype).eps) ** 2 * bb  # ‖r‖² at rounding level: no direction left
+    for it in tqdm(range(max_iter), desc="CG", disable=not progress):
         active = rr > target
         if not bool(active.any()):
             break
-        Ap = apply_A(p)
+        Ap = _apply(apply_A, p)
         pAp = _dot(p, Ap)
+        bad = active & ~(pAp > 0) & ~(rr <= floor)  # NaN pAp counts as bad
+        if bool(bad.any()):
+            n = int(bad.nonzero()[0, 0])
+            if not math.isfinite(float(pAp[n])):
+                raise ValueError(f"apply_A returned NaN or infinite values (sample {n}, iteration {it})")
+            raise ValueError(
+                f"apply_A must be symmetric positive (semi-)definite with b in its range, got pᵀ A p = "
+                f"{float(pAp[n]):.3g} <= 0 for sample {n} at iteration {it} (residual {float(rr[n].sqrt()):.3g})"
+            )
         alpha = torch.where(active & (pAp > 0), rr / torch.where(pAp > 0, pAp, 1), 0)  # converged samples stay put
         x, r = x + _per_sample(alpha, x) * p, r - _per_sample(alpha, r) * Ap
         rr_new = _dot(r, r)
@@ -91,10 +158,22 @@ def cg(
     return x
 
 
+def _apply(apply_A, v: torch.Tensor) -> torch.Tensor:
+    """``apply_A(v)``, checked to keep ``v``'s shape (a broadcasting operator would solve another system)."""
+    out = apply_A(v)
+    if not isinstance(out, torch.Tensor) or out.shape != v.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"apply_A must return a tensor of its input's shape {tuple(v.shape)}, got {got}")
+    return out
+
+
 def _fft_solve(op: Blur, y: torch.Tensor, lam) -> torch.Tensor:
-    """``(AᵀA + λ)⁻¹ Aᵀ y`` for a circular blur: ``F⁻¹[conj(k̂) ŷ / (|k̂|² + λ)]``."""
+    """``(AᵀA + λ)⁻¹ Aᵀ y`` for a circular blur: ``F⁻¹[conj(k̂) ŷ / (|k̂|² + λ)]``; a frequency with ``|k̂|² + λ = 0``
+    (``λ = 0`` where the kernel has a zero) gets 0, the minimum-norm least-squares solution, instead of NaN."""
     k = op.transfer(y)
-    return torch.fft.irfft2(torch.fft.rfft2(y) * k.conj() / (k.abs() ** 2 + lam), s=y.shape[-2:])
+    den = k.abs() ** 2 + lam
+    num = torch.fft.rfft2(y) * k.conj()
+    return torch.fft.irfft2(torch.where(den > 0, num / den, 0), s=y.shape[-2:])
 
 
 def tikhonov(
@@ -111,37 +190,80 @@ def tikhonov(
     ``method="cg"`` solves the normal equations by :func:`cg` (any linear operator); ``"fft"`` is the closed form
     ``F⁻¹[conj(k̂) ŷ / (|k̂|² + λ)]`` of a circular :class:`~diffu.inverse.blur.Blur`; ``"auto"`` picks ``"fft"``
     for a circular blur and ``"cg"`` otherwise. ``λ = 0`` is plain least squares (CG from ``x0``, default 0,
-    gives the minimum-norm solution)."""
+    gives the minimum-norm solution; the closed form drops the frequencies where ``k̂ = 0``).
+
+    Raises:
+        TypeError: ``op`` has no callable ``A``/``AT``.
+        ValueError: ``y`` is not a finite floating-point tensor, ``lam`` not a finite number >= 0, an unknown
+            ``method`` (or ``"fft"`` for another operator), ``x0`` not an image that ``op.A`` maps to ``y``'s shape,
+            and the errors of :func:`cg`.
+    """
+    _check_op(op)
+    _check_data(y, "y")
     _check_lam("lam", lam)
+    check_choice("method", method, ("auto", "cg", "fft"))
+    check_real("tol", tol, 0)  # checked for every method: a typo must not pass because the closed form ignores it
+    check_int("max_iter", max_iter, 1)
     circular = isinstance(op, Blur) and op.boundary == "circular"
     if method == "auto":
         method = "fft" if circular else "cg"
     if method == "fft":
         if not circular:
             raise ValueError(f"method='fft' needs a circular Blur, got {type(op).__name__}")
+        check_rank(y, 4, "y", "(N, C, H, W)")
+        (kh, kw), (H, W) = op.kernel.shape, y.shape[-2:]
+        if kh > H or kw > W:
+            raise ValueError(f"y must be at least the kernel size {kh}×{kw}, got {H}×{W}")
+        _check_start(x0, op, y)
         return _fft_solve(op, y, lam)
-    if method != "cg":
-        raise ValueError(f"method must be 'auto', 'cg' or 'fft', got {method!r}")
+    _check_start(x0, op, y)
     return cg(lambda v: op.AT(op.A(v)) + lam * v, op.AT(y), x0=x0, tol=tol, max_iter=max_iter)
 
 
 def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor) -> torch.Tensor:
     """Wiener deconvolution of a circular blur, ``x̂ = F⁻¹[conj(k̂) ŷ / (|k̂|² + NSR)]`` (Wiener 1949; Gonzalez &
     Woods §5.8). ``nsr`` is the noise-to-signal power ratio ``σ² / S_x``: a number (white signal spectrum) or a
-    tensor broadcasting to the ``torch.fft.rfft2`` layout ``(H, W//2 + 1)``. ``y`` ``(N, C, H, W)``. §3.4."""
+    tensor broadcasting to the ``torch.fft.rfft2`` layout ``(H, W//2 + 1)``. ``y`` ``(N, C, H, W)``. §3.4.
+
+    Raises:
+        ValueError: ``y`` is not a finite floating-point image batch; ``kernel`` not a valid :class:`Blur` kernel (or
+            larger than the image); ``nsr`` not a finite number >= 0 or a real tensor of finite values >= 0 that
+            broadcasts to ``(H, W//2 + 1)``.
+    """
+    _check_data(y, "y")
+    check_rank(y, 4, "y", "(N, C, H, W)")
+    op = Blur(kernel, "circular")
     if isinstance(nsr, torch.Tensor):
+        check_floating(nsr, "nsr")
+        check_finite(nsr, "nsr")
+        spec = (*y.shape[:-1], y.shape[-1] // 2 + 1)
+        try:
+            ok = torch.broadcast_shapes(nsr.shape, spec) == spec
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"nsr must broadcast to the rfft2 layout {spec[-2:]} of y, got shape {tuple(nsr.shape)}")
         if bool((nsr < 0).any()):
             raise ValueError(f"nsr must be >= 0, got a minimum of {float(nsr.min())}")
         nsr = nsr.to(y.device)
     else:
         _check_lam("nsr", nsr)
-    return _fft_solve(Blur(kernel, "circular"), y, nsr)
+    return _fft_solve(op, y, nsr)
 
 
 @torch.no_grad()
 def op_norm(op: LinearOperator, like: torch.Tensor, iters: int = 50, generator=None) -> float:
     """The operator norm ``‖A‖₂ = √λ_max(AᵀA)`` by power iteration (von Mises) from a random ``like``-shaped start
-    (seeded by ``generator``); a slight underestimate that converges from below. Appendix A.2.2."""
+    (seeded by ``generator``); a slight underestimate that converges from below. Appendix A.2.2.
+
+    Raises:
+        TypeError: ``op`` has no callable ``A``/``AT``; ``generator`` is not a ``torch.Generator``.
+        ValueError: ``like`` is not a floating-point tensor, ``iters`` not an integer >= 1.
+    """
+    _check_op(op)
+    check_floating(like, "like")
+    check_int("iters", iters, 1)
+    check_generator(generator)
     v = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
     lam = torch.zeros((), device=like.device, dtype=like.dtype)
     for _ in range(iters):
@@ -161,7 +283,11 @@ def op_norm(op: LinearOperator, like: torch.Tensor, iters: int = 50, generator=N
 
 def grad(x: torch.Tensor) -> torch.Tensor:
     """The discrete gradient ∇ of :func:`tv`: forward differences, 0 across the last row/column (Neumann),
-    ``(N, C, H, W) → (N, C, 2, H, W)`` with (vertical, horizontal) on axis 2. Appendix A.2.2."""
+    ``(N, C, H, W) → (N, C, 2, H, W)`` with (vertical, horizontal) on axis 2. Appendix A.2.2.
+
+    ``ValueError`` for anything but a floating-point ``(N, C, H, W)`` tensor; NaN propagates."""
+    check_rank(x, 4, "x", "(N, C, H, W)")
+    check_floating(x, "x")
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
     return torch.stack([dy, dx], 2)
@@ -169,13 +295,22 @@ def grad(x: torch.Tensor) -> torch.Tensor:
 
 def grad_T(q: torch.Tensor) -> torch.Tensor:
     """The exact adjoint ∇ᵀ of :func:`grad` (minus the discrete divergence): ``(N, C, 2, H, W) → (N, C, H, W)``.
-    Appendix A.2.2."""
+    Appendix A.2.2.
+
+    ``ValueError`` for anything but a floating-point ``(N, C, 2, H, W)`` tensor; NaN propagates."""
+    check_rank(q, 5, "q", "(N, C, 2, H, W)")
+    check_floating(q, "q")
+    if q.shape[2] != 2:
+        raise ValueError(f"q must have shape (N, C, 2, H, W) (two gradient components), got {tuple(q.shape)}")
     qy, qx = q[:, :, 0, :-1, :], q[:, :, 1, :, :-1]
     return F.pad(qy, (0, 0, 1, 0)) - F.pad(qy, (0, 0, 0, 1)) + F.pad(qx, (1, 0)) - F.pad(qx, (0, 1))
 
 
 def tv(x: torch.Tensor) -> torch.Tensor:
-    """Isotropic total variation ``Σ_pixels √((∂_y x)² + (∂_x x)²)``, per image and channel-summed; ``(N,)``. A.2.2."""
+    """Isotropic total variation ``Σ_pixels √((∂_y x)² + (∂_x x)²)``, per image and channel-summed; ``(N,)``. A.2.2.
+
+    ``x`` must be a floating-point ``(N, C, H, W)`` batch (``ValueError`` otherwise: an ``(H, W)`` image would
+    be read as ``H`` images); NaN propagates."""
     return grad(x).pow(2).sum(2).sqrt().flatten(1).sum(1)
 
 
@@ -199,9 +334,27 @@ def tv_reconstruct(
     ``‖K‖² ≤ ‖A‖² + 8`` (``norm`` = ‖A‖, default :func:`op_norm`). Works with any linear operator, including
     :class:`~diffu.inverse.fourier.MRI` (its 2-channel measurements are a real vector space). ``x0`` defaults to
     ``Aᵀy`` (a pseudo-inverse start can amplify noise badly). ``callback(i, x)`` after every iteration.
+
+    Raises:
+        TypeError: ``op`` has no callable ``A``/``AT``, ``callback`` is not callable, ``progress`` not a bool.
+        ValueError: ``y`` or ``x0`` is not a finite floating-point tensor, ``op.A`` does not map the start to
+            ``y``'s shape, ``lam`` is not a finite number >= 0, ``iters`` not an integer >= 1, ``norm`` not None or
+            a finite number >= 0 (``0`` is accepted: the book shows what a wrong norm does), ``theta`` not in [0, 1].
     """
+    _check_op(op)
+    _check_data(y, "y")
     _check_lam("lam", lam)
+    check_int("iters", iters, 1)
+    if norm is not None:
+        check_real("norm", norm, 0)
+    check_real("theta", theta, 0, 1)
+    if callback is not None:
+        check_callable("callback", callback)
+    check_bool("progress", progress)
+    _check_start(x0, op, y)
     x = x0.clone() if x0 is not None else op.AT(y)
+    if x0 is None and op.A(x).shape != y.shape:
+        raise ValueError(f"y must have the shape of op.A(op.AT(y)) {tuple(op.A(x).shape)}, got {tuple(y.shape)}")
     norm = op_norm(op, x, generator=torch.Generator(device=x.device).manual_seed(0)) if norm is None else norm
     tau = sigma = 0.95 / math.sqrt(norm**2 + 8)
     x_bar, p, q = x, torch.zeros_like(y), torch.zeros_like(grad(x))
@@ -219,7 +372,9 @@ def tv_reconstruct(
 
 def tv_denoise(y: torch.Tensor, lam: float, iters: int = 200, progress: bool = False) -> torch.Tensor:
     """TV denoising (Rudin, Osher & Fatemi 1992) ``argmin_x ½‖x − y‖² + λ TV(x)``: :func:`tv_reconstruct` with
-    ``A = I``. Appendix A.2.2."""
+    ``A = I``. Appendix A.2.2. ``y``: a finite floating-point ``(N, C, H, W)`` batch; errors as
+    :func:`tv_reconstruct`."""
+    check_rank(y, 4, "y", "(N, C, H, W)")
     return tv_reconstruct(Identity(), y, lam, iters=iters, norm=1.0, progress=progress)
 
 
@@ -241,9 +396,20 @@ def _ramp(n: int, like: torch.Tensor) -> torch.Tensor:
 def fbp(op: Radon, sinogram: torch.Tensor) -> torch.Tensor:
     """Filtered back-projection ``x̂ = (π / n_angles) Aᵀ(h * p)`` with the ramp filter ``h`` applied along the
     detector axis in the Fourier domain (zero-padded to ≥ 2n, a power of two); assumes angles spread uniformly
-    over 180°. ``(N, C, n_angles, n) → (N, C, n, n)``. §5."""
+    over 180°. ``(N, C, n_angles, n) → (N, C, n, n)``. §5.
+
+    Raises:
+        TypeError: ``op`` is not a :class:`~diffu.inverse.fourier.Radon`.
+        ValueError: ``sinogram`` is not a finite floating-point ``(N, C, n_angles, n)`` tensor with ``op``'s
+            number of angles.
+    """
     if not isinstance(op, Radon):
-        raise ValueError(f"fbp needs a Radon operator, got {type(op).__name__}")
+        raise TypeError(f"op must be a Radon operator (fbp filters its sinograms), got {type(op).__name__}")
+    _check_data(sinogram, "sinogram")
+    check_rank(sinogram, 4, "sinogram", "(N, C, n_angles, n)")
+    if sinogram.shape[2] != len(op.angles):
+        shape = tuple(sinogram.shape)
+        raise ValueError(f"sinogram must have op's {len(op.angles)} angles on axis 2, got shape {shape}")
     n = sinogram.shape[-1]
     size = max(64, 2 ** math.ceil(math.log2(2 * n)))
     filtered = torch.fft.irfft(torch.fft.rfft(sinogram, n=size) * _ramp(size, sinogram), n=size)[..., :n]
@@ -251,9 +417,13 @@ def fbp(op: Radon, sinogram: torch.Tensor) -> torch.Tensor:
 
 
 def zero_filled(op: MRI, y: torch.Tensor) -> torch.Tensor:
-    """The zero-filled MRI reconstruction ``Re F⁻¹(M ⊙ y)`` = ``op.AT(y)`` (unmeasured k-space set to 0). §5."""
+    """The zero-filled MRI reconstruction ``Re F⁻¹(M ⊙ y)`` = ``op.AT(y)`` (unmeasured k-space set to 0). §5.
+
+    ``TypeError`` when ``op`` is not an :class:`~diffu.inverse.fourier.MRI`, ``ValueError`` when ``y`` is not a
+    finite floating-point ``(N, C, H, W, 2)`` measurement that fits its mask."""
     if not isinstance(op, MRI):
-        raise ValueError(f"zero_filled needs an MRI operator, got {type(op).__name__}")
+        raise TypeError(f"op must be an MRI operator (zero_filled), got {type(op).__name__}")
+    _check_data(y, "y")
     return op.AT(y)
 
 
@@ -265,14 +435,34 @@ def zero_filled(op: MRI, y: torch.Tensor) -> torch.Tensor:
 def _phase_start(op: PhaseRetrieval, y: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random-phase start ``Re F⁻¹(y e^{iφ})``, ``φ ~ U[0, 2π)`` (seeded), and the support ``(H_p, W_p)``."""
     if not isinstance(op, PhaseRetrieval):
-        raise ValueError(f"phase retrieval needs a PhaseRetrieval operator, got {type(op).__name__}")
+        raise TypeError(f"op must be a PhaseRetrieval operator, got {type(op).__name__}")
+    _check_data(y, "y")
+    check_rank(y, 4, "y", "(N, C, H_p, W_p)")
+    check_generator(generator)
     phase = 2 * math.pi * torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return ifft2c(torch.polar(y, phase)).real, op.support(y)
+    return ifft2c(torch.polar(y, phase)).real, op.support(y, name="y")
 
 
 def _fourier_projection(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Keep the phase of ``F g``, impose the measured magnitudes ``y``: ``Re F⁻¹(y e^{i arg F g})``."""
     return ifft2c(torch.polar(y, fft2c(g).angle())).real
+
+
+def _check_bounds(bounds) -> None:
+    """``bounds = (lo, hi)``: each None or a finite number, ``lo <= hi``."""
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers or None, got {bounds!r:.80}")
+    for name, v in zip(("bounds[0]", "bounds[1]"), bounds):
+        if v is not None:
+            check_real(name, v)
+    if None not in bounds and bounds[0] > bounds[1]:
+        raise ValueError(f"bounds must have lo <= hi, got {tuple(bounds)}")
+
+
+def _check_phase_args(iters, bounds, progress) -> None:
+    check_int("iters", iters, 0)
+    _check_bounds(bounds)
+    check_bool("progress", progress)
 
 
 def _in_bounds(g: torch.Tensor, bounds) -> torch.Tensor:
@@ -300,7 +490,16 @@ def gerchberg_saxton(
     """Error reduction (Gerchberg & Saxton 1972; Fienup 1982): alternate the Fourier-magnitude projection and the
     object projection (support from the padding, values within ``bounds``; ``(0, None)`` is non-negativity,
     ``(None, None)`` none). Random initial phase from ``generator``. ``y`` ``(N, C, H_p, W_p)`` → the image
-    ``(N, C, H, W)``. §3.5."""
+    ``(N, C, H, W)``; ``iters = 0`` returns the random-phase start (the book plots it). Negative entries of ``y``
+    (noise on small magnitudes) act as the magnitudes ``|y|``: the Fourier projection's ``y e^{iφ}`` is then
+    ``|y| e^{i(φ + π)}``. §3.5.
+
+    Raises:
+        TypeError: ``op`` is not a :class:`~diffu.inverse.fourier.PhaseRetrieval`.
+        ValueError: ``y`` not a finite floating-point ``(N, C, H_p, W_p)`` batch whose size some image pads to,
+            ``iters`` not an integer >= 0, ``bounds`` not a pair of numbers or None with ``lo <= hi``.
+    """
+    _check_phase_args(iters, bounds, progress)
     g, support = _phase_start(op, y, generator)
     for _ in tqdm(range(iters), desc="ER", disable=not progress):
         g = _object_projection(_fourier_projection(g, y), support, bounds)
@@ -323,9 +522,14 @@ def hio(
     ``g ← g − β g'`` elsewhere; then ``er_iters`` steps of error reduction (:func:`gerchberg_saxton`) to land on
     the constraint set. Random initial phase from ``generator``. ``y`` ``(N, C, H_p, W_p)`` → ``(N, C, H, W)``.
     The result is unique up to the trivial ambiguities: 180° rotation (twin image), translation, global sign
-    (if ``bounds`` allow it). §3.5."""
-    if not 0 < beta <= 1:
-        raise ValueError(f"HIO beta must be in (0, 1], got {beta}")
+    (if ``bounds`` allow it). §3.5.
+
+    Raises:
+        ValueError: as :func:`gerchberg_saxton`, and ``beta`` not in (0, 1], ``er_iters`` not an integer >= 0.
+    """
+    check_real("HIO beta", beta, 0, 1, low_open=True)
+    check_int("er_iters", er_iters, 0)
+    _check_phase_args(iters, bounds, progress)
     g, support = _phase_start(op, y, generator)
     for i in tqdm(range(iters + er_iters), desc="HIO", disable=not progress):
         gp = _fourier_projection(g, y)

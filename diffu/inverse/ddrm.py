@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import check_nonnegative, check_steps, check_unit
-from ..sampling import SamplerState, ddim_timesteps, initial_noise, model_eps
+from ..checks import check_finite, check_floating, check_nonnegative, check_steps, check_unit
+from ..sampling import SamplerState, check_sampler_args, check_schedule, ddim_timesteps, initial_noise, model_eps
 from ..schedules import Schedule
 
 __all__ = ["ddrm"]
@@ -53,6 +53,13 @@ def ddrm(
     Returns:
         The restored images ``(N, C, H, W)`` on ``y``'s device and dtype.
 
+    Raises:
+        ValueError: ``op`` without an SVD view; ``y`` not a finite floating-point ``(N, C, h, w)`` batch of the
+            shape ``op`` produces; ``sigma_y`` not a finite number >= 0, ``steps`` not in ``[1, T]``, ``eta`` or
+            ``eta_b`` not in [0, 1]; ``x_T`` not a finite tensor of the image shape.
+        TypeError: ``model``/``callback`` not callable, ``schedule`` not a :class:`~diffu.schedules.Schedule`, a bad
+            ``generator``, ``progress`` or ``model_kwargs``.
+
     Notes:
         Kept from the official code (``bahjat-kawar/ddrm``, ``efficient_generalized_steps``): the "leading" timesteps,
         the last step to ``ᾱ = 1`` (σ = 0, so the output is ``V x̄`` with ``x̄ = ȳ`` or ``x̄_0`` per direction), no
@@ -69,9 +76,14 @@ def ddrm(
     """
     if not getattr(op, "has_svd", False):
         raise ValueError(f"op must be a linear operator with an SVD view (has_svd=True), got {type(op).__name__}")
-    if not isinstance(y, torch.Tensor) or y.ndim != 4 or not y.is_floating_point():
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
+    if isinstance(y, torch.Tensor) and not y.is_floating_point():
+        check_floating(y, "y")
+    if not isinstance(y, torch.Tensor) or y.ndim != 4:
         got = f"shape {tuple(y.shape)}, dtype {y.dtype}" if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be a float measurement batch of shape (N, C, h, w), got {got}")
+    check_finite(y, "y")
     check_nonnegative("sigma_y", sigma_y)
     check_steps(steps, schedule.T)
     check_unit("eta", eta)

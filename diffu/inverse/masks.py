@@ -2,7 +2,9 @@
 undersampling masks for MRI (§5).
 
 Every mask is a float32 ``(1, 1, H, W)`` tensor of 0/1 (1 = observed) on ``device``; the random ones take a
-``generator`` and draw on its device, so the same seed gives the same mask.
+``generator`` and draw on its device, so the same seed gives the same mask. Every generator raises ``ValueError``
+for a size that is not a positive integer, a fraction outside [0, 1] (or NaN), a ``device`` torch cannot parse,
+and ``TypeError`` for a ``generator`` that is not a ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -12,26 +14,28 @@ import math
 
 import torch
 
+from ..checks import check_device, check_generator, check_real
 from .operators import uniform_float
 
 __all__ = ["box_mask", "brush_mask", "cartesian_mask", "random_mask"]
 
 
-def _check_size(height, width) -> None:
+def _check_size(height, width, generator=None, device=None) -> None:
     for name, v in (("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"mask {name} must be a positive integer, got {v!r}")
+    check_generator(generator)
+    check_device("device", device)
 
 
 def _check_fraction(name: str, v) -> None:
-    if not 0 <= v <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    check_real(name, v, 0, 1)
 
 
 def box_mask(height: int, width: int, fraction: float = 0.5, generator=None, device=None) -> torch.Tensor:
     """A box hole of ``round(fraction·H) × round(fraction·W)`` pixels (0 inside, 1 outside), centred, or at a
     uniformly random position when a ``generator`` is given; ``(1, 1, H, W)``. §3.2."""
-    _check_size(height, width)
+    _check_size(height, width, generator, device)
     _check_fraction("box fraction", fraction)
     bh, bw = round(fraction * height), round(fraction * width)
     if generator is None:
@@ -46,7 +50,7 @@ def box_mask(height: int, width: int, fraction: float = 0.5, generator=None, dev
 def random_mask(height: int, width: int, missing: float = 0.5, generator=None, device=None) -> torch.Tensor:
     """Exactly ``round(missing·H·W)`` pixels, chosen uniformly at random, are missing (0); ``(1, 1, H, W)``, the
     same for every channel. §3.2."""
-    _check_size(height, width)
+    _check_size(height, width, generator, device)
     _check_fraction("missing fraction", missing)
     dev = generator.device if generator is not None else device
     order = torch.rand(height * width, generator=generator, device=dev).argsort()
@@ -70,7 +74,7 @@ def brush_mask(height: int, width: int, strokes: int = 4, generator=None, device
     Each stroke is a polyline of 4–11 segments from a uniform random start; each segment turns by up to ±90° and
     is 5–20 % of the shorter image side long (ends kept inside the image); the brush radius is 3–8 % of that side.
     """
-    _check_size(height, width)
+    _check_size(height, width, generator, device)
     if isinstance(strokes, bool) or not isinstance(strokes, int) or strokes < 0:
         raise ValueError(f"strokes must be an integer >= 0, got {strokes!r}")
     u = functools.partial(uniform_float, generator)
@@ -106,11 +110,14 @@ def cartesian_mask(
     The mask is Hermitian-symmetric (column ``k`` is kept iff ``−k`` is): a real image's k-space has
     ``X(−k) = conj X(k)``, so an asymmetric mask would see its symmetric closure anyway, and with a symmetric mask
     the zero-filled reconstruction ``Aᵀ y`` is exactly the pseudo-inverse.
+
+    Raises:
+        ValueError: ``acceleration`` is not a finite number >= 1, ``center_fraction`` not in [0, 1] (and the
+            errors of every mask generator, see the module docstring).
     """
-    _check_size(height, width)
+    _check_size(height, width, generator, device)
     _check_fraction("center_fraction", center_fraction)
-    if not acceleration >= 1:
-        raise ValueError(f"acceleration R must be >= 1, got {acceleration}")
+    check_real("acceleration R", acceleration, 1)
     keep_total, c = round(width / acceleration), width // 2
     half = max(0, round((center_fraction * width - 1) / 2))
     keep = {(c + d) % width for d in range(-half, half + 1)}  # the centre band, symmetric about DC

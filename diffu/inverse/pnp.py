@@ -16,8 +16,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checks import check_image, check_int, check_nonnegative, check_positive
-from ..sampling import SamplerState, model_eps
+from ..checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_floating,
+    check_image,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_tensor,
+)
+from ..sampling import SamplerState, check_sampler_args, check_schedule, model_eps
 from ..schedules import Schedule
 from .blur import Blur
 from .classical import cg
@@ -45,6 +56,34 @@ def _rho(rho, z: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
         raise ValueError(f"rho must be finite and > 0, got {r.flatten().tolist()}")
     return r
+
+
+def _check_image_data(x, name: str) -> None:
+    """A finite floating-point image batch ``(N, C, H, W)`` (integer images get the ``from_uint8`` hint)."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        check_floating(x, name)
+    check_image(x, name)
+    check_finite(x, name)
+
+
+def _check_measurement(y) -> None:
+    """The measurement: a finite floating-point tensor ``(N, …)``."""
+    check_floating(y, "y")
+    check_finite(y, "y")
+    if y.ndim == 0:
+        raise ValueError("y must have a batch dimension (N, …), got a 0-d tensor")
+
+
+def _check_linear(op) -> None:
+    if not getattr(op, "linear", False) or not callable(getattr(op, "AT", None)):
+        raise ValueError(f"op must be a linear operator (with AT), got {type(op).__name__}")
+
+
+def _check_fits(op, y: torch.Tensor, z: torch.Tensor, name: str = "z") -> None:
+    """``op.A`` maps the image ``z`` (the argument ``name``) to ``y``'s shape."""
+    az = op.A(z)
+    if az.shape != y.shape:
+        raise ValueError(f"y must have the shape of op.A({name}) {tuple(az.shape)}, got {tuple(y.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -75,14 +114,23 @@ def hqs_data_step(op, y: torch.Tensor, z: torch.Tensor, rho, *, tol: float = 1e-
 
     Returns:
         ``x`` ``(N, C, H, W)`` like ``z``.
+
+    Raises:
+        ValueError: ``op`` is not linear; ``y`` or ``z`` is not a finite floating-point tensor (``z`` an image
+            batch); ``op.A(z)`` does not have ``y``'s shape; ``rho`` is not a finite number > 0 or an ``(N,)``
+            tensor of them; ``tol`` is not a finite number >= 0, ``max_iter`` not an integer >= 1.
     """
-    if not getattr(op, "linear", False):
-        raise ValueError(f"op must be a linear operator (with AT), got {type(op).__name__}")
-    check_image(z, "z")
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
-    if op.A(z).shape != y.shape:
-        raise ValueError(f"y must have the shape of op.A(z) {tuple(op.A(z).shape)}, got {tuple(y.shape)}")
+    _check_linear(op)
+    _check_image_data(z, "z")
+    _check_measurement(y)
+    _check_fits(op, y, z)
+    check_real("tol", tol, 0)
+    check_int("max_iter", max_iter, 1)
+    return _data_step(op, y, z, rho, tol, max_iter)
+
+
+def _data_step(op, y: torch.Tensor, z: torch.Tensor, rho, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+    """:func:`hqs_data_step` without the entry checks (the solvers check once, before their loop)."""
     r = _rho(rho, z)  # (1 or N, 1, 1, 1)
     y = y.to(z)
     if isinstance(op, Blur) and op.boundary == "circular":
@@ -142,8 +190,13 @@ def dihedral(x: torch.Tensor, mode: int, inverse: bool = False) -> torch.Tensor:
     ``mode = 0…7`` is a rotation by ``k`` quarter turns followed by an optional flip of H, with ``(k, flip)`` =
     (0, no), (1, yes), (0, yes), (3, no), (2, yes), (1, no), (2, no), (3, yes). ``inverse=True`` undoes ``mode``
     (the official scripts undo modes 3 and 5 with modes 5 and 3 and the other six, which are involutions, with
-    themselves). Used by :func:`dpir`'s ``x8`` self-ensemble (§4.1)."""
+    themselves). Used by :func:`dpir`'s ``x8`` self-ensemble (§4.1). ``ValueError`` for ``x`` not a tensor of
+    at least two dimensions or ``mode`` not an integer in [0, 7]; ``TypeError`` for a non-bool ``inverse``."""
+    check_tensor(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (…, H, W), got shape {tuple(x.shape)}")
     check_int("mode", mode, 0, 7)
+    check_bool("inverse", inverse)
     k, flip = _DIHEDRAL[mode]
     if not inverse:
         x = x.rot90(k, (-2, -1))
@@ -201,21 +254,40 @@ def dpir(
         cycling through the eight, not eight denoiser calls averaged. It costs nothing extra and averages the
         denoiser's orientation-dependent errors over the iterations; for a denoiser that commutes with the symmetries
         (e.g. the identity or an isotropic filter) it changes nothing. §4.1.
+
+    Raises:
+        ValueError: ``y`` is not a finite floating-point tensor, ``op`` not linear, the start ``z_0`` not a finite
+            image batch that ``op.A`` maps to ``y``'s shape, a denoiser output of another shape than its input,
+            and the errors of :func:`dpir_schedule`.
+        TypeError: ``denoiser`` or ``callback`` is not callable, ``x8`` or ``progress`` not a bool.
     """
+    check_sampler_args(denoiser, progress=progress, callback=callback, name="denoiser")
     sigmas, rhos = dpir_schedule(sigma_y, iters, sigma_start, sigma_end, lam)
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
-    z = _initial_image(op, y) if x_init is None else x_init
-    check_image(z, "x_init")
+    _check_measurement(y)
+    _check_linear(op)
+    check_bool("x8", x8)
+    if x_init is None:
+        z = _initial_image(op, y)
+        check_image(z, "the initial image")
+    else:
+        _check_image_data(x_init, "x_init")
+        z = x_init
     z = z.to(device=y.device, dtype=y.dtype)
+    _check_fits(op, y, z, "z" if x_init is None else "x_init")
     for k in tqdm(range(iters), disable=not progress, desc=f"DPIR-{iters}"):
         # 1. data step x_k = argmin_x ‖A x − y‖² + ρ_k ‖x − z_{k−1}‖² (:func:`hqs_data_step`)
-        x = hqs_data_step(op, y, z, float(rhos[k]))
+        x = _data_step(op, y, z, float(rhos[k]))
         # 2. prior step z_k = D(x_k, σ_k)
-        if x8:  # the official order: flip/rotate, denoise, undo
-            z = dihedral(denoiser(dihedral(x, k % 8), float(sigmas[k])), k % 8, inverse=True)
-        else:
-            z = denoiser(x, float(sigmas[k]))
+        try:
+            if x8:  # the official order: flip/rotate, denoise, undo
+                z = dihedral(denoiser(dihedral(x, k % 8), float(sigmas[k])), k % 8, inverse=True)
+            else:
+                z = denoiser(x, float(sigmas[k]))
+        except ValueError as err:  # name the argument the image came from, not the denoiser's own
+            raise ValueError(f"denoiser refused the image of shape {tuple(x.shape)} (from y / x_init): {err}") from err
+        if not isinstance(z, torch.Tensor) or z.shape != x.shape:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"denoiser must return an image of its input's shape {tuple(x.shape)}, got {got}")
         if callback is not None:
             callback(SamplerState(k, k, z.clone(), x.clone()))
     return z
@@ -237,11 +309,19 @@ def diffpir_timesteps(T: int, steps: int, spacing: str = "quad") -> list[int]:
       ``steps + 1`` timesteps ending at ``0`` (``steps`` when ``k = 1``).
 
     The model is evaluated at every timestep but the last (see :func:`diffpir`).
+
+    Raises:
+        ValueError: ``T`` is not an integer >= 1 (>= 2 for "quad"), ``spacing`` not "quad" or "uniform",
+            ``steps`` not an integer in ``[2, T]`` ("quad") or ``[1, T]`` ("uniform"); for "uniform", a ``steps``
+            with ``T // steps = 1`` below ``T`` (``T/2 < steps < T``): the official grid ``0, 1, …, steps − 1``
+            would stop the chain at ``t = T − steps`` instead of 0.
     """
-    check_int("T", T, 1)
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    check_choice("spacing", spacing, SPACINGS)
+    check_int("T", T, 2 if spacing == "quad" else 1)
     check_int("steps", steps, 2 if spacing == "quad" else 1, T)
+    if spacing == "uniform" and T // steps == 1 and steps < T:
+        raise ValueError(f"steps must be T = {T} or at most T // 2 = {T // 2} for spacing='uniform' (T // steps = 1 "
+                         f"stops the chain at t = T − steps = {T - steps}, not 0), got {steps}")  # fmt: skip
     if spacing == "quad":
         seq = [int(s) for s in np.sqrt(np.linspace(0, T**2, steps))]
         seq[-1] -= 1
@@ -312,13 +392,15 @@ def diffpir(
         inpainting. The official runs are 256×256 FFHQ/ImageNet with σ_n = 12.75/255 (our ``sigma_y = 0.1``); our toy
         setting is a 28×28 Fashion-MNIST ε-model, so λ and ζ may need retuning. §4.1.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
     check_nonnegative("sigma_y", sigma_y)
     check_positive("lam", lam)
     if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0.0 <= zeta <= 1.0:
         raise ValueError(f"zeta must be a number in [0, 1], got {zeta!r}")
     ts = diffpir_timesteps(schedule.T, steps, spacing)
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a tensor, got {type(y).__name__}")
+    _check_measurement(y)
+    _check_linear(op)
     ab = schedule.alpha_bar  # (T,) float64 on the CPU; used as Python floats
     sigma_bar = ((1 - ab) / ab).sqrt()  # σ̄_t
     if x_T is None:
@@ -329,8 +411,9 @@ def diffpir(
         std = math.sqrt(max(0.0, (1 - ab[ts[0]]) - scale**2 * (1 - ab[t_y])))
         x = scale * u + std * torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
     else:
-        check_image(x_T, "x_T")
+        _check_image_data(x_T, "x_T")
         x = x_T.to(device=y.device, dtype=y.dtype)
+    _check_fits(op, y, x, "z" if x_T is None else "x_T")
     sigma_n = max(DIFFPIR_SIGMA_FLOOR, sigma_y / 2)  # the official σ_n, on [0, 1]
     for i in tqdm(range(len(ts) - 1), disable=not progress, desc=f"DiffPIR-{steps}"):
         t, s = ts[i], ts[i + 1]
@@ -340,7 +423,7 @@ def diffpir(
             eps = model_eps(model, x, t, schedule, model_kwargs)
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1, 1)
         # 2. data step x̂_0 ← argmin_x ‖A x − y‖² + ρ_t ‖x − x̂_0‖² (:func:`hqs_data_step`, closed form / CG)
-        x0 = hqs_data_step(op, y, x0, lam * sigma_n**2 / float(sigma_bar[t]) ** 2)
+        x0 = _data_step(op, y, x0, lam * sigma_n**2 / float(sigma_bar[t]) ** 2)
         # 3. ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t), recomputed from the corrected x̂_0
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         # 4. x_s = √ᾱ_s x̂_0 + √(1 − ζ) √(1 − ᾱ_s) ε̂ + √ζ √(1 − ᾱ_s) z

@@ -11,9 +11,17 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_mask, check_steps, mask_for
+from ..checks import check_bool, check_finite, check_floating, check_int, check_mask, check_steps, mask_for
 from ..samplers import ddpm_step
-from ..sampling import SamplerState, initial_noise, model_eps, noise_like, respaced
+from ..sampling import (
+    SamplerState,
+    check_sampler_args,
+    check_schedule,
+    initial_noise,
+    model_eps,
+    noise_like,
+    respaced,
+)
 from ..schedules import Schedule
 
 __all__ = ["repaint", "repaint_schedule"]
@@ -35,6 +43,9 @@ def repaint_schedule(steps: int, jump_length: int = 10, jump_n_sample: int = 10)
     ``steps + (jump_n_sample − 1) · jump_length · ⌈(steps − jump_length) / jump_length⌉`` evaluations: the paper's
     250 steps with ``jump_length = jump_n_sample = 10`` cost 250 + 9 · 10 · 24 = 2 410 network evaluations (and
     2 160 undo steps), about 10× plain DDPM-250.
+
+    Raises:
+        ValueError: ``steps``, ``jump_length`` or ``jump_n_sample`` is not an integer >= 1.
     """
     check_int("steps", steps, 1)
     check_int("jump_length", jump_length, 1)
@@ -88,6 +99,14 @@ def repaint(
     Returns:
         The inpainted ``x_0`` with ``y``'s shape, dtype and device.
 
+    Raises:
+        ValueError: ``y`` not a finite floating-point image batch (put any finite value, e.g. 0, under
+            ``mask == 0``: a NaN there would still reach the result through ``0 · NaN``); ``mask`` not binary or not
+            broadcasting over ``y``; ``steps`` not in ``[1, T]``, ``jump_length``/``jump_n_sample`` not integers
+            >= 1, an unknown ``spacing``; ``x_T`` not a finite tensor of ``y``'s shape.
+        TypeError: ``model``/``callback`` not callable, ``schedule`` not a :class:`~diffu.schedules.Schedule`,
+            ``clip_x0``/``progress`` not bools, a bad ``generator`` or ``model_kwargs``.
+
     Notes:
         Official code: ``andreas128/RePaint`` (``guided_diffusion/gaussian_diffusion.py::p_sample``, ``undo``),
         a learned-variance 256×256 model respaced 1000 → 250 steps by guided-diffusion's ``space_timesteps``
@@ -100,11 +119,16 @@ def repaint(
         almost clean, ᾱ_0 ≈ 1, injection of ``y``). A ``mask`` with no known pixel draws no injection noise, so with
         ``jump_n_sample = 1`` this is exactly :func:`diffu.samplers.ddpm`. §4.2.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
     check_steps(steps, schedule.T)
+    check_bool("clip_x0", clip_x0)
     times = repaint_schedule(steps, jump_length, jump_n_sample)
     if not isinstance(y, torch.Tensor) or y.ndim != 4:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be an image tensor of shape (N, C, H, W), got {got}")
+    check_floating(y, "y")
+    check_finite(y, "y")
     check_mask(mask)
     m = mask_for(mask, y)
     x = initial_noise(x_T, generator, like=y, shape=y.shape, of="y's")

@@ -14,9 +14,18 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_steps, check_tensor
+from ..checks import (
+    check_bool,
+    check_callable,
+    check_finite,
+    check_floating,
+    check_generator,
+    check_int,
+    check_real,
+    check_steps,
+)
 from ..samplers import ddim_step
-from ..sampling import SamplerState, ddim_timesteps, initial_noise, model_eps
+from ..sampling import SamplerState, check_sampler_args, check_schedule, ddim_timesteps, initial_noise, model_eps
 from ..schedules import Schedule
 from .dps import residual_norm
 
@@ -39,9 +48,18 @@ EARLY_STOP_WINDOW = 200  # official latent_optimization: stop once the loss exce
 
 def resample_variance(gamma: float, alpha_bar_t, alpha_bar_prev):
     """``s = γ (1 − ᾱ_prev)/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_prev)``: γ times the DDPM posterior variance β̃ between the two
-    DDIM levels (official ``ddim.py``: ``sigma = 40*(1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)``, γ = 40)."""
-    if not float(gamma) > 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
+    DDIM levels (official ``ddim.py``: ``sigma = 40*(1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)``, γ = 40).
+
+    Raises:
+        ValueError: ``gamma`` is not a finite number > 0; ``alpha_bar_t`` not in (0, 1) or ``alpha_bar_prev`` not
+            in (``alpha_bar_t``, 1] (numbers or 0-d tensors; a negative variance otherwise).
+    """
+    check_real("gamma", gamma, 0, low_open=True)
+    check_real("alpha_bar_t", alpha_bar_t, 0, 1, low_open=True, high_open=True)
+    check_real("alpha_bar_prev", alpha_bar_prev, 0, 1, low_open=True)
+    if not float(alpha_bar_prev) > float(alpha_bar_t):
+        raise ValueError(f"alpha_bar_prev must be > alpha_bar_t = {float(alpha_bar_t):.6g} (the next, less noisy "
+                         f"level), got {float(alpha_bar_prev):.6g}")  # fmt: skip
     return gamma * (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
 
 
@@ -51,22 +69,38 @@ def resample_moments(z0: torch.Tensor, z_t: torch.Tensor, alpha_bar, s) -> tuple
     ``N((s √ᾱ ẑ_0 + (1 − ᾱ) z'_t)/(s + 1 − ᾱ), 1/(1/s + 1/(1 − ᾱ)))`` — the product of the forward marginal
     ``N(√ᾱ ẑ_0, (1 − ᾱ) I)`` of the measurement-consistent ``ẑ_0`` and ``N(z'_t, s I)`` around the unconditional
     state ``z'_t``. ``ᾱ`` is the level of ``z'_t`` (a scalar or a tensor broadcasting against ``z0``); ``s > 0``.
+
+    Raises:
+        ValueError: ``z0``/``z_t`` not floating-point tensors of the same shape; ``alpha_bar`` not in (0, 1) or
+            ``s`` not finite and > 0 (numbers or tensors broadcasting against ``z0``). A NaN in ``z0`` or ``z_t``
+            propagates to the mean (this runs inside :func:`resample`'s loop, which checks its inputs once).
     """
+    check_floating(z0, "z0")
+    check_floating(z_t, "z_t")
     if z0.shape != z_t.shape:
         raise ValueError(f"z0 and z_t must have the same shape, got {tuple(z0.shape)} and {tuple(z_t.shape)}")
     ab = torch.as_tensor(alpha_bar, device=z0.device, dtype=z0.dtype)
     s = torch.as_tensor(s, device=z0.device, dtype=z0.dtype)
-    if not bool((s > 0).all()):
-        raise ValueError(f"s must be > 0, got {s}")
+    if not bool(((s > 0) & torch.isfinite(s)).all()):
+        raise ValueError(f"s must be > 0 and finite, got {s}")
     if not bool(((ab > 0) & (ab < 1)).all()):
         raise ValueError(f"alpha_bar must be in (0, 1), got {ab}")
+    for name, v in (("alpha_bar", ab), ("s", s)):
+        try:
+            torch.broadcast_shapes(v.shape, z0.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} must broadcast against z0's shape {tuple(z0.shape)}, got {tuple(v.shape)}"
+            ) from None
     mean = (s * ab.sqrt() * z0 + (1 - ab) * z_t) / (s + 1 - ab)
     std = (1 / (1 / s + 1 / (1 - ab))).sqrt()
     return mean, std.expand_as(mean)
 
 
 def stochastic_resample(z0, z_t, alpha_bar, s, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A draw from :func:`resample_moments`' Gaussian (official ``DDIMSampler.stochastic_resample``)."""
+    """A draw from :func:`resample_moments`' Gaussian (official ``DDIMSampler.stochastic_resample``); errors as
+    :func:`resample_moments`, ``TypeError`` for a ``generator`` that is not a ``torch.Generator``."""
+    check_generator(generator)
     mean, std = resample_moments(z0, z_t, alpha_bar, s)
     return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
 
@@ -80,12 +114,44 @@ def _per_image_mse(y, ay):
     return ((y - ay) ** 2).reshape(y.shape[0], -1).mean(1)  # (N,)
 
 
+def _check_optimization(y, op, start, name, iters, lr, tol, decode=None) -> None:
+    """The arguments of :func:`pixel_optimization` / :func:`latent_optimization`."""
+    for n, v in (("y", y), (name, start)):
+        check_floating(v, n)
+        check_finite(v, n)
+        if v.ndim == 0:
+            raise ValueError(f"{n} must have a batch dimension (N, …), got a 0-d tensor")
+    if not callable(getattr(op, "A", None)):
+        raise TypeError(f"op must be a forward model with a callable A, got {type(op).__name__}")
+    if decode is not None:
+        check_callable("decode", decode)
+    check_int("iters", iters, 1)
+    check_real("lr", lr, 0, low_open=True)
+    check_real("tol", tol, 0)
+    with torch.no_grad():
+        try:
+            ay = op.A(decode(start) if decode is not None else start)
+        except ValueError as err:
+            raise ValueError(f"{name} (shape {tuple(start.shape)}) does not fit decode and op.A: {err}") from err
+    if ay.shape != y.shape:
+        what = f"op.A(decode({name}))" if decode is not None else f"op.A({name})"
+        raise ValueError(f"y must have the shape of {what} {tuple(ay.shape)}, got {tuple(y.shape)}")
+
+
 def pixel_optimization(y: torch.Tensor, op, x_init: torch.Tensor, *, iters: int = 2000, lr: float = 1e-2,
                        tol: float = 1e-3) -> torch.Tensor:  # fmt: skip
     """``argmin_x ‖y − A(x)‖²`` by AdamW from ``x_init`` (official ``pixel_optimization``: lr 1e-2, ≤ 2000 steps,
     stop when the MSE < ``tol²``, tol = 1e-3). The loss is the sum of per-image MSEs, so each image follows the
     Adam path it would follow alone (the official runs one image at a time); we stop when every image is below
-    ``tol²``. Returns the optimised images ``(N, C, H, W)`` (detached)."""
+    ``tol²``. Returns the optimised images ``(N, C, H, W)`` (detached).
+
+    ``ValueError`` for ``y``/``x_init`` that are not finite floating-point tensors, ``op.A(x_init)`` not of ``y``'s
+    shape, ``iters`` not an integer >= 1, ``lr`` not a finite number > 0 or ``tol`` not one >= 0."""
+    _check_optimization(y, op, x_init, "x_init", iters, lr, tol)
+    return _pixel_optimization(y, op, x_init, iters, lr, tol)
+
+
+def _pixel_optimization(y, op, x_init, iters, lr, tol):  # unchecked: resample checks once, before its loop
     x = x_init.detach().clone().requires_grad_(True)
     opt = torch.optim.AdamW([x], lr=lr)
     y = y.detach()
@@ -104,7 +170,13 @@ def latent_optimization(y: torch.Tensor, op, decode: Callable, z_init: torch.Ten
                         lr: float = 5e-3, tol: float = 1e-3) -> torch.Tensor:  # fmt: skip
     """``argmin_z ‖y − A(D(z))‖²`` by AdamW from ``z_init`` (official ``latent_optimization``: lr 5e-3, ≤ 500 steps,
     stop when the MSE < ``tol²`` or, after 200 steps, when it exceeds its value 200 steps earlier). Sum of
-    per-image MSEs as in :func:`pixel_optimization`. Returns the optimised latents (detached)."""
+    per-image MSEs as in :func:`pixel_optimization`. Returns the optimised latents (detached); errors as
+    :func:`pixel_optimization` (``z_init`` for ``x_init``), and ``TypeError`` for a ``decode`` that is not callable."""
+    _check_optimization(y, op, z_init, "z_init", iters, lr, tol, decode)
+    return _latent_optimization(y, op, decode, z_init, iters, lr, tol)
+
+
+def _latent_optimization(y, op, decode, z_init, iters, lr, tol):  # unchecked: resample checks once
     z = z_init.detach().clone().requires_grad_(True)
     opt = torch.optim.AdamW([z], lr=lr)
     y = y.detach()
@@ -133,33 +205,44 @@ def _resample_start(autoencoder, y, op, x_T, generator, steps, T, scale, gamma, 
                     travel, pixel_iters, latent_iters, pixel_lr, latent_lr, tol) -> torch.Tensor:  # fmt: skip
     """Check :func:`resample`'s arguments and return the initial latent (``x_T``, or noise of the latent shape)."""
     check_steps(steps, T)
-    if not float(scale) >= 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    if not float(gamma) > 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
+    check_real("scale", scale, 0)
+    check_real("gamma", gamma, 0, low_open=True)
     for name, v in (("hard_start", hard_start), ("latent_start", latent_start)):
-        if not 0 <= float(v) <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {v}")
+        check_real(name, v, 0, 1)
     for name, v, low in (("hard_every", hard_every, 1), ("travel", travel, 0), ("pixel_iters", pixel_iters, 1),
                          ("latent_iters", latent_iters, 1)):  # fmt: skip
         check_int(name, v, low)
     for name, v in (("pixel_lr", pixel_lr), ("latent_lr", latent_lr)):
-        if not float(v) > 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
-    if not float(tol) >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    check_tensor(y, "y")
+        check_real(name, v, 0, low_open=True)
+    check_real("tol", tol, 0)
+    for name in ("encode", "decode"):
+        if not callable(getattr(autoencoder, name, None)):
+            raise TypeError(f"autoencoder must have callable encode and decode, got {type(autoencoder).__name__}")
+    if not callable(getattr(op, "A", None)):
+        raise TypeError(f"op must be a forward model with a callable A, got {type(op).__name__}")
+    check_floating(y, "y")
+    check_finite(y, "y")
+    if y.ndim == 0:
+        raise ValueError("y must have a batch dimension (N, …), got a 0-d tensor")
+    given = x_T is not None
     if x_T is None:  # the latent shape of the image shape (op.AT(y)'s for linear operators, else y's)
         img_shape = op.AT(y).shape if getattr(op, "linear", False) else y.shape
         with torch.no_grad():
-            x_T = autoencoder.encode(torch.zeros(img_shape, device=y.device, dtype=y.dtype)).shape
-    if not isinstance(x_T, torch.Tensor) and len(x_T) != 4:
-        raise ValueError(f"x_T must be a tensor or a latent shape (N, C, h, w), got {tuple(x_T)!r}")
+            try:
+                x_T = autoencoder.encode(torch.zeros(img_shape, device=y.device, dtype=y.dtype)).shape
+            except ValueError as err:
+                raise ValueError(f"y's image shape {tuple(img_shape)} does not fit the autoencoder: {err}") from err
+    if not (
+        x_T.ndim == 4 if isinstance(x_T, torch.Tensor) else isinstance(x_T, (tuple, list, torch.Size)) and len(x_T) == 4
+    ):
+        got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else x_T
+        raise ValueError(f"x_T must be a tensor or a latent shape (N, C, h, w), got {got!r:.80}")
     z = initial_noise(x_T, generator, like=y)
     with torch.no_grad():
         ay = op.A(autoencoder.decode(z))
     if ay.shape != y.shape:
-        raise ValueError(f"y must have the shape of op.A(decode(z)) {tuple(ay.shape)}, got {tuple(y.shape)}")
+        of = "x_T" if given else "z"
+        raise ValueError(f"y must have the shape of op.A(decode({of})) {tuple(ay.shape)}, got {tuple(y.shape)}")
     return z
 
 
@@ -216,6 +299,14 @@ def resample(
     Returns:
         The decoded reconstruction ``(N, C, H, W)``.
 
+    Raises:
+        ValueError: ``y`` not a finite floating-point tensor of the shape ``op.A(decode(z))`` gives; a number out of
+            its range above (``steps`` in ``[1, T]``, fractions in [0, 1], counts integers, rates finite and > 0,
+            ``scale``/``tol`` finite and >= 0); ``x_T`` neither a finite latent batch nor a latent shape.
+        TypeError: ``model``/``callback`` not callable, an ``autoencoder`` without ``encode``/``decode``, ``op``
+            without ``A``, ``schedule`` not a :class:`~diffu.schedules.Schedule`, ``final_optimization``/``progress``
+            not bools, a bad ``generator`` or ``model_kwargs``.
+
     Notes:
         Official code: ``soominkwon/resample`` (``ldm/models/diffusion/ddim.py::resample_sampling``), which runs one
         image at a time, 500 DDIM steps over T = 1000, hard consistency every 10 steps and 5 time-travel steps, on
@@ -234,6 +325,9 @@ def resample(
           ``tol = 1e-3`` is never reached: the optimisation fits the noise up to the iteration limit (the official
           comment says to tune it to the noise level, e.g. ``tol ≈ σ_y``). §4.5.
     """
+    check_sampler_args(model, generator=generator, progress=progress, callback=callback, model_kwargs=model_kwargs)
+    check_schedule(schedule)
+    check_bool("final_optimization", final_optimization)
     z = _resample_start(autoencoder, y, op, x_T, generator, steps, schedule.T, scale, gamma, hard_every, hard_start,
                         latent_start, travel, pixel_iters, latent_iters, pixel_lr, latent_lr, tol)  # fmt: skip
     ts = ddim_timesteps(schedule.T, steps, "leading").tolist()  # decreasing
@@ -266,11 +360,11 @@ def resample(
                     )
                 # 3b. middle of the run: x* = argmin ‖y − A(x)‖² from D(ẑ_0) in pixels, ẑ_0(y) = E(x*)
                 if index >= first_latent:
-                    z0 = autoencoder.encode(pixel_optimization(y, op, autoencoder.decode(z0), iters=pixel_iters,
-                                                               lr=pixel_lr, tol=tol))  # fmt: skip
+                    z0 = autoencoder.encode(_pixel_optimization(y, op, autoencoder.decode(z0), pixel_iters, pixel_lr,
+                                                                tol))  # fmt: skip
             # 3c. late in the run: ẑ_0(y) = argmin_z ‖y − A(D(z))‖² from ẑ_0
             if index < first_latent:
-                z0 = latent_optimization(y, op, autoencoder.decode, z0, iters=latent_iters, lr=latent_lr, tol=tol)
+                z0 = _latent_optimization(y, op, autoencoder.decode, z0, latent_iters, latent_lr, tol)
             # 3d. stochastic resampling of z_{t'} around ẑ_0(y) (Eq. 9, :func:`resample_moments`)
             s = resample_variance(gamma, ab_t, ab_prev)
             z = stochastic_resample(z0, z, ab_prev, s, generator)
@@ -281,6 +375,6 @@ def resample(
             callback(SamplerState(i, t, z.clone(), x0.detach().clone()))
     # 4. a final latent optimisation of z_0 (official), then x = D(z_0)
     if final_optimization:
-        z = latent_optimization(y, op, autoencoder.decode, z, iters=latent_iters, lr=latent_lr, tol=tol)
+        z = _latent_optimization(y, op, autoencoder.decode, z, latent_iters, latent_lr, tol)
     with torch.no_grad():
         return autoencoder.decode(z)

@@ -14,10 +14,19 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_eta, check_image, check_steps
+from ..checks import (
+    check_bool,
+    check_callable,
+    check_finite,
+    check_floating,
+    check_generator,
+    check_image,
+    check_real,
+    check_steps,
+)
 from ..nn.controlnet import ControlledUNet, Restorer, RestorerConfig
 from ..samplers import ddim
-from ..sampling import SamplerState, initial_noise
+from ..sampling import SamplerState, check_sampler_args, check_schedule, initial_noise
 from ..schedules import Schedule, linear_schedule
 from ..train import diffusion_loss
 
@@ -32,6 +41,12 @@ def _per_image(value, name, n, like, generator, low, high):
     """``value`` as an ``(N,)`` tensor like ``like``; drawn from U[low, high] when None."""
     if value is None:
         return low + (high - low) * torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+    if isinstance(value, torch.Tensor):
+        ok = not value.is_complex() and value.dtype != torch.bool
+    else:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not ok:
+        raise ValueError(f"{name} must be a number >= 0 or an (N,) = ({n},) tensor of them, got {value!r:.80}")
     v = torch.as_tensor(value, device=like.device, dtype=like.dtype)
     if v.ndim == 0:
         v = v.expand(n)
@@ -93,8 +108,19 @@ def degrade(
 
     Returns:
         The degraded images ``(N, C, H, W)`` (and the parameters with ``return_params``).
+
+    Raises:
+        ValueError: ``x`` is not a finite floating-point image batch (the final clamp would turn infinities into
+            plausible ±1); ``blur_sigma``/``noise_sigma`` not a finite number >= 0 or an ``(N,)`` tensor of them;
+            ``factor`` not None or an integer >= 1 dividing ``H`` and ``W``.
+        TypeError: ``generator`` is not a ``torch.Generator``, ``return_params`` not a bool.
     """
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        check_floating(x, "x")
     check_image(x)
+    check_finite(x, "x")
+    check_generator(generator)
+    check_bool("return_params", return_params)
     n = x.shape[0]
     sb = _per_image(blur_sigma, "blur_sigma", n, x, generator, *BLUR_SIGMA)
     if factor is None:
@@ -125,18 +151,32 @@ def degrade(
 
 
 def restorer_loss(model, x: torch.Tensor, generator=None) -> torch.Tensor:
-    """Stage 1: ``‖R(degrade(x)) − x‖²`` (mean squared error) with a fresh random degradation per image."""
-    return F.mse_loss(model(degrade(x, generator=generator)), x)
+    """Stage 1: ``‖R(degrade(x)) − x‖²`` (mean squared error) with a fresh random degradation per image; errors
+    as :func:`degrade`, and ``TypeError`` for a ``model`` that is not callable."""
+    check_callable("model", model)
+    y = degrade(x, generator=generator)
+    try:
+        out = model(y)
+    except ValueError as err:
+        raise ValueError(f"x (shape {tuple(x.shape)}) does not fit the model: {err}") from err
+    return F.mse_loss(out, x)
 
 
 def controlnet_loss(model: ControlledUNet, x: torch.Tensor, generator=None, schedule: Schedule | None = None):
     """Stage 2: the ε-loss of the controlled UNet (Eq. 14 of Ho et al. 2020, linear schedule) on clean ``x``,
     conditioned on the frozen stage 1's restoration of a fresh random degradation, ``cond = R(degrade(x))``.
-    The UNet's label is the null class (the model is used unconditionally)."""
+    The UNet's label is the null class (the model is used unconditionally). Errors as :func:`degrade`, and for a
+    ``schedule`` that is neither None nor a :class:`~diffu.schedules.Schedule` (``TypeError``)."""
+    if schedule is not None:
+        check_schedule(schedule)
     if getattr(model, "restorer", None) is None:
         raise ValueError("model must be a ControlledUNet built with its frozen stage-1 restorer (restorer=...)")
     with torch.no_grad():
-        cond = model.restorer(degrade(x, generator=generator))  # (N, 1, H, W)
+        y = degrade(x, generator=generator)
+        try:
+            cond = model.restorer(y)  # (N, 1, H, W)
+        except ValueError as err:
+            raise ValueError(f"x (shape {tuple(x.shape)}) does not fit the model's restorer: {err}") from err
     return diffusion_loss(model, schedule or linear_schedule(), x, generator, model_kwargs={"cond": cond})
 
 
@@ -154,14 +194,23 @@ def build_controlled_unet(restorer: torch.nn.Module | None = None) -> Controlled
     """The shipped ``fmnist_unet`` (frozen) + a fresh ControlNet adapter + the frozen stage 1.
 
     ``restorer`` defaults to the shipped ``fmnist_restorer``; training ``fmnist_controlnet`` therefore needs
-    ``fmnist_restorer`` to be shipped first (``FileNotFoundError``/``ValueError`` otherwise)."""
-    from ..pretrained import available, load
+    ``fmnist_restorer`` to be shipped first (``FileNotFoundError``/``ValueError`` otherwise).
 
+    The adapter's fresh layers draw from torch's global RNG, as any constructor does. The shipped adapter was
+    initialised when :func:`diffu.pretrained.load` still drew each loaded network's (discarded) random
+    initialisation from that RNG; the same two draws are made here first, so that
+    ``python -m diffu.pretrained train fmnist_controlnet`` starts from the shipped file's initialisation."""
+    from ..pretrained import available, build, info, load
+
+    if restorer is not None and not isinstance(restorer, torch.nn.Module):
+        raise TypeError(f"restorer must be a torch.nn.Module or None, got {type(restorer).__name__}")
     missing = [n for n in ("fmnist_unet",) + (() if restorer is not None else ("fmnist_restorer",))
                if n not in available()]  # fmt: skip
     if missing:
         raise FileNotFoundError(f"fmnist_controlnet needs the shipped weights {missing}: train them first "
                                 f"(python -m diffu.pretrained train fmnist_restorer)")  # fmt: skip
+    for name in ("fmnist_unet",) + (() if restorer is not None else ("fmnist_restorer",)):
+        build(info(name))  # the draws the shipped adapter's initialisation followed (see above)
     return ControlledUNet(load("fmnist_unet"), restorer=restorer if restorer is not None else load("fmnist_restorer"))
 
 
@@ -208,6 +257,14 @@ def two_stage_restore(
     Returns:
         The restored images ``(N, C, H, W)`` (not clamped), or ``(stage2, stage1)`` with ``return_stage1``.
 
+    Raises:
+        ValueError: ``y_degraded`` not a finite floating-point image batch; ``steps`` not in ``[1, T]``, ``eta`` not
+            in [0, 1], ``control_scale`` not a finite number >= 0; ``model_kwargs`` holding ``cond`` or
+            ``control_scale``; a stage-1 output of another shape; ``x_T`` not a finite tensor of the image shape.
+        TypeError: ``restorer``/``controlled_model``/``callback`` not callable, ``schedule`` not a
+            :class:`~diffu.schedules.Schedule`, ``return_stage1``/``progress`` not bools, a bad ``generator`` or
+            ``model_kwargs``.
+
     Notes:
         A scaled-down illustration of StableSR (Wang et al. 2023, ``IceClear/StableSR``) and DiffBIR (Lin et al. 2024,
         ``XPixelGroup/DiffBIR``). Kept: DiffBIR's split into a regression stage 1 that removes the degradation and a
@@ -219,19 +276,31 @@ def two_stage_restore(
         ``x_t`` at the ControlNet input (here the stage-1 image enters through ControlNet's hint branch instead);
         DiffBIR's restoration guidance, tiled sampling, wavelet colour fix and text prompts.
     """
+    check_callable("restorer", restorer)
+    check_sampler_args(controlled_model, generator=generator, progress=progress, callback=callback,
+                       model_kwargs=model_kwargs, name="controlled_model")  # fmt: skip
+    check_schedule(schedule)
+    if isinstance(y_degraded, torch.Tensor) and not y_degraded.is_floating_point():
+        check_floating(y_degraded, "y_degraded")
     check_image(y_degraded, "y_degraded")
+    check_finite(y_degraded, "y_degraded")
     check_steps(steps, schedule.T)
-    check_eta(eta)
+    check_real("eta", eta, 0, 1)
     if isinstance(control_scale, bool) or not isinstance(control_scale, (int, float)) or not 0 <= control_scale < 1e6:
         raise ValueError(f"control_scale must be a finite number >= 0, got {control_scale!r}")
+    check_bool("return_stage1", return_stage1)
     kwargs = dict(model_kwargs or {})
     if "cond" in kwargs or "control_scale" in kwargs:
         raise ValueError("model_kwargs must not contain 'cond' or 'control_scale' (two_stage_restore sets them)")
     # 1. stage 1: the regression estimate x̂_1 = R(y), the posterior mean (smooth)
     with torch.no_grad():
-        x1 = restorer(y_degraded)  # (N, C, H, W)
-    if x1.shape != y_degraded.shape:
-        raise ValueError(f"restorer must return y_degraded's shape {tuple(y_degraded.shape)}, got {tuple(x1.shape)}")
+        try:
+            x1 = restorer(y_degraded)  # (N, C, H, W)
+        except ValueError as err:
+            raise ValueError(f"y_degraded (shape {tuple(y_degraded.shape)}) does not fit the restorer: {err}") from err
+    if not isinstance(x1, torch.Tensor) or x1.shape != y_degraded.shape:
+        got = tuple(x1.shape) if isinstance(x1, torch.Tensor) else type(x1).__name__
+        raise ValueError(f"restorer must return y_degraded's shape {tuple(y_degraded.shape)}, got {got}")
     # 2. stage 2: DDIM sampling of ε_θ(x_t, t | cond = x̂_1), every ControlNet residual scaled by control_scale
     x_T = initial_noise(x_T, generator, like=x1, shape=x1.shape)
     kwargs.update(cond=x1, control_scale=control_scale)

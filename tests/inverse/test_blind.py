@@ -17,6 +17,7 @@ from diffu.inverse.blind import (
     kernel_error,
     kernel_from_diffusion,
     kernel_prior_data,
+    kernel_prior_loss,
     kernel_to_diffusion,
 )
 from diffu.inverse.blur import gaussian_kernel, motion_kernel, random_kernels
@@ -253,7 +254,7 @@ def test_bad_inputs(tiny):
         bird(img, y, S, kernel_size=13, **kw)
     with pytest.raises(ValueError, match="kernel_size must be kernel_model.kernel_size"):
         blind_dps(img, ker, y, S, kernel_size=3, **kw)
-    with pytest.raises(ValueError, match="scale must be > 0"):
+    with pytest.raises(ValueError, match="scale must be a finite number > 0, got 0.0"):
         blind_dps(img, ker, y, S, kernel_size=5, scale=0.0, **kw)
     with pytest.raises(ValueError, match="reg must be"):
         blind_dps(img, ker, y, S, kernel_size=5, reg=-1.0, **kw)
@@ -271,7 +272,7 @@ def test_bad_inputs(tiny):
         bird(img, y, S, kernel_size=5, x_T=torch.zeros(1, 1, 12, 12), **kw)
     with pytest.raises(ValueError, match="iters must be"):
         bird(img, y, S, kernel_size=5, iters=0, **kw)
-    with pytest.raises(ValueError, match="lr_k must be > 0"):
+    with pytest.raises(ValueError, match="lr_k must be a finite number > 0, got 0.0"):
         bird(img, y, S, kernel_size=5, lr_k=0.0, **kw)
     with pytest.raises(ValueError, match="steps"):
         bird(img, y, S, kernel_size=5, ddim_steps=1001, **kw)
@@ -302,3 +303,50 @@ def test_blind_dps_pretrained(gen, problem):
     assert (err < 0.8 * flat).all(), (err, flat)
     residual = (y - blur_each(out, k_hat)).flatten(1).norm(dim=1) / y[0].numel() ** 0.5
     assert (residual < 4 * SIGMA_Y).all(), residual
+
+
+def test_blind_solvers_and_kernel_tools_check_their_arguments(tiny):
+    img, ker, y = tiny
+    kw = dict(kernel_size=5, progress=False)
+    y_nan = y.clone()
+    y_nan[1, 0, 3, 3] = float("nan")
+    k = random_kernels(2, 5, generator=torch.Generator().manual_seed(0))
+    cases = [
+        (lambda: blind_dps(img, ker, y_nan, S, steps=2, **kw), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: blind_dps(img, ker, y.long(), S, steps=2, **kw), ValueError, "y must be a floating-point tensor"),
+        (lambda: blind_dps(img, ker, y, S, steps=2, scale=float("inf"), **kw), ValueError,
+         "scale must be a finite number > 0, got inf"),
+        (lambda: blind_dps(img, ker, y, S, steps=2, reg=float("nan"), **kw), ValueError, "reg must be a finite"),
+        (lambda: blind_dps(img, ker, y, S, steps=2, per_image="yes", **kw), TypeError, "per_image must be True"),
+        (lambda: blind_dps(img, ker, y, S, steps=2, scale_by_alpha_bar=1, **kw), TypeError, "scale_by_alpha_bar"),
+        (lambda: blind_dps(img, "ker", y, S, steps=2, **kw), TypeError, "kernel_model must be callable"),
+        (lambda: blind_dps(img, ker, y, "S", steps=2, **kw), TypeError, "schedule must be a diffu.schedules"),
+        (lambda: bird(img, y_nan, S, iters=1, **kw), ValueError, "y must be finite"),
+        (lambda: bird(img, y, S, iters=1, lr_x=float("nan"), **kw), ValueError, "lr_x must be a finite number > 0"),
+        (lambda: bird(img, y, S, iters=1, through_model=0, **kw), TypeError, "through_model must be True or False"),
+        (lambda: bird(img, y, S, iters=1, hidden=0, **kw), ValueError, "hidden must be a positive integer"),
+        (lambda: bird(img, y, S, iters=1, boundary="same", **kw), ValueError, "boundary must be one of"),
+        (lambda: blur_each(y.long(), k), ValueError, "x must be a floating-point tensor"),
+        (lambda: blur_each(y, k.long()), ValueError, "k must be a floating-point tensor"),
+        (lambda: blur_each(y, k, "wrap"), ValueError, "boundary must be one of"),
+        (lambda: blur_each(y, k * float("nan")), ValueError, "k must be finite"),
+        (lambda: blur_each(y, k[:, :4, :4]), ValueError, "k must have odd sides"),
+        (lambda: kernel_to_diffusion(-k), ValueError, "k must be non-negative kernels"),
+        (lambda: kernel_to_diffusion(torch.zeros(2, 5, 5)), ValueError, "k must have a positive entry in every"),
+        (lambda: kernel_to_diffusion(k[0, 0]), ValueError, r"k must be kernels of shape \(…, kh, kw\)"),
+        (lambda: kernel_to_diffusion(k * float("nan")), ValueError, "k must be finite"),
+        (lambda: kernel_from_diffusion(k.long()), ValueError, "k must be a floating-point tensor"),
+        (lambda: kernel_from_diffusion(k * float("nan")), ValueError, "k must be finite"),
+        (lambda: kernel_prior_loss(ker, torch.full((2, 1, 5, 5), float("nan"))), ValueError, "k must be finite"),
+        (lambda: kernel_prior_loss(ker, k), ValueError, r"k must be a float image batch of shape \(N, C, H, W\)"),
+        (lambda: kernel_prior_loss("ker", k[:, None]), TypeError, "model must be callable"),
+        (lambda: kernel_error(k, k, max_shift=-1), ValueError, "max_shift must be an integer >= 0, got -1"),
+        (lambda: kernel_error(k, torch.zeros_like(k)), ValueError, "k_true must be non-zero kernels"),
+        (lambda: kernel_error(k * float("nan"), k), ValueError, "k_est must be finite"),
+        (lambda: kernel_error(k.long(), k), ValueError, "k_est must be a floating-point tensor"),
+        (lambda: kernel_prior_data(n=2, seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+        (lambda: kernel_prior_data(n=0), ValueError, "n must be a positive integer"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

@@ -24,6 +24,8 @@ from diffu.inverse import (
     fbp,
     gaussian_kernel,
     gerchberg_saxton,
+    grad,
+    grad_T,
     hio,
     op_norm,
     random_mask,
@@ -66,7 +68,7 @@ def test_cg_solves_a_batch_of_spd_systems(gen):
     x = cg(lambda v: (spd @ v[..., None])[..., 0], b, tol=1e-10, max_iter=200)
     ref = torch.linalg.solve(spd, b)
     assert ((x - ref).norm(dim=1) <= 1e-8 * ref.norm(dim=1).clamp_min(1)).all() and torch.equal(x[2], b[2])
-    with pytest.raises(ValueError, match="cg needs tol >= 0 and an integer max_iter >= 0, got tol=-1"):
+    with pytest.raises(ValueError, match="tol must be a finite number >= 0, got -1"):
         cg(lambda v: v, b, tol=-1)
 
 
@@ -216,3 +218,140 @@ def test_grad_T_is_the_exact_adjoint_of_grad_and_tv_uses_grad():
     assert abs(float(lhs - rhs)) <= 1e-12 * abs(float(lhs))
     assert grad(x).shape == (2, 3, 2, 7, 9) and bool((grad(x)[:, :, 0, -1] == 0).all())  # Neumann: no last-row jump
     torch.testing.assert_close(tv(x), grad(x).pow(2).sum(2).sqrt().flatten(1).sum(1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Regressions (issue 18) and input checks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_cg_rejects_a_nan_right_hand_side():
+    """A NaN in ``b`` made every sample inactive (``NaN > target`` is False) and cg returned zeros."""
+    b = torch.ones(2, 4, dtype=torch.float64)
+    b[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="b must be finite, got 1 NaN or infinite of 8 entries"):
+        cg(lambda v: v, b)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        cg(lambda v: v, torch.ones(2, 4), x0=torch.full((2, 4), float("inf")))
+    with pytest.raises(ValueError, match="apply_A returned NaN or infinite values"):
+        cg(lambda v: v * float("nan"), torch.ones(2, 4))
+
+
+def test_regression_cg_rejects_indefinite_operators():
+    """``pᵀ A p <= 0`` set the step to 0 and cg silently returned its start (zeros) for ``−I``."""
+    b = torch.ones(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"apply_A must be symmetric positive \(semi-\)definite .*pᵀ A p = -4 <= 0"):
+        cg(lambda v: -v, b)
+    flip = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)  # indefinite with pᵀ A p = 0 exactly
+    with pytest.raises(ValueError, match=r"pᵀ A p = 0 <= 0 for sample 0 at iteration 0"):
+        cg(lambda v: v * flip, b)
+    # a semi-definite operator with b in its range still converges (and a zero b stays zero)
+    proj = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    b = torch.tensor([[2.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert torch.equal(cg(lambda v: v * proj, b, tol=0.0, max_iter=10), b)
+
+
+def test_regression_grad_and_tv_require_image_batches():
+    """A single ``(H, W)`` image was read as H images of width W: ``tv`` returned H "values"."""
+    img = torch.rand(8, 8, dtype=torch.float64)
+    for f in (grad, tv):
+        with pytest.raises(ValueError, match=r"x must have 4 dimensions \(N, C, H, W\), got shape \(8, 8\)"):
+            f(img)
+        with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+            f(torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"q must have 5 dimensions \(N, C, 2, H, W\)"):
+        grad_T(grad(img[None, None])[0])
+    with pytest.raises(ValueError, match=r"q must have shape \(N, C, 2, H, W\) \(two gradient components\)"):
+        grad_T(torch.zeros(1, 1, 3, 4, 4))
+    assert tv(img[None, None]).shape == (1,)
+
+
+def test_regression_op_norm_needs_an_iteration():
+    """``op_norm(iters=0)`` returned 0.0, a plausible but meaningless norm."""
+    like = torch.zeros(1, 1, 8, 8)
+    for iters in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"iters must be an integer >= 1, got {iters}"):
+            op_norm(Blur(gaussian_kernel(3, 1.0)), like, iters=iters)
+
+
+def test_regression_tikhonov_fft_with_zero_lambda_drops_the_kernel_zeros(gen):
+    """λ = 0 divided by |k̂|² = 0 where the kernel's transfer function vanishes: an all-NaN "solution"."""
+    k = torch.zeros(3, 3, dtype=torch.float64)
+    k[1, 0] = k[1, 2] = 0.5  # k̂ = cos(2πω/W): exactly 0 at ω = W/4 on an 8-wide grid
+    op = Blur(k)
+    y = op(torch.randn(2, 1, 8, 8, generator=gen(0), dtype=torch.float64))
+    assert float(op.transfer(y).abs().min()) == 0.0
+    x = tikhonov(op, y, 0.0)
+    assert torch.isfinite(x).all() and close_to(op(x), y, 1e-10)
+    assert torch.equal(tikhonov(op, y, 0.01), wiener(y, k, 0.01))  # λ > 0 unchanged: the closed form
+
+
+def close_to(a, b, rel):
+    return float((a - b).norm()) <= rel * float(b.norm())
+
+
+def test_classical_solvers_check_their_arguments(gen):
+    nan = float("nan")
+    op = Blur(gaussian_kernel(3, 1.0, dtype=torch.float64))
+    y = op(shapes(16, 16))
+    y_nan = y.clone()
+    y_nan[0, 0, 3, 3] = nan
+    radon, mri, pr = Radon(4), MRI(cartesian_mask(8, 8, 2)), PhaseRetrieval(2.0)
+    mag = pr(torch.rand(1, 1, 4, 4, generator=gen(0)))
+    cases = [
+        (lambda: cg(3, torch.ones(1, 2)), TypeError, "apply_A must be callable"),
+        (lambda: cg(lambda v: v, torch.ones(3)), ValueError, r"b must be a batch \(N, …\) of at least 2 dimensions"),
+        (lambda: cg(lambda v: v, torch.ones(1, 3), x0=torch.ones(1, 2)), ValueError, "x0 must be a tensor of b's"),
+        (lambda: cg(lambda v: v, torch.ones(1, 3, dtype=torch.long)), ValueError, "b must be a floating-point"),
+        (lambda: cg(lambda v: v, torch.ones(1, 3), tol=nan), ValueError, "tol must be a finite number >= 0, got nan"),
+        (lambda: cg(lambda v: v, torch.ones(1, 3), max_iter=0), ValueError, "max_iter must be an integer >= 1, got 0"),
+        (lambda: cg(lambda v: v[:, :1], torch.ones(1, 3)), ValueError, "apply_A must return a tensor of its input's"),
+        (lambda: cg(lambda v: v, torch.ones(1, 3), progress=1), TypeError, "progress must be True or False"),
+        (lambda: tikhonov(op, y_nan, 0.1), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: tikhonov(op, y, -0.1), ValueError, "lam must be a finite number >= 0, got -0.1"),
+        (lambda: tikhonov(op, y, 0.1, method="lsqr"), ValueError, "method must be one of"),
+        (lambda: tikhonov(op, y, 0.1, method="cg", x0=torch.zeros(1, 1, 8, 8)), ValueError, "x0 must be an image"),
+        (lambda: tikhonov("blur", y, 0.1), TypeError, "op must be a linear operator with callable A and AT"),
+        (lambda: wiener(y_nan, gaussian_kernel(3, 1.0), 0.1), ValueError, "y must be finite"),
+        (lambda: wiener(y, gaussian_kernel(3, 1.0), torch.ones(3, 3)), ValueError, r"nsr must broadcast to the rfft2"),
+        (lambda: wiener(y, gaussian_kernel(3, 1.0), torch.full((16, 9), nan)), ValueError, "nsr must be finite"),
+        (lambda: wiener(y, gaussian_kernel(3, 1.0), nan), ValueError, "nsr must be a finite number >= 0, got nan"),
+        (lambda: wiener(y, torch.ones(2, 2), 0.1), ValueError, "kernel size must be odd"),
+        (lambda: wiener(y[0], gaussian_kernel(3, 1.0), 0.1), ValueError, r"y must have 4 dimensions \(N, C, H, W\)"),
+        (lambda: op_norm(op, torch.zeros(1, 1, 4, 4, dtype=torch.long)), ValueError, "like must be a floating-point"),
+        (lambda: op_norm(op, y, generator=0), TypeError, "generator must be a torch.Generator"),
+        (lambda: tv_reconstruct(op, y_nan, 0.1), ValueError, "y must be finite"),
+        (lambda: tv_reconstruct(op, y, 0.1, iters=0), ValueError, "iters must be an integer >= 1, got 0"),
+        (lambda: tv_reconstruct(op, y, 0.1, theta=2.0), ValueError, r"theta must be a finite number in \[0, 1\]"),
+        (lambda: tv_reconstruct(op, y, 0.1, norm=-1.0), ValueError, "norm must be a finite number >= 0, got -1.0"),
+        (lambda: tv_reconstruct(op, y, 0.1, x0=y[..., :8, :8]), ValueError, "x0 must be an image that op.A maps"),
+        (lambda: tv_reconstruct(op, y, 0.1, callback=1), TypeError, "callback must be callable"),
+        (lambda: tv_reconstruct(Inpainting(torch.ones(1, 1, 16, 16)), y[..., :8], 0.1), ValueError, "mask shape"),
+        (lambda: tv_denoise(y[0], 0.1), ValueError, r"y must have 4 dimensions"),
+        (lambda: tv_denoise(y, 0.1, iters=-1), ValueError, "iters must be an integer >= 1, got -1"),
+        (lambda: fbp(radon, torch.zeros(1, 1, 5, 8)), ValueError, "sinogram must have op's 4 angles on axis 2"),
+        (lambda: fbp(radon, torch.full((1, 1, 4, 8), nan)), ValueError, "sinogram must be finite"),
+        (lambda: fbp(mri, torch.zeros(1, 1, 4, 8)), TypeError, "op must be a Radon operator"),
+        (lambda: zero_filled(radon, torch.zeros(1, 1, 8, 8, 2)), TypeError, "op must be an MRI operator"),
+        (lambda: hio(radon, mag), TypeError, "op must be a PhaseRetrieval operator"),
+        (lambda: tikhonov(op, y, 0.1, tol=nan), ValueError, "tol must be a finite number"),  # the closed form too
+        (lambda: tikhonov(op, y, 0.1, max_iter=0), ValueError, "max_iter must be an integer >= 1"),
+        (lambda: tikhonov(op, y[..., :2, :2], 0.1), ValueError, "y must be at least the kernel size 3×3, got 2×2"),
+        (lambda: zero_filled(mri, torch.full((1, 1, 8, 8, 2), nan)), ValueError, "y must be finite"),
+        (lambda: zero_filled(mri, torch.zeros(1, 1, 8, 8)), ValueError, r"y must have shape \(N, C, H, W, 2\)"),
+        (lambda: gerchberg_saxton(pr, mag, iters=-1), ValueError, "iters must be an integer >= 0, got -1"),
+        (lambda: gerchberg_saxton(pr, mag, bounds=(1.0, 0.0)), ValueError, "bounds must have lo <= hi"),
+        (lambda: gerchberg_saxton(pr, mag, bounds=(0.0,)), ValueError, r"bounds must be a pair \(lo, hi\)"),
+        (lambda: gerchberg_saxton(pr, mag, bounds=(nan, None)), ValueError, r"bounds\[0\] must be a finite number"),
+        (lambda: gerchberg_saxton(pr, mag * nan), ValueError, "y must be finite"),
+        (lambda: gerchberg_saxton(pr, mag, generator=1), TypeError, "generator must be a torch.Generator"),
+        (lambda: hio(pr, mag, beta=nan), ValueError, r"HIO beta must be a finite number in \(0, 1\]"),
+        (lambda: hio(pr, mag, er_iters=-1), ValueError, "er_iters must be an integer >= 0, got -1"),
+        (lambda: hio(pr, mag[0]), ValueError, r"y must have 4 dimensions \(N, C, H_p, W_p\)"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+    # iters = 0 is the random-phase start (the book plots it at iteration 0)
+    torch.testing.assert_close(gerchberg_saxton(pr, mag, iters=0, generator=gen(1)),
+                               hio(pr, mag, iters=0, er_iters=0, generator=gen(1)), rtol=0, atol=0)  # fmt: skip

@@ -138,3 +138,24 @@ def test_bad_inputs():
         ddrm(model, y, Inpainting(torch.ones(1, 1, 4, 4)), SCHED, **ok)
     with pytest.raises(ValueError, match="x_T"):
         ddrm(model, y, BlockAverage(2), SCHED, x_T=torch.zeros(1, 1, 2, 2, dtype=y.dtype), **ok)
+
+
+def test_bad_measurements_and_arguments_name_themselves():
+    model, mu, _ = _gauss_setup()
+    y = BlockAverage(2)(mu)
+    y_nan = y.clone()
+    y_nan[0, 0, 0, 0] = float("nan")
+    ok = dict(sigma_y=0.1, steps=2, progress=False)
+    cases = [
+        (lambda: ddrm(model, y_nan, BlockAverage(2), SCHED, **ok), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: ddrm(model, y.long(), BlockAverage(2), SCHED, **ok), ValueError, "y must be a floating-point tensor"),
+        (lambda: ddrm(model, y, BlockAverage(2), "SCHED", **ok), TypeError, "schedule must be a diffu.schedules"),
+        (lambda: ddrm("model", y, BlockAverage(2), SCHED, **ok), TypeError, "model must be callable"),
+        (lambda: ddrm(model, y, BlockAverage(2), SCHED, sigma_y=float("inf")), ValueError, "sigma_y must be a finite"),
+        (lambda: ddrm(model, y, BlockAverage(2), SCHED, generator=1, **ok), TypeError, "generator must be a torch"),
+        (lambda: ddrm(model, y, BlockAverage(2), SCHED, x_T=torch.full((1, 1, 4, 4), float("nan")), **ok),
+         ValueError, "x_T must be finite"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

@@ -147,8 +147,12 @@ def test_residual_norm_per_image_and_batch():
     a = ay.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(residual_norm(y, a, per_image=False), a)
     torch.testing.assert_close(g.norm(dim=1), torch.tensor([0.6, 0.8]))
-    w = 1 / y.abs().clamp(min=torch.finfo(y.dtype).eps)  # poisson: ‖r_n‖ · mean(1/|y_n|)
-    torch.testing.assert_close(residual_norm(y, ay, "poisson"), 3 * w[0].mean() + 4 * w[1].mean())
+    # poisson, on the [0, 1] intensity scale u = (y + 1)/2: ‖r_n‖/2 · mean(1/max(u_n, 1/255))
+    w = 1 / ((y + 1) / 2).clamp(min=1 / 255)
+    torch.testing.assert_close(residual_norm(y, ay, "poisson"), 1.5 * w[0].mean() + 2 * w[1].mean())
+    assert float(residual_norm(torch.zeros(2, 2), ay + 0.5, "poisson")) == float(
+        residual_norm(torch.zeros(2, 2), ay + 0.5)
+    )
 
 
 @pytest.mark.parametrize("name", ["sr", "box"])
@@ -231,3 +235,81 @@ def test_repaint_cost_formula(steps, jump_length, jump_n_sample):
     down = sum(b < a for a, b in zip(times[:-1], times[1:]))
     jumps = max(0, -(-(steps - jump_length) // jump_length))
     assert down == steps + (jump_n_sample - 1) * jump_length * jumps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Regressions (issue 18) and input checks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_dps_poisson_with_zero_measurements(gen, unet, y8):
+    """A measurement pixel of exactly 0 (mid-grey on [-1, 1]) was weighted by 1/eps: ±3.8e3 with one such pixel,
+    ±9.3e4 for an all-zero y. The weighting now runs on the [0, 1] intensities, where 0 is mid-grey's 0.5."""
+    S, op = linear_schedule(), BlockAverage(2)
+    y = op.A(y8)
+    one_zero = y.clone()
+    one_zero[0, 0, 1, 1] = 0.0
+    kw = dict(steps=20, scale=1.0, progress=False)
+    ref = dps(unet, y, op, S, generator=gen(3), **kw).abs().max()
+    for yy in (one_zero, torch.zeros_like(y)):
+        out = dps(unet, yy, op, S, noise="poisson", generator=gen(3), **kw)
+        assert torch.isfinite(out).all() and out.abs().max() < 2 * ref, float(out.abs().max())
+    # an all-grey measurement has weight 1/0.5 on half the residual: the Gaussian norm, up to the float32 rounding
+    # of (v + 1)/2 (measured 2.4e-7 after 20 steps)
+    zero = torch.zeros_like(y)
+    torch.testing.assert_close(dps(unet, zero, op, S, noise="poisson", generator=gen(4), **kw),
+                               dps(unet, zero, op, S, generator=gen(4), **kw), rtol=0, atol=1e-5)  # fmt: skip
+
+
+def test_dps_and_residual_norm_check_their_arguments(unet, y8):
+    S, op = linear_schedule(), BlockAverage(2)
+    y = op.A(y8)
+    y_nan = y.clone()
+    y_nan[1, 0, 2, 2] = float("nan")
+    kw = dict(steps=2, progress=False)
+    cases = [
+        (lambda: dps(unet, y_nan, op, S, **kw), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: dps(unet, y.long(), op, S, **kw), ValueError, "y must be a floating-point tensor, got torch.int64"),
+        (lambda: dps(unet, y - 1.5, op, S, noise="poisson", **kw), ValueError, "y must be >= -1 for noise='poisson'"),
+        (lambda: dps(unet, y, op, S, scale=float("inf"), **kw), ValueError, "scale must be a finite number >= 0"),
+        (lambda: dps(unet, y, op, S, scale="1", **kw), TypeError, "scale must be a finite number, got str"),
+        (lambda: dps(unet, y, op, S, clip_x0="yes", **kw), TypeError, "clip_x0 must be True or False"),
+        (lambda: dps(unet, y, op, S, per_image=1, **kw), TypeError, "per_image must be True or False"),
+        (lambda: dps(unet, y, op, None, **kw), TypeError, "schedule must be a diffu.schedules.Schedule"),
+        (lambda: dps(unet, y, "op", S, **kw), TypeError, "op must be a forward model with a callable A"),
+        (lambda: dps(None, y, op, S, **kw), TypeError, "model must be callable"),
+        (lambda: dps(unet, y, op, S, callback=3, **kw), TypeError, "callback must be callable"),
+        (lambda: dps(unet, y, op, S, x_T=(2, 1, 8), **kw), ValueError, r"x_T must be a tensor or an image shape"),
+        (lambda: dps(unet, y[0, 0], Inpainting(torch.ones(1, 1, 4, 4)), S, **kw), ValueError, "y must be a float"),
+        (lambda: residual_norm(y, y[:1]), ValueError, r"ay must have y's shape \(2, 1, 4, 4\)"),
+        (lambda: residual_norm(y, y, per_image="no"), TypeError, "per_image must be True or False"),
+        (lambda: residual_norm(y, y, "laplace"), ValueError, "noise must be one of"),
+        (lambda: residual_norm(y.long(), y), ValueError, "y must be a floating-point tensor"),
+        (lambda: residual_norm(y_nan, y), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: residual_norm(y - 3, y, "poisson"), ValueError, "y must be >= -1 for Poisson noise"),
+        (lambda: residual_norm(torch.tensor(1.0), torch.tensor(1.0)), ValueError, "y must have a batch dimension"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_repaint_checks_its_arguments(unet, y8):
+    S, mask = linear_schedule(), box_mask(8, 8, 0.5)
+    y_nan = y8.clone()
+    y_nan[0, 0, 4, 4] = float("nan")  # under the hole: 0 · NaN would still poison the result
+    kw = dict(steps=4, jump_length=1, jump_n_sample=1, progress=False)
+    cases = [
+        (lambda: repaint(unet, y_nan, mask, S, **kw), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: repaint(unet, y8.long(), mask, S, **kw), ValueError, "y must be a floating-point tensor"),
+        (lambda: repaint(unet, y8, mask, S, clip_x0=None, **kw), TypeError, "clip_x0 must be True or False"),
+        (lambda: repaint(unet, y8, mask.long(), S, **kw), ValueError, "mask dtype must be bool or floating point"),
+        (lambda: repaint(unet, y8, mask, "linear", **kw), TypeError, "schedule must be a diffu.schedules.Schedule"),
+        (lambda: repaint(unet, y8, mask, S, model_kwargs=[1], **kw), TypeError, "model_kwargs must be a dict"),
+        (lambda: repaint(unet, y8, mask, S, steps=4, jump_length=1.5), ValueError, "jump_length must be an integer"),
+        (lambda: repaint_schedule(-1), ValueError, "steps must be an integer >= 1, got -1"),
+        (lambda: repaint_schedule(10, 2, 0), ValueError, "jump_n_sample must be an integer >= 1, got 0"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

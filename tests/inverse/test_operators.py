@@ -378,3 +378,223 @@ def test_uniform_float_is_seeded(gen):
     assert isinstance(a, float) and 0 <= a < 1 and a == uniform_float(gen(0)) and a != uniform_float(gen(1))
     assert a == float(torch.rand((), generator=gen(0), dtype=torch.float64))
     assert 0 <= uniform_float() < 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Regressions (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_bicubic_pinv_rejects_integer_input():
+    """``Bicubic.pinv`` of an int64 measurement returned zeros (the SVD factors were cast to int64)."""
+    y = torch.randint(0, 255, (1, 1, 4, 4))
+    for call in (Bicubic(2).pinv, Bicubic(2).AT, Bicubic(2).Ut, BlockAverage(2).pinv, Identity().pinv):
+        with pytest.raises(ValueError, match=r"y must be a floating-point tensor, got torch.int64.*from_uint8"):
+            call(y)
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor, got torch.int64.*from_uint8"):
+        Bicubic(2).A(torch.randint(0, 255, (1, 1, 8, 8)))
+
+
+@pytest.mark.parametrize("boundary", ["circular", "padded"])
+def test_regression_blur_copies_its_kernel(gen, boundary):
+    """Changing the caller's kernel in place after construction changed ``A`` but not the SVD view made from it."""
+    k = gaussian_kernel(5, 1.0, dtype=torch.float64)
+    op = Blur(k, boundary)
+    x = torch.randn(2, 1, 12, 16, generator=gen(0), dtype=torch.float64)
+    before = op.A(x)
+    k.mul_(3.0)
+    assert torch.equal(op.A(x), before) and op.kernel is not k
+    if op.has_svd:  # A(x) and its own SVD view still agree
+        assert close(op.U(op.singulars(x) * op.Vt(x), x.shape), op.A(x), 1e-10)
+    # the copy stays differentiable in the kernel (blind deblurring takes gradients through Blur)
+    kg = gaussian_kernel(5, 1.0, dtype=torch.float64).requires_grad_(True)
+    (g,) = torch.autograd.grad(Blur(kg, boundary).A(x).sum(), kg)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_regression_masked_operators_copy_their_mask():
+    m = box_mask(8, 8, 0.5)
+    ops = (Inpainting(m), MRI(m))
+    x = torch.randn(1, 1, 8, 8, generator=_seeded(0))
+    before = [op.A(x) for op in ops]
+    m.fill_(1.0)
+    assert all(torch.equal(op.A(x), b) for op, b in zip(ops, before))
+
+
+def test_regression_motion_kernel_of_size_one():
+    """``motion_kernel(1)`` failed deep inside torch (an index clamp to [0, −1])."""
+    with pytest.raises(ValueError, match=r"kernel size must be an odd positive integer >= 3 .*got 1"):
+        motion_kernel(1)
+    from diffu.inverse import random_kernels
+
+    with pytest.raises(ValueError, match=r"kernel size must be an odd positive integer >= 3 .*got 1"):
+        random_kernels(2, 1)
+    assert random_kernels(2, 1, motion_fraction=0.0).shape == (2, 1, 1)  # Gaussians only: a 1×1 delta is fine
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks of every operator method
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _methods(op, x, y):
+    """``(name, call, argument name)`` for the methods of ``op`` that take one image/measurement tensor."""
+    calls = [("A", op.A, "x"), ("AT", op.AT, "y")]
+    calls += [("pinv", op.pinv, "y")] if op.has_pinv else []
+    calls += [("Vt", op.Vt, "x"), ("Ut", op.Ut, "y"), ("singulars", op.singulars, "like")] if op.has_svd else []
+    return calls
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_every_operator_method_refuses_integer_and_wrong_rank_input(name):
+    op, x, y = setup(name)
+    for _, call, arg in _methods(op, x, y):
+        like = x if arg in ("x", "like") else y
+        with pytest.raises(ValueError, match=rf"{arg}.*floating-point tensor, got torch.int64"):
+            call(like.long())
+        with pytest.raises(ValueError, match=rf"{arg}"):
+            call(like[0])  # one rank short: no batch dimension
+        with pytest.raises(ValueError, match=rf"{arg}"):
+            call(like.numpy())  # not a tensor
+
+
+@pytest.mark.parametrize("name", [n for n in OPS if OPS[n][0]().has_svd])
+def test_svd_views_check_z_and_shape(name):
+    op, x, _ = setup(name)
+    z = op.Vt(x)
+    for method in (op.V, op.U):
+        with pytest.raises(ValueError, match=r"z must have shape \(N, C·H·W\)"):
+            method(z[:, :-1], x.shape)
+        with pytest.raises(ValueError, match=r"shape must be an image shape \(N, C, H, W\)"):
+            method(z, x.shape[1:])
+        with pytest.raises(ValueError, match=r"shape must be an image shape"):
+            method(z, (x.shape[0], 1, 2.5, 4))
+        with pytest.raises(ValueError, match=r"z must be a floating-point tensor"):
+            method(z.long(), x.shape)
+
+
+def test_operator_size_constraints_name_the_argument():
+    with pytest.raises(ValueError, match=r"not divisible by the SR factor 2 \(shape of shape"):
+        BlockAverage(2).V(torch.zeros(1, 35), (1, 1, 5, 7))
+    with pytest.raises(ValueError, match=r"not divisible by the SR factor 4 \(like of shape"):
+        Bicubic(4).singulars(torch.zeros(1, 1, 6, 8))
+    with pytest.raises(ValueError, match=r"kernel size 7×7 is larger than the image size 5×5 \(of shape\)"):
+        Blur(gaussian_kernel(7, 1.0)).V(torch.zeros(1, 25), (1, 1, 5, 5))
+    with pytest.raises(
+        ValueError, match=r"mask shape \(1, 1, 8, 8\) does not match image shape \(1, 1, 6, 6\) \(of y\)"
+    ):
+        Inpainting(box_mask(8, 8)).AT(torch.zeros(1, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"mask shape .* does not match image shape \(1, 1, 6, 6\) \(of like\)"):
+        Inpainting(box_mask(8, 8)).singulars(torch.zeros(1, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"y \(sinogram\) has 5 angles, the operator 4"):
+        Radon(4).AT(torch.zeros(1, 1, 5, 8))
+    with pytest.raises(ValueError, match=r"MRI measurements y must have shape \(N, C, H, W, 2\)"):
+        MRI(box_mask(8, 8)).AT(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="y must be a floating-point tensor, got torch.int64"):
+        MRI(box_mask(8, 8)).pinv(torch.zeros(1, 1, 8, 8, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="rcond must be a finite number >= 0, got -1.0"):
+        Bicubic(2).pinv(torch.zeros(1, 1, 4, 4), rcond=-1.0)
+    with pytest.raises(ValueError, match="rcond must be a finite number >= 0, got nan"):
+        Blur(gaussian_kernel(3, 1.0)).pinv(torch.zeros(1, 1, 4, 4), rcond=float("nan"))
+    with pytest.raises(ValueError, match=r"like must be a float image batch"):
+        Turbulence().fields(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match=r"like must be a float image batch"):
+        Blur(gaussian_kernel(3, 1.0)).transfer(torch.zeros(8, 8))
+
+
+def test_operators_and_noise_refuse_bad_parameters(gen):
+    nan, inf = float("nan"), float("inf")
+    cases = [
+        (lambda: Gaussian(nan), ValueError, "noise level sigma must be a finite number >= 0, got nan"),
+        (lambda: Gaussian("0.1"), TypeError, "noise level sigma must be a finite number, got str"),
+        (lambda: Poisson(inf), ValueError, "photon rate must be a finite number > 0, got inf"),
+        (lambda: Gaussian(0.1)(torch.zeros(2, 2, dtype=torch.long)), ValueError, "y must be a floating-point"),
+        (lambda: Gaussian(0.1)(torch.zeros(2, 2), generator=3), TypeError, "generator must be a torch.Generator"),
+        (lambda: Poisson(10.0)(torch.full((1, 1, 2, 2), nan)), ValueError, "y must be finite, got 4 NaN"),
+        (lambda: PhaseRetrieval(nan), ValueError, "oversample must be a finite number >= 1, got nan"),
+        (lambda: PhaseRetrieval(2.0).padding(0, 4), ValueError, "height must be an integer >= 1, got 0"),
+        (lambda: PhaseRetrieval(2.0).image_size(8, 2.5), ValueError, "width must be an integer >= 1, got 2.5"),
+        (lambda: PhaseRetrieval(2.0).support(torch.zeros(4)), ValueError, "like must have at least 2 dimensions"),
+        (lambda: PhaseRetrieval(2.0).image_size(8, 9), ValueError, "no image size pads to 9"),
+        (lambda: Radon(["a", 1.0]), TypeError, "angles\\[0\\] must be a finite number, got str"),
+        (lambda: Radon([0.0, nan]), ValueError, "angles\\[1\\] must be a finite number, got nan"),
+        (lambda: Radon("abc"), ValueError, "angles must be a positive count or a sequence of degrees"),
+        (lambda: Radon(0), ValueError, "angles must be a positive count"),
+        (lambda: Turbulence(strength=nan), ValueError, "turbulence strength must be a finite number >= 0, got nan"),
+        (lambda: Turbulence(correlation=-1), ValueError, "turbulence correlation must be a finite number >= 0"),
+        (lambda: Turbulence(sigmas=()), ValueError, "turbulence blur sigmas must be a non-empty sequence"),
+        (lambda: Turbulence(sigmas=(1.0, inf)), ValueError, "turbulence blur sigmas\\[1\\] must be a finite number"),
+        (lambda: Turbulence(sigmas="12"), ValueError, "turbulence blur sigmas must be a non-empty sequence"),
+        (lambda: Turbulence(seed=1.5), ValueError, "seed must be an integer"),
+        (lambda: Blur(torch.ones(3, 3, dtype=torch.long)), ValueError, "kernel must be a floating-point tensor"),
+        (lambda: Blur(torch.full((3, 3), nan)), ValueError, "kernel must be finite, got 9 NaN"),
+        (lambda: Blur(torch.ones(1, 3, 3)), ValueError, r"kernel must be a float tensor of shape \(kh, kw\)"),
+        (lambda: Blur(gaussian_kernel(3, 1.0), "reflect"), ValueError, "boundary must be one of"),
+        (lambda: Inpainting(torch.ones(1, 1, 4, 4)).A(torch.ones(1, 1, 4, 4, dtype=torch.uint8)), ValueError,
+         "x must be a floating-point tensor, got torch.uint8"),
+        (lambda: Identity().A(torch.zeros(2, 3)), ValueError, r"x must be a float image batch"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_kernel_and_mask_generators_refuse_bad_parameters():
+    nan = float("nan")
+    cases = [
+        (lambda: gaussian_kernel(5, nan), ValueError, "kernel std must be a finite number > 0, got nan"),
+        (lambda: gaussian_kernel(5, float("inf")), ValueError, "kernel std must be a finite number > 0, got inf"),
+        (lambda: gaussian_kernel(5, "1"), TypeError, "kernel std must be a finite number, got str"),
+        (lambda: gaussian_kernel(5, 1.0, dtype=torch.int64), ValueError, "dtype must be a floating-point"),
+        (lambda: gaussian_kernel(5, 1.0, device="gpu9"), ValueError, "device must name a torch device"),
+        (lambda: motion_kernel(5, -0.5), ValueError, "motion intensity must be a finite number >= 0, got -0.5"),
+        (lambda: motion_kernel(5, nan), ValueError, "motion intensity must be a finite number >= 0, got nan"),
+        (lambda: motion_kernel(5, generator=7), TypeError, "generator must be a torch.Generator"),
+        (lambda: box_mask(8, 8, nan), ValueError, "box fraction must be a finite number in \\[0, 1\\], got nan"),
+        (lambda: box_mask(8, 8, "0.5"), TypeError, "box fraction must be a finite number, got str"),
+        (lambda: random_mask(8, 8, 1.5), ValueError, "missing fraction must be a finite number in \\[0, 1\\]"),
+        (lambda: random_mask(8, 8, 0.5, generator=1), TypeError, "generator must be a torch.Generator"),
+        (lambda: brush_mask(8, 8, 2.5), ValueError, "strokes must be an integer >= 0, got 2.5"),
+        (lambda: brush_mask(8, 8, device=3), TypeError, "device must be a torch.device"),
+        (lambda: box_mask(0, 8), ValueError, "mask height must be a positive integer, got 0"),
+        (lambda: cartesian_mask(8, 8, float("inf")), ValueError, "acceleration R must be a finite number >= 1"),
+        (lambda: cartesian_mask(8, 8, 0.5), ValueError, "acceleration R must be a finite number >= 1, got 0.5"),
+        (lambda: cartesian_mask(8, 8, 4, nan), ValueError, "center_fraction must be a finite number in \\[0, 1\\]"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_shared_helpers_check_their_arguments():
+    from diffu.inverse.operators import adjoint_by_autograd, svd_1d, uniform_float
+
+    cpu = torch.device("cpu")
+    cases = [
+        (lambda: svd_1d("block", 3, 8, torch.float64, cpu), ValueError, "n must be divisible by the factor param = 3"),
+        (lambda: svd_1d("block", 2, 0, torch.float64, cpu), ValueError, "n must be an integer >= 1, got 0"),
+        (lambda: svd_1d("bicubic", 0, 8, torch.float64, cpu), ValueError, "param must be the integer factor >= 1"),
+        (lambda: svd_1d("circulant", (0.5, 0.5), 8, torch.float64, cpu), ValueError, "tuple of an odd number"),
+        (lambda: svd_1d("circulant", [1.0], 8, torch.float64, cpu), ValueError, "tuple of an odd number"),
+        (lambda: svd_1d("circulant", (1.0, float("nan"), 1.0), 8, torch.float64, cpu), ValueError, "finite"),
+        (lambda: svd_1d("block", 2, 8, torch.int32, cpu), ValueError, "dtype must be a floating-point"),
+        (lambda: uniform_float(5), TypeError, "generator must be a torch.Generator"),
+        (lambda: adjoint_by_autograd(3, torch.zeros(2), (2,)), TypeError, "A must be callable"),
+        (lambda: adjoint_by_autograd(lambda v: v, torch.zeros(2, dtype=torch.long), (2,)), ValueError, "y must be a"),
+        (lambda: adjoint_by_autograd(lambda v: v, torch.zeros(2), (0,)), ValueError, "in_shape must be a shape"),
+        (lambda: adjoint_by_autograd(lambda v: v[:1], torch.zeros(2), (2,)), ValueError, r"y must have the shape of A"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_regression_gaussians_narrower_than_the_dtype_are_a_delta():
+    """σ with 2σ² underflowing to 0 gave exp(−0/0) = NaN at the kernel's centre (gaussian_kernel, Turbulence)."""
+    delta = torch.zeros(3, 3)
+    delta[1, 1] = 1
+    assert torch.equal(gaussian_kernel(3, 1e-200), delta)
+    x = torch.randn(1, 1, 6, 6, generator=_seeded(0))
+    for sigma in (1e-200, 1e-30):  # 2σ² is 0 in float64 / in float32 only
+        assert torch.allclose(Turbulence(strength=0.0, sigmas=(sigma,)).A(x), x, atol=1e-6)
+    assert torch.equal(gaussian_kernel(5, 1e-3), gaussian_kernel(5, 1e-3))  # still the formula above the threshold

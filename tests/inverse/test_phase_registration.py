@@ -71,3 +71,24 @@ def test_register_phase_validates(gen):
         register_phase(PhaseRetrieval(2.0), x[:1], x)
     with pytest.raises(ValueError, match="est must be"):
         register_phase(PhaseRetrieval(2.0), x[0], x)
+
+
+def test_register_phase_refuses_nan_and_integer_images():
+    pr = PhaseRetrieval(1.5)
+    x = torch.zeros(1, 1, 8, 8)
+    bad = x.clone()
+    bad[0, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="x must be finite, got 1 NaN"):  # every error would be NaN: est unaligned
+        register_phase(pr, x, bad)
+    with pytest.raises(ValueError, match="est must be finite"):
+        register_phase(pr, bad, x)
+    with pytest.raises(ValueError, match="est must be a floating-point tensor, got torch.int64"):
+        register_phase(pr, x.long(), x)
+    from diffu.inverse.fourier import fft2c, ifft2c
+
+    with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+        fft2c(torch.zeros(4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"k must have at least 2 dimensions \(…, H, W\), got shape \(4,\)"):
+        ifft2c(torch.zeros(4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"x must be a float image batch"):
+        ShiftedPhaseRetrieval(2.0).A(torch.zeros(4, 4))

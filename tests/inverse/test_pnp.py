@@ -449,3 +449,51 @@ def test_diffpir_natural_unet_deblurs_the_held_out_camera(gen):
                   progress=False)  # fmt: skip
     best_tik = max(psnr(tikhonov(op, y, lam), x) for lam in (0.003, 0.01, 0.03, 0.1))
     assert psnr(out.clamp(-1, 1), x) > best_tik + 1.5, (psnr(out.clamp(-1, 1), x), best_tik)
+
+
+def test_regression_diffpir_uniform_timesteps_reach_zero():
+    """ "uniform" with ``T // steps = 1 < T / steps`` stopped the chain at ``t = T − steps`` (a noisy "result")."""
+    with pytest.raises(ValueError, match=r"steps must be T = 1000 or at most T // 2 = 500 .*t = T − steps = 400"):
+        diffpir_timesteps(1000, 600, "uniform")
+    assert diffpir_timesteps(1000, 500, "uniform")[-1] == 0 and diffpir_timesteps(1000, 1000, "uniform")[-1] == 0
+    assert diffpir_timesteps(8, 4, "uniform") == [7, 5, 3, 1, 0]
+    with pytest.raises(ValueError, match="T must be an integer >= 2, got 1"):  # "quad" needs two timesteps
+        diffpir_timesteps(1, 2)
+
+
+def test_pnp_solvers_check_their_arguments(unet, drunet):
+    S = linear_schedule()
+    op = Blur(gaussian_kernel(3, 0.8))
+    y = torch.zeros(1, 1, 8, 8)
+    y_nan = y.clone()
+    y_nan[0, 0, 0, 0] = float("nan")
+    cases = [
+        (lambda: hqs_data_step(op, y_nan, y, 0.1), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: hqs_data_step(op, y, y.long(), 0.1), ValueError, "z must be a floating-point tensor"),
+        (lambda: hqs_data_step(op, y, y, 0.1, tol=-1.0), ValueError, "tol must be a finite number >= 0"),
+        (lambda: hqs_data_step(op, y, y, 0.1, max_iter=0), ValueError, "max_iter must be an integer >= 1, got 0"),
+        (lambda: hqs_data_step(op, y, y, "0.1"), ValueError, "rho must be a number"),
+        (lambda: dpir(drunet, y_nan, op, sigma_y=0.05, progress=False), ValueError, "y must be finite"),
+        (lambda: dpir(drunet, y, op, sigma_y=0.05, x_init=y_nan, progress=False), ValueError, "x_init must be finite"),
+        (lambda: dpir(drunet, y, op, sigma_y=0.05, x8=1, progress=False), TypeError, "x8 must be True or False"),
+        (lambda: dpir("drunet", y, op, sigma_y=0.05, progress=False), TypeError, "denoiser must be callable"),
+        (lambda: dpir(lambda x, s: x[..., :4, :4], y, op, sigma_y=0.05, progress=False), ValueError,
+         "denoiser must return an image of its input's shape"),
+        (lambda: dpir(drunet, y, Operator(), sigma_y=0.05, progress=False), ValueError, "op must be a linear"),
+        (lambda: dpir(drunet, y.expand(1, 2, 8, 8), op, sigma_y=0.05, progress=False), ValueError,
+         r"denoiser refused the image of shape \(1, 2, 8, 8\) \(from y / x_init\)"),
+        (lambda: dpir(drunet, y, op, sigma_y=0.05, progress=False, callback="x"), TypeError, "callback must be"),
+        (lambda: diffpir(unet, y_nan, op, S, sigma_y=0.05, progress=False), ValueError, "y must be finite"),
+        (lambda: diffpir(unet, y, op, "S", sigma_y=0.05, progress=False), TypeError, "schedule must be a diffu"),
+        (lambda: diffpir(unet, y, op, S, sigma_y=0.05, x_T=y_nan, progress=False), ValueError, "x_T must be finite"),
+        (lambda: diffpir(unet, y, op, S, sigma_y=0.05, x_T=y[..., :6, :6], progress=False), ValueError,
+         "y must have the shape of op.A"),
+        (lambda: diffpir(unet, y, op, S, sigma_y=0.05, generator=0, progress=False), TypeError, "generator must be"),
+        (lambda: dihedral(y, 1, inverse=1), TypeError, "inverse must be True or False"),
+        (lambda: dihedral(torch.zeros(4), 1), ValueError, "x must have at least 2 dimensions"),
+        (lambda: dpir_schedule(0.05, iters=2.5), ValueError, "iters must be an integer >= 1, got 2.5"),
+        (lambda: dpir_schedule(float("nan")), ValueError, "sigma_y must be a finite number >= 0"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

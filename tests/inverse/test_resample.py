@@ -267,3 +267,39 @@ def test_shipped_resample_beats_latent_dps_on_inpainting(gen):
     hard = resample(m, a, y, op, linear_schedule(), generator=gen(1), **kw)
     soft = resample(m, a, y, op, linear_schedule(), generator=gen(1), hard_start=1.0, final_optimization=False, **kw)
     assert psnr(hard.clamp(-1, 1), x).mean() > psnr(soft.clamp(-1, 1), x).mean()
+
+
+def test_resample_and_its_parts_check_their_arguments(latent_model, ae, x8):
+    op = BlockAverage(2)
+    y = op.A(x8)
+    y_nan = y.clone()
+    y_nan[0, 0, 1, 1] = float("nan")
+    z0 = torch.zeros(2, 2)
+    cases = [
+        (lambda: run(latent_model, ae, y_nan, op), ValueError, "y must be finite, got 1 NaN"),
+        (lambda: run(latent_model, ae, y.long(), op), ValueError, "y must be a floating-point tensor"),
+        (lambda: run(latent_model, ae, y, op, scale=float("nan")), ValueError, "scale must be a finite number >= 0"),
+        (lambda: run(latent_model, ae, y, op, pixel_lr=0.0), ValueError, "pixel_lr must be a finite number > 0"),
+        (lambda: run(latent_model, ae, y, op, hard_start="0.5"), TypeError, "hard_start must be a finite number"),
+        (lambda: run(latent_model, ae, y, op, final_optimization=1), TypeError, "final_optimization must be True"),
+        (lambda: run(latent_model, object(), y, op), TypeError, "autoencoder must have callable encode and decode"),
+        (lambda: run(latent_model, ae, y, "op"), TypeError, "op must be a forward model with a callable A"),
+        (lambda: resample(latent_model, ae, y, op, None), TypeError, "schedule must be a diffu.schedules.Schedule"),
+        (lambda: pixel_optimization(y, op, x8, iters=0), ValueError, "iters must be an integer >= 1, got 0"),
+        (lambda: pixel_optimization(y, op, x8, lr=float("inf")), ValueError, "lr must be a finite number > 0"),
+        (lambda: pixel_optimization(y_nan, op, x8), ValueError, "y must be finite"),
+        (lambda: pixel_optimization(y, op, x8[..., :4, :4]), ValueError, r"y must have the shape of op.A\(x_init\)"),
+        (lambda: latent_optimization(y, op, "decode", z0), TypeError, "decode must be callable"),
+        (lambda: latent_optimization(y, op, ae.decode, z0.long()), ValueError, "z_init must be a floating-point"),
+        (lambda: latent_optimization(y, op, ae.decode, ae.encode(x8), tol=-1.0), ValueError, "tol must be a finite"),
+        (lambda: resample_variance(40.0, 1.0, 0.5), ValueError, r"alpha_bar_t must be a finite number in \(0, 1\)"),
+        (lambda: resample_variance(40.0, 0.5, 0.0), ValueError, r"alpha_bar_prev must be a finite number in \(0, 1\]"),
+        (lambda: resample_variance(float("inf"), 0.5, 0.6), ValueError, "gamma must be a finite number > 0"),
+        (lambda: resample_moments(z0, z0, 0.5, float("inf")), ValueError, "s must be > 0 and finite"),
+        (lambda: resample_moments(z0, z0, torch.full((3,), 0.5), 1.0), ValueError, "alpha_bar must broadcast"),
+        (lambda: resample_moments(z0.long(), z0, 0.5, 1.0), ValueError, "z0 must be a floating-point"),
+        (lambda: stochastic_resample(z0, z0, 0.5, 1.0, generator=3), TypeError, "generator must be a torch"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

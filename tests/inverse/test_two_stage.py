@@ -319,3 +319,65 @@ def test_shipped_two_stage_pattern(gen):
         return (v.diff(dim=-1).abs().mean() + v.diff(dim=-2).abs().mean()).item()
 
     assert sharpness(s2) > sharpness(s1), (sharpness(s2), sharpness(s1), sharpness(x))
+
+
+def test_degrade_and_restore_check_their_arguments(trained_like):
+    m, S = trained_like, linear_schedule()
+    x = torch.zeros(SHAPE)
+    x_nan = x.clone()
+    x_nan[0, 0, 1, 1] = float("nan")
+    cases = [
+        (lambda: degrade(x_nan), ValueError, "x must be finite, got 1 NaN"),
+        (lambda: degrade(torch.full(SHAPE, float("inf"))), ValueError, "x must be finite"),  # not clamped to ±1
+        (lambda: degrade(x.long()), ValueError, "x must be a floating-point tensor"),
+        (lambda: degrade(x, blur_sigma="1"), ValueError, "blur_sigma must be a number >= 0"),
+        (lambda: degrade(x, noise_sigma=float("nan")), ValueError, "noise_sigma must be a number >= 0"),
+        (lambda: degrade(x, noise_sigma=torch.tensor([True, False, True])), ValueError, "noise_sigma must be"),
+        (lambda: degrade(x, generator=5), TypeError, "generator must be a torch.Generator"),
+        (lambda: degrade(x, return_params="yes"), TypeError, "return_params must be True or False"),
+        (lambda: restorer_loss(None, x), TypeError, "model must be callable"),
+        (lambda: controlnet_loss(m, x, schedule="linear"), TypeError, "schedule must be a diffu.schedules"),
+        (lambda: two_stage_restore(m.restorer, m, x_nan, S, progress=False), ValueError, "y_degraded must be finite"),
+        (lambda: two_stage_restore(m.restorer, m, x.long(), S, progress=False), ValueError,
+         "y_degraded must be a floating-point tensor"),
+        (lambda: two_stage_restore(None, m, x, S, progress=False), TypeError, "restorer must be callable"),
+        (lambda: two_stage_restore(m.restorer, None, x, S, progress=False), TypeError,
+         "controlled_model must be callable"),
+        (lambda: two_stage_restore(m.restorer, m, x, "S", progress=False), TypeError, "schedule must be a diffu"),
+        (lambda: two_stage_restore(m.restorer, m, x, S, eta=float("nan"), progress=False), ValueError, "eta must be"),
+        (lambda: two_stage_restore(m.restorer, m, x, S, return_stage1=1, progress=False), TypeError,
+         "return_stage1 must be True or False"),
+        (lambda: two_stage_restore(lambda v: v[..., :4, :4], m, x, S, progress=False), ValueError,
+         "restorer must return y_degraded's shape"),
+    ]  # fmt: skip
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_model_errors_name_the_argument_they_came_from(trained_like):
+    m = trained_like
+    x2 = torch.zeros(2, 2, 8, 8)  # two channels for one-channel networks
+    with pytest.raises(ValueError, match=r"x \(shape \(2, 2, 8, 8\)\) does not fit the model"):
+        restorer_loss(m.restorer, x2)
+    with pytest.raises(ValueError, match=r"x \(shape \(2, 2, 8, 8\)\) does not fit the model's restorer"):
+        controlnet_loss(m, x2)
+    with pytest.raises(ValueError, match=r"y_degraded \(shape \(2, 2, 8, 8\)\) does not fit the restorer"):
+        two_stage_restore(m.restorer, m, x2, linear_schedule(), progress=False)
+
+
+def test_regression_controlnet_recipe_starts_from_the_shipped_initialisation():
+    """Loading stopped drawing from the global RNG (issue 18); the ControlNet recipe's fresh layers must still get
+    the initialisation the shipped fmnist_controlnet was trained from. Golden values: the adapter's first hint
+    convolution under seeded(0), recorded with the code that trained the shipped file (before the change)."""
+    import hashlib
+
+    from diffu.inverse.two_stage import build_controlled_unet
+
+    state = torch.random.get_rng_state()
+    with seeded(0):
+        w = build_controlled_unet().control.hint[0].weight.detach()
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded() forks the RNG
+    assert tuple(w.shape) == (16, 1, 3, 3)
+    assert hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16] == "abfd001bf97b4d29"
+    assert float(w.double().sum()) == pytest.approx(-0.5734883134718984, abs=1e-12)
