@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,6 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import captions
+from .checks import check_bool, check_choice, check_device, check_int
 from .data import fashion_mnist
 from .inverse.blind import kernel_prior_data, kernel_prior_loss
 from .inverse.two_stage import build_controlled_unet, build_restorer, controlnet_loss, images_only, restorer_loss
@@ -303,7 +305,16 @@ def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
     ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is
     a dataclass, updated by ``network`` (a recipe's ``network``: the ``config`` of a network without a config
-    dataclass, its ``components``). Raises ``ValueError`` when neither gives a config."""
+    dataclass, its ``components``).
+
+    Raises:
+        TypeError: ``model`` is not a ``torch.nn.Module`` or ``network`` not a dict (or None).
+        ValueError: neither gives a config.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if network is not None and not isinstance(network, dict):
+        raise TypeError(f"network must be a dict (a recipe's 'network') or None, got {type(network).__name__}")
     cls = type(model)
     entry = {"arch": f"{cls.__module__}:{cls.__qualname__}"}
     cfg = getattr(model, "config", None)
@@ -323,14 +334,27 @@ def train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress
 
     Args:
         name: a key of :data:`RECIPES`.
-        steps: override the recipe's number of steps (recorded in the command).
+        steps: override the recipe's number of steps (an integer ≥ 1, recorded in the command).
+        out_dir, workdir: folders (strings or paths) for the weights and manifest, and for the checkpoints.
+        progress: show a progress bar.
         device: train on this device (``None``: where the network is built, the CPU).
 
     Returns:
         ``(path, entry)``: the weights file and its manifest entry.
+
+    Raises:
+        ValueError: an unknown ``name`` (the message lists the recipes), a bad ``steps`` or ``device``.
+        TypeError: ``out_dir``/``workdir`` not a string or path, ``progress`` not a bool, ``device`` of the wrong
+            kind.
     """
-    if name not in RECIPES:
-        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
+    check_choice("name", name, tuple(sorted(RECIPES)))
+    if steps is not None:
+        check_int("steps", steps, 1)
+    for arg, value in (("out_dir", out_dir), ("workdir", workdir)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{arg} must be a folder (a string or a path), got {type(value).__name__}")
+    check_bool("progress", progress)
+    device = check_device("device", device)
     recipe = RECIPES[name]
     cfg = recipe["config"]
     if steps is not None:
@@ -390,17 +414,28 @@ def train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress
     return path, entry
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into a usage error naming the option)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None, prog="python -m diffu.pretrained train"):
     """The ``train`` command: ``python -m diffu.pretrained train NAME [--steps N] [--out-dir D] [--workdir W]
-    [--threads T] [--device DEV]`` retrains ``NAME`` with :func:`train_recipe` and prints its manifest entry."""
+    [--threads T] [--device DEV]`` retrains ``NAME`` with :func:`train_recipe` and prints its manifest entry.
+    ``argv`` (default ``sys.argv[1:]``) is a list of strings; bad options exit with argparse's usage message."""
+    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+        raise TypeError(f"argv must be a list of strings or None, got {argv!r:.80}")
     p = argparse.ArgumentParser(
         prog=prog, description="Retrain a shipped model from scratch (resumes from WORKDIR/NAME.ckpt if present)."
     )
     p.add_argument("name", choices=sorted(RECIPES))
-    p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override the recipe's number of steps")
     p.add_argument("--out-dir", default=str(WEIGHTS_DIR))
     p.add_argument("--workdir", default="runs", help="where periodic checkpoints go")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--device", default=None, help="train on this device (e.g. cuda); the weights are saved on the CPU")
     args = p.parse_args(argv)
     if args.threads:

@@ -190,3 +190,117 @@ def test_shipped_architecture_models_load_and_match_their_configs():
     with torch.no_grad():
         out = t2i(torch.randn(2, 1, 28, 28), torch.tensor([10.0, 900.0]), text=["a photo of a bag", ""])
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument and manifest checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _tampered(monkeypatch, name, **changes):
+    """Serve a manifest whose entry ``name`` has ``changes`` (a value None deletes the key)."""
+    man = json.loads((pretrained.WEIGHTS_DIR / "manifest.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            del man[name][key]
+        else:
+            man[name][key] = value
+    monkeypatch.setattr(pretrained, "_manifest", lambda: man)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"sha256": None}, "manifest entry 'fmnist_classifier' has no 'sha256'"),
+        ({"file": None}, "manifest entry 'fmnist_classifier' has no 'file'"),
+        ({"arch": None}, "manifest entry 'fmnist_classifier' has no 'arch'"),
+        ({"sha256": 12}, "manifest entry 'fmnist_classifier': 'sha256' must be a str, got int"),
+        ({"sha256": "abc"}, "'sha256' must be 64 lower-case hex digits"),
+        ({"config": [32]}, "'config' must be a dict, got list"),
+        ({"file": "../manifest.json"}, "'file' must be a .safetensors file name in the weights folder"),
+        ({"components": {"base": 3}}, "'components' must map argument names to model names"),
+        ({"config_class": 3}, "'config_class' must be a str"),
+        ({"config": {"width": 0}}, "manifest entry 'fmnist_classifier': its config does not build"),
+        ({"config": {"depth": 3}}, "its config does not build .*unexpected keyword argument 'depth'"),
+    ],
+)
+def test_regression_tampered_manifest_gives_a_named_error(monkeypatch, changes, match):
+    """A manifest entry without 'sha256' raised KeyError: 'sha256'; every key a load needs is checked, with the
+    entry and the key in the message."""
+    _tampered(monkeypatch, "fmnist_classifier", **changes)
+    with pytest.raises(ValueError, match=match):
+        pretrained.load("fmnist_classifier")
+
+
+def test_regression_another_models_file_is_named_not_loaded(monkeypatch):
+    """An entry pointing at another model's file (with that file's hash) failed inside load_state_dict; the keys,
+    shapes and dtypes of the file are compared with the network the entry describes first."""
+    unet = pretrained.info("fmnist_unet")
+    _tampered(monkeypatch, "fmnist_classifier", file=unet["file"], sha256=unet["sha256"])
+    with pytest.raises(ValueError, match=r"fmnist_unet.safetensors does not hold the weights of the network that "
+                       r"manifest entry 'fmnist_classifier' describes .*missing keys.*unexpected keys"):  # fmt: skip
+        pretrained.load("fmnist_classifier")
+    # the same architecture with another shape: a classifier entry whose config is half as wide
+    _tampered(monkeypatch, "fmnist_classifier", config={"width": 16, "feature_dim": 128, "num_classes": 10})
+    with pytest.raises(ValueError, match="tensors of another shape or dtype"):
+        pretrained.load("fmnist_classifier")
+
+
+def test_regression_unreadable_weights_file(tmp_path, monkeypatch):
+    (tmp_path / "fmnist_classifier.safetensors").write_bytes(b"not a safetensors file")
+    _tampered(monkeypatch, "fmnist_classifier", sha256=pretrained.sha256(tmp_path / "fmnist_classifier.safetensors"))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        pretrained.load("fmnist_classifier")
+
+
+@pytest.mark.parametrize("name", ["fmnist_classifier", "fmnist_controlnet", "fmnist_t2i"])
+def test_regression_load_leaves_the_global_rng_alone(name):
+    """load() drew the networks' random initialisation from torch's global RNG before replacing it with the file's
+    weights, so loading changed every later torch.randn of the user. The RNG state is the same after a load, and
+    the loaded weights do not depend on it (bit-identical to the file)."""
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = pretrained.load(name).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(7)
+    b = pretrained.load(name).state_dict()
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_build_still_draws_from_the_global_rng():
+    """build() is a constructor: the same seed gives the same fresh network, and it does advance the RNG (as the
+    recipes, built under seeded(seed), rely on); its shipped components are loaded without touching it."""
+    from diffu.train import seeded
+
+    e = pretrained.info("fmnist_classifier")
+    with seeded(0):
+        a = pretrained.build(e).state_dict()
+    with seeded(0):
+        b = pretrained.build(e).state_dict()
+        after = torch.random.get_rng_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with seeded(0):
+        assert not torch.equal(torch.random.get_rng_state(), after)
+
+
+def test_load_checks_device_dtype_and_name():
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        pretrained.load("fmnist_classifier", device="gpu0")
+    with pytest.raises(TypeError, match="device must be a torch.device, a string or None"):
+        pretrained.load("fmnist_classifier", device=0.5)
+    with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype"):
+        pretrained.load("fmnist_classifier", dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        pretrained.load("fmnist_classifier", dtype="float32")
+    with pytest.raises(ValueError, match=r"name must be one of \(.*'fmnist_classifier'.*'fmnist_unet'"):
+        pretrained.load("fmnist_unet2")
+    with pytest.raises(ValueError, match="name must be one of"):
+        pretrained.info(["fmnist_unet"])
+    with pytest.raises(TypeError, match="path must be a string or a path"):
+        pretrained.sha256(None)
+    with pytest.raises(ValueError, match="entry must be a dict with 'arch'"):
+        pretrained.build(["diffu.nn.unet:UNet"])
+    with pytest.raises(ValueError, match="'components' must map argument names to model names"):
+        pretrained.build({"arch": "diffu.nn.controlnet:ControlledUNet", "config": {}, "components": ["fmnist_unet"]})
+    assert pretrained.load("fmnist_classifier", device="cpu", dtype=torch.float64).head.weight.dtype == torch.float64

@@ -130,3 +130,37 @@ def test_recipes_train_as_recorded():
             cfg["steps"] = int(cmd[cmd.index("--steps") + 1])
         assert cfg == e["train_config"], name
         assert e["description"] == recipe["description"], name
+
+
+def test_train_recipe_and_network_entry_check_their_arguments(tmp_path):
+    from diffu.nn import UNet
+
+    for kwargs, error, match in (
+        ({"steps": 0}, ValueError, "steps must be an integer >= 1, got 0"),
+        ({"steps": 2.5}, ValueError, "steps must be an integer >= 1"),
+        ({"out_dir": None}, TypeError, "out_dir must be a folder"),
+        ({"workdir": 3}, TypeError, "workdir must be a folder"),
+        ({"progress": "no"}, TypeError, "progress must be True or False"),
+        ({"device": "gpu0"}, ValueError, "device must name a torch device"),
+    ):
+        with pytest.raises(error, match=match):
+            recipes.train_recipe("fmnist_classifier", **{"out_dir": tmp_path, "workdir": tmp_path, **kwargs})
+    assert not list(tmp_path.iterdir())  # nothing was trained or written
+    with pytest.raises(ValueError, match=r"name must be one of \(.*'fmnist_unet'"):
+        recipes.train_recipe(["fmnist_unet"])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        recipes.network_entry("UNet")
+    with pytest.raises(TypeError, match="network must be a dict"):
+        recipes.network_entry(UNet(channels=8, channel_mult=(1,), attn_resolutions=()), ["config"])
+
+
+def test_regression_train_command_refuses_nonpositive_steps(capsys):
+    """``--steps 0`` or ``--threads -1`` reached the training loop; argparse now refuses them with its usage."""
+    for argv in (["train", "fmnist_classifier", "--steps", "0"], ["train", "fmnist_classifier", "--threads", "-1"]):
+        with pytest.raises(SystemExit):
+            cli(argv)
+        assert "invalid _positive_int value" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="argv must be a list of strings"):
+        cli("train fmnist_classifier")
+    with pytest.raises(TypeError, match="argv must be a list of strings"):
+        recipes.main(["fmnist_classifier", 3])

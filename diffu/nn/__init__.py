@@ -1,4 +1,5 @@
-"""Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6)."""
+"""Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6);
+every network's forward checks its input first (:mod:`diffu.nn.inputs`)."""
 
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
@@ -25,6 +26,7 @@ from .embeddings import (
     timestep_embedding,
     unpatchify,
 )
+from .inputs import check_input, check_int_tuple, check_tokens, labels_for, make_config, timesteps_for
 from .mlp import MLPDenoiser
 from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
 from .text import TextEncoder, WordTokenizer
@@ -66,13 +68,19 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "WordTokenizer",
+    "check_input",
+    "check_int_tuple",
+    "check_tokens",
     "feed_forward",
     "group_norm",
     "joint_attention",
+    "labels_for",
+    "make_config",
     "modulate",
     "patchify",
     "sincos_2d_pos_embed",
     "timestep_embedding",
+    "timesteps_for",
     "unpatchify",
     "zero_conv",
 ]

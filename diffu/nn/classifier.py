@@ -1,5 +1,9 @@
 """Classifiers: the Fashion-MNIST classifier whose penultimate features define FD-FMNIST (chapter §2.2,
-diffu.metrics) and the noise-aware classifier of classifier guidance (chapter §2.3)."""
+diffu.metrics) and the noise-aware classifier of classifier guidance (chapter §2.3).
+
+NaN or inf in the input (``x`` or ``t``) propagates to the output: forward checks shapes and dtypes only
+(:mod:`diffu.nn.inputs`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from .embeddings import timestep_embedding
+from .inputs import check_input, check_int_tuple, make_config, timesteps_for
 from .unet import AttnBlock, ResBlock, group_norm
 
 __all__ = ["FMNISTClassifier", "NoisyClassifier", "NoisyClassifierConfig"]
@@ -20,10 +26,25 @@ class FMNISTClassifier(nn.Module):
 
     Input ``(N, 1, 28, 28)`` in [-1, 1]. :meth:`features` returns the ``(N, feature_dim)`` vectors whose Fréchet
     distance is our stated stand-in for FID (Inception features are not available offline).
+
+    NaN or inf in the input propagates to the output: forward checks shapes and dtypes only
+    (:mod:`diffu.nn.inputs`).
+
+    Args:
+        width: the first convolutions' width, an integer ≥ 8 divisible by 8 (the GroupNorm's 8 groups).
+        feature_dim: the feature size, an integer ≥ 8 divisible by 8.
+        num_classes: the number of logits, an integer ≥ 1.
+
+    :meth:`features` and the call take a float ``(N, 1, 28, 28)`` and raise ``ValueError`` naming ``x`` otherwise.
     """
 
     def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10):
         super().__init__()
+        for name, value in (("width", width), ("feature_dim", feature_dim)):
+            check_int(name, value, 8)
+            if value % 8:
+                raise ValueError(f"{name} must be divisible by 8 (the GroupNorm's groups), got {value}")
+        check_int("num_classes", num_classes, 1)
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
@@ -36,17 +57,20 @@ class FMNISTClassifier(nn.Module):
         self.feature_dim = feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-            raise ValueError(f"x must have shape (N, 1, 28, 28), got {tuple(x.shape)}")
+        """The penultimate features ``(N, feature_dim)`` of a float ``(N, 1, 28, 28)`` batch."""
+        check_input(x, (1, None, None), size=(28, 28), of="the classifier")
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)  # (N, feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``(N, num_classes)`` of a float ``(N, 1, 28, 28)`` batch."""
         return self.head(self.features(x))  # (N, num_classes)
 
 
 @dataclass
 class NoisyClassifierConfig:
-    """Hyper-parameters of :class:`NoisyClassifier` (stored next to shipped weights)."""
+    """Hyper-parameters of :class:`NoisyClassifier` (stored next to shipped weights), validated on construction:
+    sizes are integers ≥ 1 (``num_res_blocks`` ≥ 0), ``channel_mult`` a non-empty tuple, ``attn_resolutions`` a
+    tuple; lists are stored as tuples."""
 
     in_channels: int = 1
     channels: int = 32
@@ -56,6 +80,13 @@ class NoisyClassifierConfig:
     image_size: int = 28
     num_classes: int = 10
     groups: int = 8
+
+    def __post_init__(self):
+        for name in ("in_channels", "channels", "image_size", "num_classes", "groups"):
+            check_int(name, getattr(self, name), 1)
+        check_int("num_res_blocks", self.num_res_blocks, 0)
+        self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
+        self.attn_resolutions = check_int_tuple("attn_resolutions", self.attn_resolutions, empty=True)
 
     def to_dict(self):
         return asdict(self)
@@ -69,11 +100,17 @@ class NoisyClassifier(nn.Module):
     guided-diffusion's ``EncoderUNetModel`` with its ``pool="adaptive"`` head, scaled down for 28×28 images.
     ``model(x_t, t) -> (N, num_classes)`` logits; ``t`` is the float timestep ``(N,)`` (or a scalar) of the
     diffusion model's schedule, ``x_t`` in that schedule's units.
+
+    Args:
+        config: a :class:`NoisyClassifierConfig`, or None and its fields as keyword arguments (not both).
+
+    The call checks ``x`` (a float ``(N, in_channels, image_size, image_size)``) and ``t`` (a number or ``(N,)``)
+    and raises ``ValueError``/``TypeError`` naming the argument otherwise.
     """
 
     def __init__(self, config: NoisyClassifierConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or NoisyClassifierConfig(**kwargs)
+        cfg = make_config(NoisyClassifierConfig, config, kwargs)
         self.config, self.num_classes = cfg, cfg.num_classes
         ch, groups = cfg.channels, cfg.groups
         emb_dim = 4 * ch
@@ -98,16 +135,18 @@ class NoisyClassifier(nn.Module):
         self.norm_out = group_norm(cur, groups)
         self.head = nn.Linear(cur, cfg.num_classes)
 
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise ``ValueError``/``TypeError`` naming ``name`` unless ``x`` is a float ``(N, in_channels,
+        image_size, image_size)`` (what :meth:`forward` checks first; :class:`~diffu.guidance.ClassifierGuidance`
+        calls it before matching labels to ``x``)."""
+        cfg = self.config
+        check_input(x, (cfg.in_channels, None, None), name, size=(cfg.image_size, cfg.image_size),
+                    of="the classifier")  # fmt: skip
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if x.ndim != 4 or x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"x must be (N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
-            )
-        t = torch.as_tensor(t, device=x.device)
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be a scalar or (N,) = ({x.shape[0]},), got {tuple(t.shape)}")
+        self.check_input(x)
+        t = timesteps_for(t, x.shape[0], x.device)
         emb = self.time_mlp(timestep_embedding(t, cfg.channels).to(x.dtype))  # (N, 4ch)
         h = self.conv_in(x)
         for layer in self.blocks:

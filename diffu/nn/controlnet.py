@@ -7,6 +7,9 @@ in a zero-initialised conv (added after the copy's first conv), and one zero-ini
 output and on the middle output. :class:`ControlledUNet` adds those outputs to the frozen UNet's skip features and
 middle block, so at initialisation it *is* the frozen UNet. :class:`Restorer` is the stage-1 regression network of
 the two-stage restorer in :mod:`diffu.inverse.two_stage` (DiffBIR's "restoration module", a SwinIR there).
+
+NaN or inf in the input (``x``, ``t``, ``cond``, the restorer's ``y``) propagates to the output: forward checks
+shapes and dtypes only (:mod:`diffu.nn.inputs`).
 """
 
 from __future__ import annotations
@@ -18,14 +21,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int, check_real
 from .embeddings import timestep_embedding
+from .inputs import check_input, check_int_tuple, labels_for, make_config, timesteps_for
 from .unet import ResBlock, UNet, group_norm
 
 __all__ = ["ControlNet", "ControlledUNet", "Restorer", "RestorerConfig", "zero_conv"]
 
 
 def zero_conv(cin: int, cout: int, kernel_size: int = 1) -> nn.Conv2d:
-    """A convolution whose weight and bias start at zero (ControlNet's ``zero_module(conv_nd(...))``)."""
+    """A convolution whose weight and bias start at zero (ControlNet's ``zero_module(conv_nd(...))``).
+
+    Args:
+        cin, cout: input and output channels, integers ≥ 1.
+        kernel_size: an odd integer ≥ 1 (padded by ``kernel_size // 2``, so the output keeps the input's size).
+
+    Returns:
+        ``nn.Conv2d`` mapping ``(N, cin, H, W)`` to ``(N, cout, H, W)``, zero at initialisation.
+
+    Raises:
+        ValueError: a size that is not an integer ≥ 1, or an even ``kernel_size``.
+    """
+    check_int("cin", cin, 1)
+    check_int("cout", cout, 1)
+    check_int("kernel_size", kernel_size, 1)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (a 'same' convolution), got {kernel_size}")
     conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2)
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
@@ -39,12 +60,18 @@ def zero_conv(cin: int, cout: int, kernel_size: int = 1) -> nn.Conv2d:
 
 @dataclass
 class RestorerConfig:
-    """Hyper-parameters of :class:`Restorer` (stored next to shipped weights)."""
+    """Hyper-parameters of :class:`Restorer` (stored next to shipped weights), validated on construction: sizes
+    are integers ≥ 1 and ``channel_mult`` a non-empty tuple (lists are stored as tuples)."""
 
     in_channels: int = 1
     channels: int = 32
     channel_mult: tuple = (1, 2, 2)
     groups: int = 8
+
+    def __post_init__(self):
+        for name in ("in_channels", "channels", "groups"):
+            check_int(name, getattr(self, name), 1)
+        self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
 
     def to_dict(self):
         return asdict(self)
@@ -70,13 +97,16 @@ class Restorer(nn.Module):
     ``x̂ = y + f(y)`` whose last conv starts at zero (so the untrained net is the identity). Trained by regression
     (:func:`diffu.inverse.two_stage.restorer_loss`), it outputs the posterior *mean*: high PSNR, smooth details —
     the role of DiffBIR's SwinIR stage. Input/output ``(N, C, H, W)``, any ``H, W``.
+
+    Args:
+        config: a :class:`RestorerConfig`, or None and its fields as keyword arguments (not both).
+
+    The call takes a float ``y`` ``(N, in_channels, H, W)`` and raises ``ValueError`` naming ``y`` otherwise.
     """
 
     def __init__(self, config: RestorerConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or RestorerConfig(**kwargs)
-        if cfg.in_channels < 1 or cfg.channels < 1 or not cfg.channel_mult:
-            raise ValueError(f"RestorerConfig needs positive in_channels/channels and channel_mult, got {cfg}")
+        cfg = make_config(RestorerConfig, config, kwargs)
         self.config = cfg
         ch, g = cfg.channels, cfg.groups
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
@@ -99,8 +129,7 @@ class Restorer(nn.Module):
         self.conv_out = zero_conv(cur, cfg.in_channels, 3)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if y.ndim != 4 or y.shape[1] != self.config.in_channels:
-            raise ValueError(f"y must have shape (N, {self.config.in_channels}, H, W), got {tuple(y.shape)}")
+        check_input(y, (self.config.in_channels, None, None), "y")
         h = self.conv_in(y)  # (N, ch, H, W)
         skips = []
         for i, block in enumerate(self.enc):
@@ -123,17 +152,21 @@ class Restorer(nn.Module):
 
 
 def _embed(net, x, t, y):
-    """Time (+ label) embedding exactly as :meth:`UNet.forward` computes it; ``net`` is a UNet or its copy."""
-    n = x.shape[0]
-    t = torch.as_tensor(t, device=x.device)
-    if t.ndim == 0:
-        t = t.expand(n)
+    """Time (+ label) embedding exactly as :meth:`UNet.forward` computes it; ``net`` is a UNet or its copy, ``t``
+    and ``y`` are checked already (:func:`~diffu.nn.inputs.timesteps_for`, :func:`~diffu.nn.inputs.labels_for`)."""
     emb = net.time_mlp(timestep_embedding(t * net.config.time_scale, net.config.channels).to(x.dtype))  # (N, 4ch)
-    if net.num_classes is not None:
-        if y is None:
-            y = torch.full((n,), net.num_classes, device=x.device, dtype=torch.long)
+    if y is not None:
         emb = emb + net.label_emb(y)
     return emb
+
+
+def _check_cond(cond, x, channels: int) -> None:
+    """``cond`` is a float condition image ``(N, channels, H, W)`` of ``x``'s batch and size."""
+    want = (x.shape[0], channels, *x.shape[2:])
+    if not isinstance(cond, torch.Tensor) or cond.shape != want:
+        got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+        raise ValueError(f"cond must be a tensor of shape {want} (N, C_cond, H, W), got {got}")
+    check_input(cond, (channels, None, None), "cond")
 
 
 def _run(layers, h, emb):
@@ -161,6 +194,8 @@ def _out_channels(block) -> int:
 class _EncoderCopy(nn.Module):
     """The trainable copy: ``time_mlp``, ``label_emb``, ``conv_in``, ``down`` and ``mid`` of a UNet, deep-copied."""
 
+    check_input = UNet.check_input  # the UNet's input check reads only the config, which the copy shares
+
     def __init__(self, base: UNet):
         super().__init__()
         self.config, self.num_classes = base.config, base.num_classes
@@ -180,16 +215,19 @@ class ControlNet(nn.Module):
 
     Args:
         base: the UNet to copy (not stored here).
-        cond_channels: channels of the condition image ``cond`` ``(N, cond_channels, H, W)``.
-        hint_channels: width of the hint stack's hidden layer.
+        cond_channels: channels of the condition image ``cond`` ``(N, cond_channels, H, W)``, an integer ≥ 1.
+        hint_channels: width of the hint stack's hidden layer, an integer ≥ 1.
+
+    The call ``controlnet(x, t, cond, y=None)`` checks its arguments as :class:`~diffu.nn.UNet` does, and ``cond``
+    (a float ``(N, cond_channels, H, W)`` of ``x``'s size), raising ``ValueError``/``TypeError`` naming the argument.
     """
 
     def __init__(self, base: UNet, cond_channels: int = 1, hint_channels: int = 16):
         super().__init__()
         if not isinstance(base, UNet):
             raise TypeError(f"base must be a diffu.nn.UNet, got {type(base).__name__}")
-        if cond_channels < 1 or hint_channels < 1:
-            raise ValueError(f"cond_channels and hint_channels must be >= 1, got {cond_channels}, {hint_channels}")
+        check_int("cond_channels", cond_channels, 1)
+        check_int("hint_channels", hint_channels, 1)
         self.cond_channels = cond_channels
         ch = base.config.channels
         self.copy = _EncoderCopy(base)
@@ -201,6 +239,15 @@ class ControlNet(nn.Module):
         self.requires_grad_(True)  # the copy is trainable even when base was loaded frozen
 
     def forward(self, x, t, cond, y=None) -> list[torch.Tensor]:
+        """The residuals ``[Z_0(h_0), …, Z_K(h_K), Z_mid(m)]``, each of its skip feature's shape."""
+        self.copy.check_input(x)
+        _check_cond(cond, x, self.cond_channels)
+        t = timesteps_for(t, x.shape[0], x.device)
+        y = labels_for(y, self.copy.num_classes, x.shape[0], x.device, owner="this ControlNet")
+        return self._residuals(x, t, cond, y)
+
+    def _residuals(self, x, t, cond, y) -> list[torch.Tensor]:
+        """:meth:`forward` on checked arguments (``t`` a tensor, ``y`` the labels or None)."""
         emb = _embed(self.copy, x, t, y)
         h = self.copy.conv_in(x) + self.hint(cond)  # (N, ch, H, W): the condition enters after the first conv
         hs, mid = _encode(self.copy, h, emb)
@@ -243,13 +290,20 @@ class ControlledUNet(nn.Module):
 
     Args:
         base: the pretrained ε-prediction UNet (frozen in place: ``requires_grad_(False)``, kept in eval mode).
-        restorer: optional frozen stage-1 network ``restorer(y) -> x̂`` used by the training loss.
+        restorer: optional frozen stage-1 network ``restorer(y) -> x̂`` used by the training loss (an
+            ``nn.Module``).
         cond_channels, hint_channels: see :class:`ControlNet`.
+
+    The call ``model(x, t, cond, y=None, control_scale=1.0)`` checks ``x``, ``t`` and ``y`` as
+    :class:`~diffu.nn.UNet` does, ``cond`` (a float ``(N, cond_channels, H, W)`` of ``x``'s size) and
+    ``control_scale`` (a finite number), raising ``ValueError``/``TypeError`` naming the argument.
     """
 
     def __init__(self, base: UNet, restorer: nn.Module | None = None, cond_channels: int = 1,
                  hint_channels: int = 16):  # fmt: skip
         super().__init__()
+        if restorer is not None and not isinstance(restorer, nn.Module):
+            raise TypeError(f"restorer must be a torch.nn.Module or None, got {type(restorer).__name__}")
         self.control = ControlNet(base, cond_channels, hint_channels)  # copies the weights before freezing
         self.base = base.requires_grad_(False).eval()
         self.restorer = restorer.requires_grad_(False).eval() if restorer is not None else None
@@ -269,21 +323,22 @@ class ControlledUNet(nn.Module):
                 getattr(self, name).eval()
         return self
 
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """The frozen UNet's :meth:`~diffu.nn.UNet.check_input` (what :meth:`forward` checks first)."""
+        self.base.check_input(x, name)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, control_scale: float = 1.0) -> torch.Tensor:  # fmt: skip
-        n = x.shape[0]
-        c = self.control.cond_channels
-        if not isinstance(cond, torch.Tensor) or cond.shape != (n, c, *x.shape[2:]):
-            got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-            raise ValueError(f"cond must be a tensor of shape {(n, c, *x.shape[2:])} (N, C_cond, H, W), got {got}")
-        if self.num_classes is not None and y is not None:
-            if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) > self.num_classes:
-                raise ValueError(f"y must be (N,) labels in [0, {self.num_classes}] ({self.num_classes} = null)")
         base = self.base
+        base.check_input(x)
+        _check_cond(cond, x, self.control.cond_channels)
+        t = timesteps_for(t, x.shape[0], x.device)
+        y = labels_for(y, self.num_classes, x.shape[0], x.device, owner="this ControlledUNet")
+        check_real("control_scale", control_scale)
         emb = _embed(base, x, t, y)
         hs, h = _encode(base, base.conv_in(x), emb)  # frozen encoder: skip features and middle output
         if control_scale != 0:
-            res = self.control(x, t, cond.to(x.dtype), y)
+            res = self.control._residuals(x, t, cond.to(x.dtype), y)
             hs = [f + control_scale * r for f, r in zip(hs, res)]
             h = h + control_scale * res[-1]
         for block in base.up:

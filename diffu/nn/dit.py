@@ -10,7 +10,8 @@ of one class per scheme (:data:`DIT_BLOCKS`), the timestep and class conditionin
 * ``"adaLN-Zero"`` — :class:`AdaLNZeroBlock`: adaLN plus per-block gates α, all regressed from c and
   zero-initialised, so every block starts as the identity (the paper's choice; best FID in its Fig. 5).
 
-Attention runs through ``torch.nn.functional.scaled_dot_product_attention``.
+Attention runs through ``torch.nn.functional.scaled_dot_product_attention``. NaN or inf in the input (``x``,
+``t``, a block's ``c``) propagates to the output: forward checks shapes and dtypes only (:mod:`diffu.nn.inputs`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..checks import check_bool, check_choice, check_generator, check_int, check_real
 from .embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_pos_embed, unpatchify
+from .inputs import check_input, labels_for, make_config, timesteps_for
 from .transformer import Attention, feed_forward
 
 __all__ = [
@@ -43,7 +46,8 @@ CONDITIONINGS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
 
 @dataclass
 class PatchTransformerConfig:
-    """The fields shared by :class:`DiTConfig` and :class:`~diffu.nn.MMDiTConfig`."""
+    """The fields shared by :class:`DiTConfig` and :class:`~diffu.nn.MMDiTConfig`, validated on construction
+    (:meth:`check`)."""
 
     image_size: int = 28
     patch_size: int = 4
@@ -57,8 +61,20 @@ class PatchTransformerConfig:
         """The fields as a plain dict (what the weights manifest stores)."""
         return asdict(self)
 
+    def __post_init__(self):
+        self.check()
+
     def check(self):
-        """Raise ``ValueError`` if the patch size does not divide the image or the heads do not divide the width."""
+        """Raise ``ValueError`` (``TypeError`` for a non-number) unless every size is an integer ≥ 1, ``mlp_ratio``
+        a finite number > 0, the patch size divides the image and the heads (and 4, for the 2D sin-cos positions)
+        divide the width."""
+        for name in ("image_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads"):
+            check_int(name, getattr(self, name), 1)
+        check_real("mlp_ratio", self.mlp_ratio, 0, low_open=True)
+        if int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio must give an MLP width int(mlp_ratio · hidden_size) >= 1, got {self.mlp_ratio}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads or self.hidden_size % 4:
@@ -68,12 +84,22 @@ class PatchTransformerConfig:
 
 @dataclass
 class DiTConfig(PatchTransformerConfig):
-    """Hyper-parameters of :class:`DiT` (stored next to shipped weights)."""
+    """Hyper-parameters of :class:`DiT` (stored next to shipped weights), validated on construction: the shared
+    fields as :meth:`PatchTransformerConfig.check`, ``num_classes`` None or an integer ≥ 1, ``class_dropout_prob``
+    in [0, 1), ``conditioning`` one of :data:`CONDITIONINGS`, ``learn_sigma`` a bool."""
 
     num_classes: int | None = 10
     class_dropout_prob: float = 0.1
     conditioning: str = "adaLN-Zero"
     learn_sigma: bool = False
+
+    def check(self):
+        super().check()
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, 1)
+        check_real("class_dropout_prob", self.class_dropout_prob, 0, 1, high_open=True)
+        check_choice("conditioning", self.conditioning, CONDITIONINGS)
+        check_bool("learn_sigma", self.learn_sigma)
 
 
 #: Tiny configurations for this book's 28×28 Fashion-MNIST (the paper's S/B/L/XL start at 384 hidden units).
@@ -99,8 +125,36 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
     Returns:
         ``(N, T, D)``.
+
+    Raises:
+        ValueError: ``x`` is not a float ``(N, T, D)`` tensor, or ``shift``/``scale`` not ``(N, D)`` (or ``(1, D)``,
+            broadcast over the batch).
     """
+    check_input(x, (None, None))
+    _check_condition(shift, x, "shift")
+    _check_condition(scale, x, "scale")
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def _check_condition(c, x: torch.Tensor, name: str = "c", tokens: bool = False) -> None:
+    """``c`` is a float ``(N, D)`` conditioning for the tokens ``x`` ``(N, T, D)`` — a batch of 1 broadcasts (a
+    ``(1,)`` timestep without labels gives one conditioning vector) — or, with ``tokens``, ``(N, k, D)``."""
+    check_input(c, (None, x.shape[-1]) if tokens else (x.shape[-1],), name, dims=("k", "D") if tokens else None)
+    if c.shape[0] != x.shape[0] and (tokens or c.shape[0] != 1):
+        also = "" if tokens else " or 1"
+        raise ValueError(f"{name} must have batch size {x.shape[0]} (x's){also}, got shape {tuple(c.shape)}")
+
+
+def _check_block(dim, num_heads, mlp_ratio) -> None:
+    """A block's arguments, checked before the first layer is built from them."""
+    check_int("dim", dim, 1)
+    check_int("num_heads", num_heads, 1)
+    check_real("mlp_ratio", mlp_ratio, 0, low_open=True)
+
+
+def _check_tokens(block, x) -> None:
+    """``x`` is a float ``(N, T, D)`` token tensor of the block's width."""
+    check_input(x, (None, block.norm1.normalized_shape[0]))
 
 
 #################################################################################
@@ -131,6 +185,7 @@ class AdaLNZeroBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
+        _check_block(dim, num_heads, mlp_ratio)
         # the norms have no affine parameters of their own: the scale and shift are regressed from c
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads)
@@ -139,7 +194,10 @@ class AdaLNZeroBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``."""
+        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``. Raises ``ValueError``
+        naming the argument for another shape or an integer dtype."""
+        _check_tokens(self, x)
+        _check_condition(c, x)
         # (N, 6D) -> six (N, D) vectors: shift, scale and gate of the attention (msa) and of the MLP branch
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, T, D)
@@ -161,6 +219,7 @@ class AdaLNBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
+        _check_block(dim, num_heads, mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -168,7 +227,10 @@ class AdaLNBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``."""
+        """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, D)`` conditioning. Returns ``(N, T, D)``. Raises ``ValueError``
+        naming the argument for another shape or an integer dtype."""
+        _check_tokens(self, x)
+        _check_condition(c, x)
         shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)  # (N, D) each
         x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, T, D)
         x = x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
@@ -189,6 +251,7 @@ class InContextBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
+        _check_block(dim, num_heads, mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
@@ -196,7 +259,8 @@ class InContextBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(N, k + T, D)`` tokens whose first k are the conditioning; ``c`` is unused (the same call as the
-        other blocks). Returns ``(N, k + T, D)``."""
+        other blocks) and not checked. Returns ``(N, k + T, D)``."""
+        _check_tokens(self, x)
         x = x + self.attn(self.norm1(x))  # (N, k + T, D)
         x = x + self.mlp(self.norm2(x))  # (N, k + T, D)
         return x
@@ -224,7 +288,10 @@ class CrossAttentionBlock(InContextBlock):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, T, D)`` tokens, ``c``: ``(N, k, D)`` conditioning tokens (k = 2: t and y; 1 without
-        labels). Returns ``(N, T, D)``."""
+        labels). Returns ``(N, T, D)``. Raises ``ValueError`` naming the argument for another shape or an integer
+        dtype."""
+        _check_tokens(self, x)
+        _check_condition(c, x, tokens=True)
         x = x + self.attn(self.norm1(x))  # (N, T, D)
         x = x + self.cross_attn(self.norm_x(x), context=c)  # (N, T, D)
         x = x + self.mlp(self.norm2(x))  # (N, T, D)
@@ -255,13 +322,12 @@ def build_patch_and_time_embedders(model, cfg: PatchTransformerConfig):
 
 
 def embed_patches_and_time(model, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input side shared by :class:`DiT` and :class:`~diffu.nn.MMDiT`: validate ``x``, embed its patches plus
-    the fixed positions, ``(N, T, D)``, and the timesteps (a scalar is broadcast), ``(N, D)``."""
-    cfg = model.config
-    if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-        raise ValueError(f"x must be (N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}")
-    t = torch.as_tensor(t, device=x.device)
-    t = t.expand(x.shape[0]) if t.ndim == 0 else t
+    """The input side shared by :class:`DiT` and :class:`~diffu.nn.MMDiT`: validate ``x`` (``model.check_input``:
+    a float ``(N, C, S, S)`` of the config's channels and image size) and ``t``
+    (:func:`~diffu.nn.inputs.timesteps_for`), embed the patches plus the fixed positions, ``(N, T, D)``, and the
+    timesteps (a scalar is broadcast), ``(N, D)``."""
+    model.check_input(x)
+    t = timesteps_for(t, x.shape[0], x.device)
     return model.x_embedder(x) + model.pos_embed.to(x.dtype), model.t_embedder(t).to(x.dtype)
 
 
@@ -288,11 +354,14 @@ class DiT(nn.Module):
     then a (modulated) LayerNorm, a linear layer and unpatchify.
 
     Args:
-        config: a :class:`DiTConfig` (or its fields as keyword arguments).
+        config: a :class:`DiTConfig`, or None and its fields as keyword arguments (not both).
 
     The call takes ``x`` ``(N, C, H, W)``, float ``t`` ``(N,)`` (or a scalar), integer labels ``y`` ``(N,)`` —
     ``y = num_classes`` (or ``y=None``) is the null label, the unconditional model — and an optional ``generator``
-    for the label dropout in training. It returns ``(N, C, H, W)`` (``(N, 2C, H, W)`` with ``learn_sigma``).
+    for the label dropout in training. It returns ``(N, C, H, W)`` (``(N, 2C, H, W)`` with ``learn_sigma``). A
+    float ``x`` of another shape than ``(N, in_channels, image_size, image_size)``, a ``t`` of another batch size,
+    labels that are not integers in ``[0, num_classes]`` (or labels for a network without classes) raise
+    ``ValueError`` naming the argument.
 
     Notes:
         The paper's "in-context", "cross-attention" and "adaLN" ablation variants are not in the official code;
@@ -303,10 +372,7 @@ class DiT(nn.Module):
 
     def __init__(self, config: DiTConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or DiTConfig(**kwargs)
-        if cfg.conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {cfg.conditioning!r}")
-        cfg.check()
+        cfg = make_config(DiTConfig, config, kwargs)
         self.config = cfg
         self.learn_sigma = cfg.learn_sigma  # output [ε̂, v]; samplers take ε̂, DDPM's "learned_range" also v
         # adaLN variants: one vector c modulates every block; the others see [t; y] as tokens
@@ -345,18 +411,28 @@ class DiT(nn.Module):
         nn.init.zeros_(self.linear_final.weight)
         nn.init.zeros_(self.linear_final.bias)
 
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise ``ValueError``/``TypeError`` naming ``name`` unless ``x`` is a float ``(N, in_channels,
+        image_size, image_size)`` (what :meth:`forward` checks first; the guidance wrappers call it before matching
+        labels to ``x``). Shared with :class:`~diffu.nn.MMDiT`."""
+        cfg = self.config
+        check_input(x, (cfg.in_channels, None, None), name, size=(cfg.image_size, cfg.image_size),
+                    of=f"the {type(self).__name__}")  # fmt: skip
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, generator=None):
         """``x`` ``(N, C, H, W)``, ``t`` ``(N,)``, ``y`` ``(N,)`` or None → ``(N, C_out, H, W)`` (see the class)."""
         h, t_emb = embed_patches_and_time(self, x, t)  # (N, T, D), (N, D)
+        check_generator(generator)
+        # shape and dtype here, the values in the label embedder (one read of the labels per call)
+        y = labels_for(y, self.num_classes, x.shape[0], x.device, owner="this DiT", values=False)
         y_emb = None
-        if self.y_embedder is not None:
-            y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long) if y is None else y
+        if y is not None:
             y_emb = self.y_embedder(y, generator).to(x.dtype)  # (N, D), one label-dropout draw
-        elif y is not None:
-            raise ValueError("y was given but this DiT has no class conditioning (num_classes=None)")
         if self.adaptive:
             c = t_emb if y_emb is None else t_emb + y_emb  # (N, D)
         else:
+            if t_emb.shape[0] != x.shape[0]:  # a (1,) timestep: one embedding for the batch's tokens
+                t_emb = t_emb.expand(x.shape[0], -1)
             c = torch.stack([t_emb] + ([] if y_emb is None else [y_emb]), dim=1)  # (N, k, D), k = 1 or 2
         if self.config.conditioning == "in-context":
             h = torch.cat([c, h], dim=1)  # (N, k + T, D)

@@ -12,6 +12,10 @@ the noisy input's PSNR). The official network is ``nc = (64, 128, 256, 512)``, 4
 parameters); ours is ``(16, 32, 64, 96)``, 2 blocks (0.79 M) for 28×28 images.
 
 Noise levels are **on diffu's [-1, 1] image scale**: DPIR's σ is on [0, 1], half of ours (its 49/255 is our 98/255).
+
+NaN or inf in the input of :class:`DRUNet` propagates to the output: its forward checks shapes and dtypes only
+(:mod:`diffu.nn.inputs`; ``sigma`` is checked). The training data (:func:`drunet_data`) and loss
+(:func:`drunet_loss`) refuse NaN or inf in ``x``, once per call.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..checks import check_callable, check_finite, check_generator, check_int, check_real
+from .inputs import check_input, make_config
 
 __all__ = ["DRUNet", "DRUNetConfig", "drunet_data", "drunet_loss", "natural_patches"]
 
@@ -86,7 +93,7 @@ class DRUNet(nn.Module):
 
     def __init__(self, config: DRUNetConfig | None = None):
         super().__init__()
-        self.config = cfg = config or DRUNetConfig()
+        self.config = cfg = make_config(DRUNetConfig, config, {})
         ch, nb = cfg.channels, cfg.num_blocks
         self.head = _conv(cfg.in_channels + 1, ch[0])
         self.down = nn.ModuleList(
@@ -109,6 +116,8 @@ class DRUNet(nn.Module):
     def _sigma_map(self, sigma, x: torch.Tensor) -> torch.Tensor:  # (N, 1, H, W)
         N = x.shape[0]
         if isinstance(sigma, torch.Tensor):
+            if sigma.is_complex() or sigma.dtype == torch.bool:
+                raise ValueError(f"sigma must be a real number or tensor, got {sigma.dtype}")
             if sigma.ndim > 1 or sigma.numel() not in (1, N):
                 raise ValueError(f"sigma must be a number or a tensor of shape (N,) = ({N},), got {tuple(sigma.shape)}")
             s = sigma.detach().to(device=x.device, dtype=x.dtype).reshape(-1)
@@ -121,10 +130,7 @@ class DRUNet(nn.Module):
         return s.expand(N).reshape(N, 1, 1, 1).expand(N, 1, *x.shape[-2:])
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        C = self.config.in_channels
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != C or not x.is_floating_point():
-            got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be a float image batch of shape (N, {C}, H, W), got {got}")
+        check_input(x, (self.config.in_channels, None, None))
         H, W = x.shape[-2:]
         m = self.multiple
         h = torch.cat([x, self._sigma_map(sigma, x)], 1)  # (N, C + 1, H, W)
@@ -173,12 +179,37 @@ def natural_patches(n: int, size: int = 28, seed: int = 0, names=PATCH_IMAGES, s
     """``n`` random ``size × size`` grayscale patches in [-1, 1], ``(n, 1, size, size)`` float32, cut from
     scikit-image's bundled images (``names``, each also rescaled by ``scales``), each under a random one of the 8
     flips/rotations by 90°. Deterministic: a fixed CPU generator seeded with ``seed``. ``skimage.data.camera`` is
-    not among the default images (held out for chapter §4.1)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    not among the default images (held out for chapter §4.1).
+
+    Args:
+        n: the number of patches, an integer ≥ 1.
+        size: the patch side, an integer ≥ 1.
+        seed: the generator's seed, an integer ≥ 0.
+        names: names of ``skimage.data`` images that load offline (a tuple of strings, not ``"camera"``).
+        scales: the rescaling factors, finite numbers > 0.
+
+    Raises:
+        ValueError: a bad argument, an unknown image name, or no image of at least ``size × size`` pixels.
+    """
+    check_int("n", n, 1)
+    check_int("size", size, 1)
+    check_int("seed", seed, 0)
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not names:
+        raise ValueError(f"names must be a non-empty tuple of skimage.data image names, got {names!r:.80}")
+    import skimage.data
+
+    unknown = [m for m in names if not isinstance(m, str) or not callable(getattr(skimage.data, m, None))]
+    if unknown:
+        raise ValueError(f"names must be skimage.data image names, got unknown {unknown!r:.80}")
     if HELD_OUT in names:
         raise ValueError(f"names must not contain the held-out image {HELD_OUT!r}")
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, (tuple, list)) or not scales:
+        raise ValueError(f"scales must be a non-empty tuple of numbers > 0, got {scales!r:.80}")
+    for s in scales:
+        check_real("each entry of scales", s, 0, low_open=True)
     images = [im for im in _gray_images(names, scales) if min(im.shape) >= size]
+    if not images:
+        raise ValueError(f"size {size} is larger than every image of names at scales {tuple(scales)}")
     g = torch.Generator().manual_seed(seed)
     which = torch.randint(0, len(images), (n,), generator=g)
     u = torch.rand(n, 2, generator=g, dtype=torch.float64)
@@ -196,7 +227,18 @@ def natural_patches(n: int, size: int = 28, seed: int = 0, names=PATCH_IMAGES, s
 def drunet_data(x: torch.Tensor, y: torch.Tensor | None = None, n_patches: int | None = None) -> tuple[torch.Tensor]:
     """The recipe's training set: the Fashion-MNIST images ``x`` ``(N, 1, 28, 28)`` followed by as many natural
     patches (:func:`natural_patches`, seed 0; ``n_patches`` overrides the count); labels ``y`` are dropped.
-    Returns a 1-tuple ``(images,)``, ``(N + n_patches, 1, 28, 28)``."""
+    Returns a 1-tuple ``(images,)``, ``(N + n_patches, 1, 28, 28)``.
+
+    Raises:
+        ValueError: ``x`` is not a finite float ``(N, 1, S, S)`` batch (NaN or inf would be trained on), or
+            ``n_patches`` is neither None nor an integer ≥ 1.
+    """
+    check_input(x, (1, None, None))
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"x must hold square images (the patches are square), got {x.shape[-2]}×{x.shape[-1]}")
+    check_finite(x, "x")
+    if n_patches is not None:
+        check_int("n_patches", n_patches, 1)
     n = x.shape[0] if n_patches is None else n_patches
     return (torch.cat([x, natural_patches(n, size=x.shape[-1]).to(x)]),)
 
@@ -204,7 +246,17 @@ def drunet_data(x: torch.Tensor, y: torch.Tensor | None = None, n_patches: int |
 def drunet_loss(model, x: torch.Tensor, generator=None, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
     """DRUNet's training loss ``E |D(x + σ n, σ) − x|`` (L1, Zhang et al. 2021 §3.2) with ``σ ~ U[0, sigma_max]``
     per image; ``sigma_max`` defaults to ``2·50/255`` (DRUNet's 50/255 on [0, 1] images). ``x`` ``(N, C, H, W)``
-    in [-1, 1]; the noise is drawn on ``x``'s device from ``generator``."""
+    in [-1, 1]; the noise is drawn on ``x``'s device from ``generator``.
+
+    Raises:
+        TypeError: ``model`` is not callable; ``generator`` is not a generator.
+        ValueError: ``x`` is not a finite float image batch, or ``sigma_max`` is not a finite number > 0.
+    """
+    check_callable("model", model)
+    check_input(x, (None, None, None))
+    check_finite(x, "x")  # once per training step
+    check_generator(generator)
+    check_real("sigma_max", sigma_max, 0, low_open=True)
     sigma = sigma_max * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)  # (N,)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return F.l1_loss(model(x + sigma[:, None, None, None] * noise, sigma), x)

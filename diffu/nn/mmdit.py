@@ -4,6 +4,9 @@ Two token streams — image patches ``x`` and text tokens ``ctx`` — each keep 
 projections, output projection and MLP; only the attention is joint: queries, keys and values of both streams are
 concatenated as ``[image; text]`` along the sequence, one attention runs, and the result is split back. In the last
 block the text stream stops after attention (``context_pre_only``): its output would never be used.
+
+NaN or inf in the input (``x``, ``t``, ``ctx``, ``c``) propagates to the output: forward checks shapes, dtypes and
+token ids only (:mod:`diffu.nn.inputs`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_bool, check_device, check_int
 from .dit import (
+    DiT,
     PatchTransformerConfig,
     build_patch_and_time_embedders,
     embed_patches_and_time,
     final_layer,
     modulate,
 )
+from .inputs import check_input, check_tokens, make_config
 from .text import TextEncoder, WordTokenizer
 from .transformer import feed_forward
 
@@ -30,7 +36,28 @@ __all__ = ["MMDiT", "MMDiTBlock", "MMDiTConfig", "joint_attention"]
 def joint_attention(q_x, k_x, v_x, q_c, k_c, v_c, num_heads: int, weights: list | None = None):
     """Attention over the concatenated ``[image; text]`` sequence (SD3, Eq. (11)–(14) of the survey's §2.6). Inputs
     are ``(N, T_x, D)`` and ``(N, T_c, D)``; returns the two output streams with the same lengths. With a list
-    ``weights``, the softmax attention matrix ``(N, heads, T_x + T_c, T_x + T_c)`` is appended to it (for plots)."""
+    ``weights``, the softmax attention matrix ``(N, heads, T_x + T_c, T_x + T_c)`` is appended to it (for plots).
+
+    Raises:
+        ValueError: an input that is not a float 3-dimensional tensor, image (or text) queries, keys and values of
+            different shapes, streams of different batch size or width, or ``num_heads`` not an integer ≥ 1 dividing
+            the width.
+        TypeError: ``weights`` is neither None nor a list.
+    """
+    check_input(q_x, (None, None), "q_x")
+    check_input(q_c, (None, q_x.shape[-1]), "q_c")
+    if q_c.shape[0] != q_x.shape[0]:
+        raise ValueError(f"q_c must have batch size {q_x.shape[0]} (q_x's), got shape {tuple(q_c.shape)}")
+    for name, z, like in (("k_x", k_x, q_x), ("v_x", v_x, q_x), ("k_c", k_c, q_c), ("v_c", v_c, q_c)):
+        check_input(z, like.shape[1:], name, dims=("T", "D"))
+        if z.shape != like.shape:
+            raise ValueError(f"{name} must have the shape of its queries {tuple(like.shape)}, got {tuple(z.shape)}")
+    check_int("num_heads", num_heads, 1)
+    if q_x.shape[-1] % num_heads:
+        raise ValueError(f"num_heads {num_heads} must divide the width {q_x.shape[-1]}")
+    if weights is not None and not isinstance(weights, list):
+        raise TypeError(f"weights must be a list (the attention maps are appended to it) or None, got "
+                        f"{type(weights).__name__}")  # fmt: skip
     n, tx, d = q_x.shape
     q, k, v = (torch.cat(pair, dim=1) for pair in ((q_x, q_c), (k_x, k_c), (v_x, v_c)))  # (N, T_x + T_c, D)
     q, k, v = (z.reshape(n, -1, num_heads, d // num_heads).transpose(1, 2) for z in (q, k, v))
@@ -65,6 +92,9 @@ class MMDiTBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, context_pre_only: bool = False):
         super().__init__()
+        check_int("dim", dim, 1)
+        check_int("num_heads", num_heads, 1)
+        check_bool("context_pre_only", context_pre_only)
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads, self.context_pre_only = num_heads, context_pre_only
@@ -86,6 +116,15 @@ class MMDiTBlock(nn.Module):
             nn.init.zeros_(mod[-1].bias)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, c: torch.Tensor, attention: list | None = None):
+        """See the class: ``(x, ctx)`` after the block; ``ValueError``/``TypeError`` naming the argument for a
+        wrong shape or dtype."""
+        d = self.norm1_x.normalized_shape[0]
+        check_input(x, (None, d))
+        check_input(ctx, (None, d), "ctx")
+        check_input(c, (d,), "c")
+        if ctx.shape[0] != x.shape[0] or c.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"ctx and c must have x's batch size {x.shape[0]} (c may have 1), got shapes "
+                             f"{tuple(ctx.shape)} and {tuple(c.shape)}")  # fmt: skip
         sx1, cx1, gx1, sx2, cx2, gx2 = self.mod_x(c).chunk(6, dim=-1)  # (N, D) each: shift, scale, gate
         if self.context_pre_only:
             sc1, cc1 = self.mod_c(c).chunk(2, dim=-1)  # (N, D) each
@@ -106,11 +145,23 @@ class MMDiTBlock(nn.Module):
 
 @dataclass
 class MMDiTConfig(PatchTransformerConfig):
-    """Hyper-parameters of :class:`MMDiT` (stored next to shipped weights); ``vocab`` is the tokenizer's word list."""
+    """Hyper-parameters of :class:`MMDiT` (stored next to shipped weights); ``vocab`` is the tokenizer's word list.
+    Validated on construction: the shared fields as :meth:`~diffu.nn.dit.PatchTransformerConfig.check`, ``vocab`` a
+    tuple (or list) of strings, ``text_depth`` an integer ≥ 0, ``max_len`` an integer ≥ 2."""
 
     vocab: tuple = ()
     text_depth: int = 1
     max_len: int = 12
+
+    def check(self):
+        super().check()
+        if isinstance(self.vocab, str) or not isinstance(self.vocab, (tuple, list)):
+            raise TypeError(f"vocab must be a tuple of words, got {type(self.vocab).__name__} {self.vocab!r:.60}")
+        if not all(isinstance(w, str) for w in self.vocab):
+            raise TypeError(f"vocab must be a tuple of strings, got {self.vocab!r:.80}")
+        self.vocab = tuple(self.vocab)
+        check_int("text_depth", self.text_depth, 0)
+        check_int("max_len", self.max_len, 2)
 
 
 class MMDiT(nn.Module):
@@ -120,16 +171,24 @@ class MMDiT(nn.Module):
     ``depth`` :class:`MMDiTBlock` s; the conditioning vector is ``c = t_emb + MLP(pooled text)`` as in SD3, and the
     last block's text stream is ``context_pre_only``. ``text=None`` (or the empty caption) is the null condition
     used by classifier-free guidance; ``text`` may be a list of strings, tokenized by ``model.tokenizer``.
+
+    Args:
+        config: an :class:`MMDiTConfig` with a non-empty ``vocab``, or None and its fields as keyword arguments
+            (not both).
+
+    The call checks ``x`` (a float ``(N, in_channels, image_size, image_size)``), ``t`` (a number or ``(N,)``),
+    ``text`` (see :meth:`encode_text`) and ``attention`` (None or a list), raising ``ValueError``/``TypeError``
+    naming the argument.
     """
 
     prediction = "eps"
+    check_input = DiT.check_input  # reads only the config's in_channels and image_size, which MMDiTConfig shares
 
     def __init__(self, config: MMDiTConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or MMDiTConfig(**kwargs)
+        cfg = make_config(MMDiTConfig, config, kwargs)
         if not cfg.vocab:
             raise ValueError("config.vocab must list the tokenizer's words")
-        cfg.check()
         self.config = cfg
         d, p = cfg.hidden_size, cfg.patch_size
         self.tokenizer = WordTokenizer(cfg.vocab, cfg.max_len)
@@ -154,13 +213,26 @@ class MMDiT(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def encode_text(self, text, n: int, device) -> torch.Tensor:
-        """Token ids ``(n, L)`` for ``text``: None (the null caption), a string, a list of strings or ids."""
+        """Token ids ``(n, L)`` for ``text``: None (the null caption), a string (for every image), a list of ``n``
+        strings, or integer ids ``(n, L)`` in the vocabulary with ``L <= max_len``; on ``device``.
+
+        Raises:
+            TypeError: ``text`` is none of these; ``device`` is not a device.
+            ValueError: a word outside the vocabulary, too long a caption, ids outside the vocabulary, or not ``n``
+                captions.
+        """
+        check_int("n", n, 0)
+        device = check_device("device", device)
         if text is None:
             text = [""] * n
         if isinstance(text, str):
             text = [text] * n
-        if not torch.is_tensor(text):
+        if torch.is_tensor(text):
+            check_tokens(text, len(self.tokenizer), self.config.max_len, "text")
+        elif isinstance(text, (list, tuple)):
             text = self.tokenizer(list(text))
+        else:
+            raise TypeError(f"text must be None, a caption, a list of captions or token ids, got {type(text).__name__}")
         if text.shape[0] != n:
             raise ValueError(f"text has {text.shape[0]} captions for a batch of {n} images")
         return text.to(device)
@@ -168,6 +240,9 @@ class MMDiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, text=None, attention: list | None = None) -> torch.Tensor:
         """``attention``: pass a list to receive each block's joint attention weights ``(N, heads, T+L, T+L)``."""
         h, t_emb = embed_patches_and_time(self, x, t)  # (N, T, D), (N, D)
+        if attention is not None and not isinstance(attention, list):
+            raise TypeError(f"attention must be a list (the maps are appended to it) or None, got "
+                            f"{type(attention).__name__}")  # fmt: skip
         tokens, pooled = self.text_encoder(self.encode_text(text, x.shape[0], x.device))  # (N, L, D), (N, D)
         ctx = self.context_proj(tokens)  # (N, L, D)
         c = t_emb + self.pooled_proj(pooled)  # (N, D)

@@ -9,9 +9,14 @@ import re
 import torch
 from torch import nn
 
+from ..checks import check_device, check_int
+from .inputs import check_tokens
 from .transformer import Attention, feed_forward
 
 __all__ = ["TextEncoder", "WordTokenizer"]
+
+# a word of the vocabulary: what WordTokenizer.split finds in a caption
+_WORD = re.compile(r"[a-z][a-z\-]*")
 
 
 class WordTokenizer:
@@ -19,14 +24,25 @@ class WordTokenizer:
     every sequence (so the empty caption — the null condition of classifier-free guidance — is one token).
 
     ``tokenizer(["a photo of a bag"])`` → ``(N, max_len)`` long tensor. Unknown words raise ``ValueError`` naming
-    them (the vocabulary is the caption grammar's, see :func:`diffu.captions.vocabulary`)."""
+    them (the vocabulary is the caption grammar's, see :func:`diffu.captions.vocabulary`).
+
+    Args:
+        words: the vocabulary, an iterable of lower-case words (``[a-z][a-z-]*``, what :meth:`split` produces; a
+            word of another form could never be looked up). Repeats are dropped.
+        max_len: the sequence length, an integer ≥ 2 (the start token and at least one word).
+    """
 
     PAD, START = 0, 1
 
     def __init__(self, words, max_len: int = 12):
+        if isinstance(words, str) or not hasattr(words, "__iter__"):
+            raise TypeError(f"words must be an iterable of strings (a list of words), got {type(words).__name__}")
+        words = list(words)
+        bad = [w for w in words if not isinstance(w, str) or not _WORD.fullmatch(w)]
+        if bad:
+            raise ValueError(f"words must be lower-case words matching [a-z][a-z-]*, got {bad[:5]!r:.200}")
         words = list(dict.fromkeys(words))  # keep order, drop repeats
-        if max_len < 2:
-            raise ValueError(f"max_len must be >= 2, got {max_len}")
+        check_int("max_len", max_len, 2)
         self.words = ["<pad>", "<start>"] + words
         self.ids = {w: i for i, w in enumerate(self.words)}
         self.max_len = max_len
@@ -35,11 +51,24 @@ class WordTokenizer:
         return len(self.words)
 
     def split(self, caption: str) -> list[str]:
-        return re.findall(r"[a-z][a-z\-]*", caption.lower())
+        """The lower-cased words of ``caption`` (punctuation and digits are dropped)."""
+        if not isinstance(caption, str):
+            raise TypeError(f"caption must be a string, got {type(caption).__name__}")
+        return _WORD.findall(caption.lower())
 
     def __call__(self, captions, device=None) -> torch.Tensor:
+        """Token ids ``(N, max_len)`` of a caption or a list of ``N`` captions, on ``device`` (default: the CPU).
+
+        Raises:
+            TypeError: ``captions`` is not a string or a list/tuple of strings; ``device`` is not a device.
+            ValueError: a word outside the vocabulary, or a caption longer than ``max_len - 1`` words.
+        """
+        device = check_device("device", device)
         if isinstance(captions, str):
             captions = [captions]
+        if not isinstance(captions, (list, tuple)) or not all(isinstance(c, str) for c in captions):
+            raise TypeError(f"captions must be a string or a list of strings, got {type(captions).__name__} "
+                            f"{captions!r:.80}")  # fmt: skip
         out = torch.zeros(len(captions), self.max_len, dtype=torch.long)
         for i, cap in enumerate(captions):
             words = self.split(cap)
@@ -52,16 +81,36 @@ class WordTokenizer:
         return out.to(device)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
+        """The captions of token ids ``(N, L)`` (padding and the start token dropped); ids must be in the
+        vocabulary."""
+        check_tokens(ids, len(self))
         return [" ".join(self.words[i] for i in row.tolist() if i > self.START) for row in ids]
 
 
 class TextEncoder(nn.Module):
     """``encoder(ids) -> (tokens (N, L, D), pooled (N, D))``: token + learned position embeddings, ``depth``
     pre-norm transformer layers with padding masked out of the keys, and a pooled vector (mean over the non-padding
-    tokens) that plays the role of SD3's pooled CLIP embedding."""
+    tokens) that plays the role of SD3's pooled CLIP embedding.
+
+    Args:
+        vocab_size: the number of token ids (≥ 2: padding and start), an integer.
+        dim: the token width, an integer ≥ 1 divisible by ``num_heads``.
+        max_len: the longest sequence, an integer ≥ 1.
+        depth: the number of transformer layers, an integer ≥ 0.
+        num_heads: attention heads, an integer ≥ 1.
+
+    The call takes integer ids ``(N, L)`` in ``[0, vocab_size)``, ``L <= max_len``, each row with at least one
+    non-padding token (the tokenizer starts every caption with ``<start>``: a row of padding would attend to
+    nothing and give NaN), and raises ``ValueError``/``TypeError`` naming ``ids`` otherwise.
+    """
 
     def __init__(self, vocab_size: int, dim: int, max_len: int, depth: int = 1, num_heads: int = 4):
         super().__init__()
+        check_int("vocab_size", vocab_size, 2)
+        check_int("dim", dim, 1)
+        check_int("max_len", max_len, 1)
+        check_int("depth", depth, 0)
+        check_int("num_heads", num_heads, 1)
         self.token = nn.Embedding(vocab_size, dim)
         self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
         nn.init.normal_(self.token.weight, std=0.02)
@@ -80,9 +129,10 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if ids.ndim != 2 or ids.shape[1] > self.pos.shape[1]:
-            raise ValueError(f"ids must be (N, L) with L <= {self.pos.shape[1]}, got {tuple(ids.shape)}")
+        check_tokens(ids, self.token.num_embeddings, self.pos.shape[1])
         keep = ids != WordTokenizer.PAD  # (N, L)
+        if ids.shape[0] and not bool(keep.any(1).all()):
+            raise ValueError("ids must hold at least one non-padding token per row (start each with <start> = 1)")
         h = self.token(ids) + self.pos[:, : ids.shape[1]]  # (N, L, D)
         mask = keep[:, None, None, :]  # (N, 1, 1, L): every query sees the real tokens only
         for layer in self.layers:

@@ -3,6 +3,9 @@
 Residual blocks with GroupNorm and SiLU, the timestep embedding added inside every block, self-attention at the
 low resolutions, and optional class conditioning with an extra *null* class (index ``num_classes``) so that one
 network serves conditional, unconditional and classifier-free-guided sampling.
+
+NaN or inf in ``x``, ``t`` or ``k_t`` propagates to the output: forward checks shapes and dtypes only (no pass over
+the data at every sampler step; :mod:`diffu.nn.inputs`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_choice, check_int, check_real
 from .embeddings import timestep_embedding
+from .inputs import check_input, check_int_tuple, labels_for, make_config, timesteps_for
 
 __all__ = ["KernelUNet", "KernelUNetConfig", "UNet", "UNetConfig", "group_norm"]
 
 
+# the outputs a UNet may be trained to predict (CONTRIBUTING.md, convention 3)
+_PREDICTIONS = ("eps", "x0", "v", "velocity")
+
+
+def _check_levels(name: str, size: int, channel_mult: tuple) -> None:
+    """``size`` survives the UNet's ``len(channel_mult) - 1`` halvings (and the doublings back) exactly."""
+    m = 2 ** (len(channel_mult) - 1)
+    if size % m:
+        raise ValueError(f"{name} must be divisible by {m} (the UNet halves it {len(channel_mult) - 1} times for "
+                         f"channel_mult {channel_mult}), got {size}")  # fmt: skip
+
+
+def _check_groups(groups: int, widths) -> None:
+    """GroupNorm's ``min(groups, width)`` groups divide every width of the network (see :func:`group_norm`)."""
+    bad = [w for w in widths if w % min(groups, w)]
+    if bad:
+        raise ValueError(f"groups {groups} must divide the widths {sorted(set(widths))} (channels × channel_mult), "
+                         f"got widths {bad} that it does not divide")  # fmt: skip
+
+
 @dataclass
 class UNetConfig:
-    """Hyper-parameters of :class:`UNet` (stored next to shipped weights)."""
+    """Hyper-parameters of :class:`UNet` (stored next to shipped weights), validated on construction: sizes are
+    integers ≥ 1 (``num_res_blocks`` ≥ 0), ``channel_mult`` a non-empty tuple, ``image_size`` divisible by
+    ``2^(len(channel_mult) − 1)``, ``groups`` dividing every width, ``dropout`` in [0, 1), ``num_classes`` None or
+    ≥ 1, ``prediction`` one of "eps", "x0", "v", "velocity", ``time_scale`` > 0 (``ValueError``/``TypeError`` naming
+    the field otherwise). Lists are stored as tuples."""
 
     in_channels: int = 1
     out_channels: int = 1
@@ -34,6 +63,20 @@ class UNetConfig:
     groups: int = 8
     prediction: str = "eps"  # what the network outputs: "eps" (DDPM) or "velocity" (flow matching, §2.5)
     time_scale: float = 1.0  # t is multiplied by this before the sinusoidal embedding (1000 for t in [0, 1])
+
+    def __post_init__(self):
+        for name in ("in_channels", "out_channels", "channels", "image_size", "groups"):
+            check_int(name, getattr(self, name), 1)
+        check_int("num_res_blocks", self.num_res_blocks, 0)
+        self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
+        self.attn_resolutions = check_int_tuple("attn_resolutions", self.attn_resolutions, empty=True)
+        _check_levels("image_size", self.image_size, self.channel_mult)
+        _check_groups(self.groups, [self.channels] + [self.channels * m for m in self.channel_mult])
+        check_real("dropout", self.dropout, 0, 1, high_open=True)
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, 1)
+        check_choice("prediction", self.prediction, _PREDICTIONS)
+        check_real("time_scale", self.time_scale, 0, low_open=True)
 
     def to_dict(self):
         return asdict(self)
@@ -49,9 +92,12 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
     Returns:
         ``nn.GroupNorm`` mapping ``(N, C, H, W)`` to ``(N, C, H, W)``.
+
+    Raises:
+        ValueError: ``channels`` or ``groups`` is not an integer >= 1, or the groups do not divide the channels.
     """
-    if channels < 1 or groups < 1:
-        raise ValueError(f"channels and groups must be >= 1, got {channels} and {groups}")
+    check_int("channels", channels, 1)
+    check_int("groups", groups, 1)
     if channels % min(groups, channels):
         raise ValueError(f"groups {groups} must divide channels {channels}")
     return nn.GroupNorm(min(groups, channels), channels)
@@ -100,15 +146,19 @@ class UNet(nn.Module):
 
     ``y`` (``(N,)`` long) is used only when ``num_classes`` is set; ``y = num_classes`` (or ``y=None``) is the
     null label, i.e. the unconditional model.
+
+    Args:
+        config: a :class:`UNetConfig`, or None and its fields as keyword arguments (not both).
+
+    The call checks its input (:mod:`diffu.nn.inputs`): ``x`` a float ``(N, in_channels, H, W)`` with ``H, W``
+    divisible by ``2^(len(channel_mult) − 1)`` (any size otherwise: the network is convolutional), ``t`` a number or
+    ``(N,)``, ``y`` ``(N,)`` integer labels in ``[0, num_classes]`` — or raises ``ValueError``/``TypeError`` naming
+    the argument.
     """
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or UNetConfig(**kwargs)
-        if cfg.prediction not in ("eps", "x0", "v", "velocity"):
-            raise ValueError(f"prediction must be 'eps', 'x0', 'v' or 'velocity', got {cfg.prediction!r}")
-        if cfg.time_scale <= 0:
-            raise ValueError(f"time_scale must be > 0, got {cfg.time_scale}")
+        cfg = make_config(UNetConfig, config, kwargs)
         self.config = cfg
         self.prediction = cfg.prediction
         ch, groups = cfg.channels, cfg.groups
@@ -160,21 +210,23 @@ class UNet(nn.Module):
     def null_class(self) -> int | None:
         return self.num_classes
 
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise ``ValueError``/``TypeError`` naming ``name`` unless ``x`` is a float ``(N, in_channels, H, W)``
+        whose ``H, W`` survive the downsamplings (what :meth:`forward` checks first; wrappers such as
+        :class:`~diffu.guidance.ClassifierFreeGuidance` call it before matching labels to ``x``)."""
+        levels = len(self.config.channel_mult) - 1
+        check_input(x, (self.config.in_channels, None, None), name, multiple=2**levels,
+                    why=f" (the UNet halves it {levels} times)")  # fmt: skip
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input(x)
         n = x.shape[0]
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(n)
+        t = timesteps_for(t, n, x.device)
+        y = labels_for(y, self.num_classes, n, x.device, owner="this UNet")
         emb = timestep_embedding(t * self.config.time_scale, self.config.channels).to(x.dtype)
         emb = self.time_mlp(emb)  # (N, 4ch)
-        if self.num_classes is not None:
-            if y is None:
-                y = torch.full((n,), self.num_classes, device=x.device, dtype=torch.long)
-            elif y.shape != (n,) or int(y.min()) < 0 or int(y.max()) > self.num_classes:
-                raise ValueError(f"y must be (N,) labels in [0, {self.num_classes}] ({self.num_classes} = null)")
+        if y is not None:
             emb = emb + self.label_emb(y)
-        elif y is not None:
-            raise ValueError("y was given but this UNet has no class conditioning (num_classes=None)")
 
         h = self.conv_in(x)  # (N, ch, H, W)
         hs = [h]
@@ -194,7 +246,9 @@ class UNet(nn.Module):
 
 @dataclass
 class KernelUNetConfig:
-    """Hyper-parameters of :class:`KernelUNet` (stored next to shipped weights)."""
+    """Hyper-parameters of :class:`KernelUNet` (stored next to shipped weights), validated on construction: an odd
+    ``kernel_size`` ≥ 1 no larger than ``canvas``, a ``canvas`` divisible by ``2^(len(channel_mult) − 1)``, and the
+    UNet fields as in :class:`UNetConfig`."""
 
     kernel_size: int = 9  # the blur kernels of the Fashion-MNIST chapters (28×28 images)
     canvas: int = 12
@@ -202,6 +256,17 @@ class KernelUNetConfig:
     channel_mult: tuple = (1, 2)
     num_res_blocks: int = 1
     attn_resolutions: tuple = (6,)
+
+    def __post_init__(self):
+        for name in ("kernel_size", "canvas", "channels"):
+            check_int(name, getattr(self, name), 1)
+        check_int("num_res_blocks", self.num_res_blocks, 0)
+        if self.kernel_size % 2 == 0 or self.canvas < self.kernel_size:
+            raise ValueError(f"need an odd kernel_size <= canvas, got kernel_size={self.kernel_size} and "
+                             f"canvas={self.canvas}")  # fmt: skip
+        self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
+        self.attn_resolutions = check_int_tuple("attn_resolutions", self.attn_resolutions, empty=True)
+        _check_levels("canvas", self.canvas, self.channel_mult)
 
     def to_dict(self):
         return asdict(self)
@@ -215,13 +280,16 @@ class KernelUNet(torch.nn.Module):
     The kernel prior of Blind-DPS (:func:`diffu.inverse.blind.blind_dps`; shipped as ``kernel_prior``, §4.2.2).
     Blind-DPS's own kernel prior is an ADM UNet on 64×64 kernels (``configs/kernel_model_config.yaml``: 64 channels,
     one res block per level, learned variance); ours is the same family, small enough for 9×9 kernels.
+
+    Args:
+        config: a :class:`KernelUNetConfig`, or None and its fields as keyword arguments (not both).
+
+    The call ``net(k_t, t)`` takes float kernels ``(N, 1, kernel_size, kernel_size)`` and ``t`` a number or ``(N,)``.
     """
 
     def __init__(self, config: KernelUNetConfig | None = None, **kwargs):
         super().__init__()
-        cfg = config or KernelUNetConfig(**kwargs)
-        if cfg.kernel_size % 2 == 0 or cfg.kernel_size < 1 or cfg.canvas < cfg.kernel_size:
-            raise ValueError(f"need an odd kernel_size <= canvas, got {cfg.kernel_size} and {cfg.canvas}")
+        cfg = make_config(KernelUNetConfig, config, kwargs)
         self.config, self.kernel_size, self.prediction = cfg, cfg.kernel_size, "eps"
         self.unet = UNet(UNetConfig(in_channels=1, out_channels=1, channels=cfg.channels,
                                     channel_mult=tuple(cfg.channel_mult), num_res_blocks=cfg.num_res_blocks,
@@ -229,8 +297,7 @@ class KernelUNet(torch.nn.Module):
 
     def forward(self, k_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s, c = self.kernel_size, self.config.canvas
-        if k_t.ndim != 4 or k_t.shape[1:] != (1, s, s):
-            raise ValueError(f"k_t must have shape (N, 1, {s}, {s}), got {tuple(k_t.shape)}")
+        check_input(k_t, (1, s, s), "k_t")
         lo, hi = (c - s) // 2, (c - s + 1) // 2
         out = self.unet(F.pad(k_t, (lo, hi, lo, hi)), t)  # (N, 1, canvas, canvas)
         return out[..., lo : lo + s, lo : lo + s]  # (N, 1, s, s)

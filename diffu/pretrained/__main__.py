@@ -10,7 +10,9 @@ from . import available, info
 
 
 def main(argv=None):
-    """Run the ``list`` or ``train`` command (``argv`` defaults to ``sys.argv[1:]``)."""
+    """Run the ``list`` or ``train`` command (``argv``, a list of strings, defaults to ``sys.argv[1:]``)."""
+    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+        raise TypeError(f"argv must be a list of strings or None, got {argv!r:.80}")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         from ..recipes import main as train_main  # the training code is imported only to train

@@ -386,3 +386,114 @@ def test_shipped_weights_keep_their_keys_and_outputs(name, gen):
     got = out[[0, k // 7, k // 3, k // 2, 4 * k // 5, k - 1]]
     torch.testing.assert_close(got, torch.tensor(values, dtype=torch.float64), rtol=0, atol=1e-5)
     assert abs(out.abs().mean().item() - mean_abs) <= 1e-5 and abs(out.pow(2).mean().sqrt().item() - rms) <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_patchify_float_patch_size_does_not_poison_einops(gen):
+    """patchify(x, 4.0) failed inside einops and cached a broken recipe under the key of p = 4 (4.0 == 4), so every
+    later valid patchify(x, 4) on that shape failed too. The patch size is checked before einops sees it."""
+    x = torch.randn(2, 3, 12, 16, generator=gen(1))
+    for bad in (4.0, torch.tensor(4), "4", True):
+        with pytest.raises(ValueError, match="p must be an integer >= 1"):
+            patchify(x, bad)
+        with pytest.raises(ValueError, match="p must be an integer >= 1"):
+            unpatchify(torch.zeros(2, 12, 48), bad, 3, 4)
+    tok = patchify(x, 4)  # the valid call on the same shape still works
+    assert tok.shape == (2, 12, 48) and torch.equal(unpatchify(tok, 4, 3, 4), x)
+    with pytest.raises(ValueError, match="h must be an integer >= 1"):
+        unpatchify(tok, 4, 3.0, 4)
+    assert torch.equal(unpatchify(tok, 4, 3, 4), x)
+
+
+def test_patch_functions_check_their_arguments():
+    with pytest.raises(ValueError, match="p must be an integer >= 1, got 0"):
+        patchify(torch.zeros(1, 1, 4, 4), 0)
+    with pytest.raises(ValueError, match=r"x must have 4 dimensions \(N, C, H, W\), got shape \(4, 4\)"):
+        patchify(torch.zeros(4, 4), 2)
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        patchify([[0.0]], 2)
+    with pytest.raises(ValueError, match="tokens must have 3 dimensions"):
+        unpatchify(torch.zeros(4, 4), 2, 2)
+    for kwargs, match in (
+        ({"in_channels": 0}, "in_channels"),
+        ({"hidden_size": 2.5}, "hidden_size"),
+        ({"patch_size": -1}, "patch_size"),
+    ):
+        with pytest.raises(ValueError, match=f"{match} must be an integer >= 1"):
+            PatchEmbed(**{"in_channels": 1, "hidden_size": 8, "patch_size": 2, **kwargs})
+    with pytest.raises(ValueError, match="grid_h must be an integer >= 1, got 0"):
+        sincos_2d_pos_embed(8, 0)
+    with pytest.raises(ValueError, match="dim must be an integer >= 4, got 2.0"):
+        sincos_2d_pos_embed(2.0, 3)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
+        LabelEmbedder(0, 8)
+    with pytest.raises(TypeError, match="dropout_prob must be a finite number"):
+        LabelEmbedder(3, 8, dropout_prob="0.1")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"patch_size": 3}, ValueError, "divisible by patch_size"),
+        ({"patch_size": 2.0}, ValueError, "patch_size must be an integer >= 1"),
+        ({"patch_size": 0}, ValueError, "patch_size must be an integer >= 1"),
+        ({"hidden_size": 36, "num_heads": 8}, ValueError, "divisible by num_heads"),
+        ({"hidden_size": 30, "num_heads": 5}, ValueError, "and by 4"),
+        ({"num_heads": 0}, ValueError, "num_heads must be an integer >= 1"),
+        ({"depth": -1}, ValueError, "depth must be an integer >= 1"),
+        ({"depth": 2.5}, ValueError, "depth must be an integer >= 1"),
+        ({"in_channels": 0}, ValueError, "in_channels must be an integer >= 1"),
+        ({"mlp_ratio": 0.0}, ValueError, "mlp_ratio must be a finite number > 0"),
+        ({"mlp_ratio": float("inf")}, ValueError, "mlp_ratio must be a finite number > 0"),
+        ({"num_classes": 0}, ValueError, "num_classes must be an integer >= 1"),
+        ({"class_dropout_prob": 1.0}, ValueError, "class_dropout_prob must be a finite number in"),
+        ({"conditioning": "film"}, ValueError, "conditioning must be one of"),
+        ({"learn_sigma": 1}, TypeError, "learn_sigma must be True or False"),
+    ],
+)
+def test_regression_dit_config_refuses_nonsense(kwargs, error, match):
+    """DiTConfig validates itself on construction (fractional, negative and zero sizes were accepted before, or
+    failed deep inside torch when the network was built)."""
+    with pytest.raises(error, match=match):
+        DiTConfig(**kwargs)
+    with pytest.raises(error, match=match):
+        DiT(**kwargs)
+
+
+def test_dit_blocks_and_modulate_check_their_inputs(gen):
+    x, c = torch.randn(2, 9, 32, generator=gen(1)), torch.randn(2, 32, generator=gen(2))
+    for cls in (AdaLNZeroBlock, AdaLNBlock):
+        block = cls(32, 4)
+        assert block(x, c[:1]).shape == x.shape  # one conditioning vector broadcast over the batch
+        with pytest.raises(ValueError, match=r"x must have shape \(N, T, 32\)"):
+            block(torch.zeros(2, 9, 16), c)
+        with pytest.raises(ValueError, match=r"x must have shape \(N, T, 32\), got \(9, 32\)"):
+            block(x[0], c)
+        with pytest.raises(ValueError, match=r"c must have shape \(N, 32\)"):
+            block(x, torch.zeros(2, 16))
+        with pytest.raises(ValueError, match=r"c must have batch size 2 \(x's\) or 1"):
+            block(x, torch.zeros(3, 32))
+    cross = CrossAttentionBlock(32, 4)
+    with pytest.raises(ValueError, match=r"c must have shape \(N, k, 32\)"):
+        cross(x, c)
+    with pytest.raises(ValueError, match=r"c must have batch size 2 \(x's\), got"):
+        cross(x, torch.zeros(1, 2, 32))
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        InContextBlock(32, 4)(x.long())
+    with pytest.raises(ValueError, match="mlp_ratio must be a finite number > 0"):
+        AdaLNZeroBlock(32, 4, mlp_ratio=-1.0)
+    with pytest.raises(ValueError, match="num_heads must be an integer >= 1, got 0"):
+        AdaLNBlock(32, 0)
+    for cls in (AdaLNZeroBlock, AdaLNBlock, InContextBlock, CrossAttentionBlock):
+        with pytest.raises(ValueError, match="dim must be an integer >= 1, got 32.0"):
+            cls(32.0, 4)
+    with pytest.raises(ValueError, match=r"shift must have shape \(N, 32\)"):
+        modulate(x, torch.zeros(2, 8), c)
+    with pytest.raises(ValueError, match=r"scale must have batch size 2"):
+        modulate(x, c, torch.zeros(3, 32))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, T, D\)"):
+        modulate(x[0], c, c)

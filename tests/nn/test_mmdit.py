@@ -190,3 +190,99 @@ def test_survey_eq13_erratum_projections_are_per_modality():
         block.qkv_c.weight.mul_(2)
         after = block(x, ctx, c)[0]
     assert not torch.allclose(before, after)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_out_of_vocabulary_token_ids_are_named():
+    """Token ids outside the vocabulary failed inside nn.Embedding (an IndexError); float ids too."""
+    m = _tiny_mmdit()
+    x, t = torch.zeros(2, 1, 28, 28), torch.zeros(2)
+    v = len(m.tokenizer)
+    with pytest.raises(ValueError, match=rf"text must be \(N, L\) integer token ids in \[0, {v - 1}\].*outside"):
+        m(x, t, text=torch.tensor([[1, v], [1, 2]]))
+    with pytest.raises(ValueError, match="text must be .* got torch.float32"):
+        m(x, t, text=torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"ids must be \(N, L\) integer token ids in \[0, 9\]"):
+        TextEncoder(10, 16, 8)(torch.tensor([[1, -1]]))
+
+
+def test_regression_all_padding_text_row_is_refused():
+    """A row of padding ids attends to nothing: the text encoder returned NaN for it. It is refused instead."""
+    enc = TextEncoder(10, 16, 8)
+    with pytest.raises(ValueError, match="ids must hold at least one non-padding token per row"):
+        enc(torch.tensor([[1, 4, 0], [0, 0, 0]]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"vocab": "a bag"}, TypeError, "vocab must be a tuple of words"),
+        ({"vocab": ("a", 3)}, TypeError, "vocab must be a tuple of strings"),
+        ({"vocab": ("a",), "text_depth": -1}, ValueError, "text_depth must be an integer >= 0"),
+        ({"vocab": ("a",), "max_len": 1}, ValueError, "max_len must be an integer >= 2"),
+        ({"vocab": ("a",), "patch_size": 5}, ValueError, "divisible by patch_size"),
+        ({"vocab": ("a",), "num_heads": 5}, ValueError, "divisible by num_heads"),
+    ],
+)
+def test_regression_mmdit_config_refuses_nonsense(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MMDiTConfig(**kwargs)
+
+
+def test_mmdit_config_stores_the_vocabulary_as_a_tuple():
+    assert MMDiTConfig(vocab=["a", "bag"]).vocab == ("a", "bag")
+
+
+def test_text_and_tokenizer_arguments_are_checked():
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 2"):
+        TextEncoder(1, 16, 8)
+    with pytest.raises(ValueError, match="depth must be an integer >= 0"):
+        TextEncoder(10, 16, 8, depth=-1)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        TextEncoder(10, 18, 8, num_heads=4)
+    with pytest.raises(TypeError, match="words must be an iterable of strings"):
+        WordTokenizer("a bag")
+    with pytest.raises(ValueError, match="words must be lower-case words"):
+        WordTokenizer(["a", "Bag", "t shirt"])
+    with pytest.raises(ValueError, match="words must be lower-case words"):
+        WordTokenizer(["a", ["bag"]])
+    tok = WordTokenizer(["a", "bag"])
+    with pytest.raises(TypeError, match="captions must be a string or a list of strings"):
+        tok([1, 2])
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        tok("a bag", device="gpu0")
+    with pytest.raises(TypeError, match="caption must be a string"):
+        tok.split(3)
+    with pytest.raises(ValueError, match=r"ids must be \(N, L\) integer token ids in \[0, 3\]"):
+        tok.decode(torch.tensor([[1, 7]]))
+    m = _tiny_mmdit()
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
+        m.encode_text(None, -1, "cpu")
+    with pytest.raises(TypeError, match="either config or keyword arguments"):
+        MMDiT(m.config, depth=3)
+
+
+def test_mmdit_block_and_joint_attention_check_their_inputs(gen):
+    block = MMDiTBlock(32, 4)
+    x, ctx, c = torch.randn(2, 6, 32, generator=gen(1)), torch.randn(2, 3, 32, generator=gen(2)), torch.randn(2, 32)
+    with pytest.raises(ValueError, match=r"ctx must have shape \(N, T, 32\)"):
+        block(x, torch.zeros(2, 3, 16), c)
+    with pytest.raises(ValueError, match=r"ctx and c must have x's batch size 2"):
+        block(x, ctx[:1], c)
+    with pytest.raises(ValueError, match=r"c must have shape \(N, 32\)"):
+        block(x, ctx, torch.zeros(2, 3, 32))
+    with pytest.raises(TypeError, match="context_pre_only must be True or False"):
+        MMDiTBlock(32, 4, context_pre_only="yes")
+    q = torch.randn(2, 6, 32)
+    with pytest.raises(ValueError, match=r"k_x must have shape \(N, 6, 32\)"):
+        joint_attention(q, q[:, :5], q, ctx, ctx, ctx, 4)
+    with pytest.raises(ValueError, match="q_c must have batch size 2"):
+        joint_attention(q, q, q, ctx[:1], ctx[:1], ctx[:1], 4)
+    with pytest.raises(ValueError, match="num_heads 5 must divide the width 32"):
+        joint_attention(q, q, q, ctx, ctx, ctx, 5)
+    with pytest.raises(TypeError, match="weights must be a list"):
+        joint_attention(q, q, q, ctx, ctx, ctx, 4, weights=())

@@ -68,3 +68,41 @@ def test_feed_forward_is_linear_tanh_gelu_linear(gen):
         feed_forward(8, 0.0)
     with pytest.raises(ValueError, match="dim"):
         feed_forward(0)
+
+
+def test_regression_attention_refuses_an_ignored_or_missing_context(gen):
+    """Self-attention ignored a context silently; cross-attention without one failed inside nn.Linear."""
+    x = torch.randn(2, 5, 16, generator=gen(1))
+    with pytest.raises(ValueError, match="context was given to self-attention"):
+        Attention(16, 4)(x, context=x)
+    with pytest.raises(ValueError, match="context is required by cross-attention"):
+        Attention(16, 4, cross=True)(x)
+    with pytest.raises(ValueError, match="context must have batch size 2"):
+        Attention(16, 4, cross=True)(x, context=x[:1])
+
+
+def test_attention_and_feed_forward_check_their_arguments(gen):
+    attn = Attention(16, 4)
+    x = torch.randn(2, 5, 16, generator=gen(1))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, T, 16\), got \(2, 5, 8\)"):
+        attn(torch.zeros(2, 5, 8))
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        attn(x.long())
+    with pytest.raises(ValueError, match=r"mask must broadcast to the scores \(N, heads, T, T_k\) = \(2, 4, 5, 5\)"):
+        attn(x, mask=torch.ones(2, 1, 1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be a bool"):
+        attn(x, mask=torch.ones(2, 1, 1, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="mask must be a tensor"):
+        attn(x, mask=[True])
+    for args, error, match in (
+        ((16, 0), ValueError, "num_heads must be an integer >= 1"),
+        ((16.0, 4), ValueError, "dim must be an integer >= 1"),
+    ):
+        with pytest.raises(error, match=match):
+            Attention(*args)
+    with pytest.raises(TypeError, match="cross must be True or False"):
+        Attention(16, 4, cross=1)
+    with pytest.raises(ValueError, match="mlp_ratio must give a hidden width"):
+        feed_forward(4, 0.1)
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+        feed_forward(2.5)

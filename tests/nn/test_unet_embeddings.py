@@ -79,7 +79,7 @@ def test_mlp_denoiser():
     assert m(torch.randn(5, 2), torch.arange(5.0)).shape == (5, 2)
     with pytest.raises(ValueError, match="shape"):
         m(torch.randn(5, 3), torch.arange(5.0))
-    with pytest.raises(ValueError, match="must be >= 1"):
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
         MLPDenoiser(2, 0)
     mc = MLPDenoiser(2, 32, 2, num_classes=3)
     assert mc(torch.randn(2, 2), torch.zeros(2), y=torch.tensor([0, 3])).shape == (2, 2)
@@ -134,3 +134,107 @@ def test_kernel_unet_pads_runs_the_unet_and_crops(gen):
     for bad in ({"kernel_size": 8}, {"kernel_size": 9, "canvas": 8}):
         with pytest.raises(ValueError, match="odd kernel_size"):
             KernelUNet(**bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_timestep_embedding_refuses_fractional_dim():
+    """timestep_embedding(t, 2.5) returned a (N, 2) embedding with float arithmetic on the size; dim and
+    max_period are checked as numbers now."""
+    t = torch.tensor([1.0, 2.0])
+    for dim in (2.5, 8.0, "8", True, 0):
+        with pytest.raises(ValueError, match="dim must be an integer >= 2"):
+            timestep_embedding(t, dim)
+    for bad, error in ((float("nan"), ValueError), (float("inf"), ValueError), (0.5, ValueError), ("1e4", TypeError)):
+        with pytest.raises(error, match="max_period must be a finite number"):
+            timestep_embedding(t, 8, bad)
+    with pytest.raises(ValueError, match="t must hold real"):
+        timestep_embedding(torch.tensor([True, False]), 8)
+    with pytest.raises(TypeError, match=r"t must be a tensor of shape \(N,\)"):
+        timestep_embedding("abc", 8)
+    assert torch.equal(timestep_embedding([1.0, 2.0], 8), timestep_embedding(t, 8))  # a list is fine
+    for kwargs, match in (({"hidden_size": 0}, "hidden_size"), ({"frequency_size": 1}, "frequency_size")):
+        with pytest.raises(ValueError, match=f"{match} must be an integer"):
+            TimestepEmbedder(**{"hidden_size": 8, **kwargs})
+    with pytest.raises(ValueError, match="max_period must be a finite number > 1"):
+        TimestepEmbedder(8, max_period=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"channels": 0}, ValueError, "channels must be an integer >= 1, got 0"),
+        ({"channels": 32.0}, ValueError, "channels must be an integer >= 1"),
+        ({"in_channels": -1}, ValueError, "in_channels must be an integer >= 1"),
+        ({"num_res_blocks": -1}, ValueError, "num_res_blocks must be an integer >= 0"),
+        ({"num_res_blocks": 1.5}, ValueError, "num_res_blocks must be an integer >= 0"),
+        ({"channel_mult": ()}, ValueError, "channel_mult must be a non-empty tuple"),
+        ({"channel_mult": (1, 0)}, ValueError, "each entry of channel_mult must be an integer >= 1"),
+        ({"channel_mult": 2}, TypeError, "channel_mult must be a tuple of integers"),
+        ({"attn_resolutions": (7.5,)}, ValueError, "each entry of attn_resolutions"),
+        ({"image_size": 30}, ValueError, r"image_size must be divisible by 4 \(the UNet halves it 2 times"),
+        ({"groups": 0}, ValueError, "groups must be an integer >= 1"),
+        ({"channels": 12}, ValueError, "groups 8 must divide the widths"),
+        ({"dropout": 1.0}, ValueError, r"dropout must be a finite number in \[0, 1\)"),
+        ({"num_classes": 0}, ValueError, "num_classes must be an integer >= 1"),
+        ({"prediction": "score"}, ValueError, "prediction must be one of"),
+        ({"time_scale": float("nan")}, ValueError, "time_scale must be a finite number > 0"),
+    ],
+)
+def test_regression_unet_config_refuses_nonsense(kwargs, error, match):
+    """UNetConfig validates itself on construction (before: negative or fractional sizes failed inside torch, an
+    image size the UNet cannot halve failed only at the first call, a dropout of 1 zeroed everything)."""
+    with pytest.raises(error, match=match):
+        UNetConfig(**kwargs)
+    with pytest.raises(error, match=match):
+        UNet(**kwargs)
+
+
+def test_regression_unet_input_that_cannot_be_halved():
+    """A 7×7 (or 30×30) input crashed in torch.cat deep in the decoder; the UNet now names the size it needs."""
+    m = UNet(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=())
+    for size in (7, 30):
+        with pytest.raises(ValueError, match=rf"x must have a height and width divisible by 4 .*got {size}×{size}"):
+            m(torch.zeros(1, 1, size, size), torch.zeros(1))
+    assert m(torch.zeros(1, 1, 12, 20), torch.zeros(1)).shape == (1, 1, 12, 20)
+
+
+def test_kernel_unet_and_classifier_configs_are_checked():
+    from diffu.nn import KernelUNetConfig, NoisyClassifier, NoisyClassifierConfig
+
+    with pytest.raises(ValueError, match="need an odd kernel_size <= canvas"):
+        KernelUNetConfig(kernel_size=8)
+    with pytest.raises(ValueError, match="kernel_size must be an integer >= 1"):
+        KernelUNetConfig(kernel_size=9.0)
+    with pytest.raises(ValueError, match=r"canvas must be divisible by 4 \(the UNet halves it 2 times"):
+        KernelUNetConfig(kernel_size=9, canvas=14, channel_mult=(1, 2, 2))
+    assert KernelUNetConfig(channel_mult=[1, 2]).channel_mult == (1, 2)  # JSON lists become tuples
+    for kwargs, match in (({"channels": 0}, "channels"), ({"num_classes": 2.0}, "num_classes")):
+        with pytest.raises(ValueError, match=f"{match} must be an integer >= 1"):
+            NoisyClassifierConfig(**kwargs)
+    with pytest.raises(TypeError, match="either config or keyword arguments"):
+        NoisyClassifier(NoisyClassifierConfig(), channels=8)
+    for kwargs, match in (({"width": 12}, "width must be divisible by 8"), ({"feature_dim": 4}, "feature_dim must")):
+        with pytest.raises(ValueError, match=match):
+            FMNISTClassifier(**kwargs)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        FMNISTClassifier(num_classes=0)
+    with pytest.raises(ValueError, match="groups must be an integer >= 1, got 0"):
+        from diffu.nn import group_norm
+
+        group_norm(8, 0)
+
+
+def test_mlp_denoiser_arguments_are_checked():
+    for kwargs, error, match in (
+        ({"dim": 2.0}, ValueError, "dim must be an integer >= 1"),
+        ({"depth": 0}, ValueError, "depth must be an integer >= 1"),
+        ({"t_dim": 1}, ValueError, "t_dim must be an integer >= 2"),
+        ({"num_classes": 0}, ValueError, "num_classes must be an integer >= 1"),
+        ({"time_scale": "1000"}, TypeError, "time_scale must be a finite number"),
+    ):
+        with pytest.raises(error, match=match):
+            MLPDenoiser(**kwargs)
