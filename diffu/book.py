@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from . import device as best_device
-from .checks import check_int
+from .checks import check_device, check_int, check_tensor
 
 __all__ = ["Chapter", "Unconditional", "load_result", "null_labels", "result_path", "setup"]
 
@@ -42,6 +42,16 @@ _BENCHMARKS = {
     "t2i.json": "t2i",
     "unet_probe.json": "probe",
 }
+
+
+# Seeds and offsets stay below 2**63, so that seed + offset fits torch.Generator.manual_seed (at most 2**64 − 1).
+_MAX_SEED = 2**63 - 1
+
+
+def _check_seed(name: str, value) -> None:
+    check_int(name, value, 0)
+    if value > _MAX_SEED:
+        raise ValueError(f"{name} must be at most 2**63 - 1 (torch's seeds), got {value}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,14 @@ class Chapter:
     #: Where ``gen()`` creates its generators unless told otherwise (the CPU, or ``device``).
     generator_device: torch.device
 
+    def __post_init__(self):
+        for name in ("device", "generator_device"):
+            if not isinstance(getattr(self, name), torch.device):
+                raise TypeError(f"{name} must be a torch.device, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.fast, bool):
+            raise TypeError(f"fast must be a bool, got {type(self.fast).__name__}")
+        _check_seed("seed", self.seed)
+
     def gen(self, offset: int = 0, device: torch.device | str | None = None) -> torch.Generator:
         """A fresh generator seeded with ``seed + offset``: the same offset gives the same random draws.
 
@@ -70,10 +88,13 @@ class Chapter:
 
         Returns:
             ``torch.Generator(device).manual_seed(seed + offset)``.
+
+        Raises:
+            ValueError: an offset that is not an integer in [0, 2**63 - 1], a device string torch cannot parse.
+            TypeError: a device of the wrong type.
         """
-        check_int("offset", offset, 0)
-        if device is not None and not isinstance(device, (torch.device, str)):
-            raise TypeError(f"device must be a torch.device, a string or None, got {type(device).__name__}")
+        _check_seed("offset", offset)
+        device = check_device("device", device)
         return torch.Generator(self.generator_device if device is None else device).manual_seed(self.seed + offset)
 
     def __iter__(self):
@@ -104,22 +125,24 @@ def setup(
     Returns:
         A :class:`Chapter`, which unpacks as ``DEVICE, FAST, SEED, gen``.
 
+    Raises:
+        ValueError: a seed that is not an integer in [0, 2**63 - 1], threads not an integer >= 1, a device string
+            torch cannot parse. Nothing is changed (threads included) when a call is refused.
+        TypeError: a device or ``device_generators`` of the wrong type.
+
     Example::
 
         DEVICE, FAST, SEED, gen = setup(threads=2, device_generators=True)
         x_T = torch.randn(8, 1, 28, 28, generator=gen(1), device=DEVICE)
     """
-    check_int("seed", seed, 0)
+    _check_seed("seed", seed)
     if threads is not None:
         check_int("threads", threads, 1)
     if not isinstance(device_generators, bool):
         raise TypeError(f"device_generators must be a bool, got {type(device_generators).__name__}")
+    device = check_device("device", device)
     if device is None:
         device = best_device()
-    elif isinstance(device, (torch.device, str)):
-        device = torch.device(device)
-    else:
-        raise TypeError(f"device must be a torch.device, a string or None, got {type(device).__name__}")
     if threads is not None:
         torch.set_num_threads(min(threads, torch.get_num_threads()))
     generators = device if device_generators else torch.device("cpu")
@@ -149,10 +172,16 @@ def null_labels(n: int, model, device: torch.device | str | None = None) -> torc
     Returns:
         ``torch.full((n,), num_classes)`` of dtype ``torch.long``, e.g. ``model_kwargs={"y": null_labels(4, UNET)}``.
 
+    Raises:
+        ValueError: ``n`` not an integer >= 0, a model that is not class-conditional (no integer ``num_classes``
+            >= 1), a device string torch cannot parse.
+        TypeError: a device of the wrong type.
+
     Used in §4.1, §4.2.1, §4.2.2, §4.2.3 (the shipped class-conditional UNet as an unconditional prior).
     """
     check_int("n", n, 0)
     k = _num_classes(model)
+    device = check_device("device", device)
     if device is None and isinstance(model, nn.Module):
         p = next(iter(model.parameters()), None)
         device = p.device if p is not None else None
@@ -184,6 +213,9 @@ class Unconditional(nn.Module):
         """``model(x, t, y=null_labels(N), **kwargs)`` for ``x`` of shape ``(N, …)`` and float ``t`` ``(N,)``."""
         if "y" in kwargs:
             raise ValueError("Unconditional passes the null label itself; do not give y")
+        check_tensor(x, "x")
+        if x.ndim == 0:
+            raise ValueError("x must have a batch dimension (N, ...), got a 0-d tensor")
         return self.model(x, t, y=null_labels(x.shape[0], self.model, device=x.device), **kwargs)
 
 

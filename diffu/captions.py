@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import check_finite, check_floating, check_generator, check_int, check_labels
+
 __all__ = ["CLASS_NOUNS", "TEMPLATES", "brightness_levels", "caption", "captions_for", "vocabulary"]
 
 #: Nouns (synonyms) that name each Fashion-MNIST class in a caption, indexed by label.
@@ -43,7 +45,20 @@ def vocabulary() -> list[str]:
 
 
 def brightness_levels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` level 0/1/2 = darkest / middle / brightest third of each image's class by mean pixel value."""
+    """``(N,)`` level 0/1/2 = darkest / middle / brightest third of each image's class by mean pixel value.
+
+    Args:
+        x: images ``(N, …)`` (N >= 1, at least 2 dimensions), finite floating point.
+        y: ``(N,)`` integer class labels in [0, 9].
+
+    Raises:
+        ValueError: images that are not a finite floating-point batch, labels of another shape, dtype or range.
+    """
+    check_floating(x, "x")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of images (N, ...), got shape {tuple(x.shape)}")
+    check_labels(y, len(CLASS_NOUNS), x.shape[0], "y")
+    check_finite(x, "x")
     mean = x.flatten(1).mean(1)
     level = torch.ones_like(y)
     for c in y.unique():
@@ -62,18 +77,47 @@ def _noun_phrase(noun: str, attribute: str | None, article: bool) -> str:
 
 
 def caption(label: int, attribute: str | None = None, template: int = 0, synonym: int = 0) -> str:
-    """One caption, e.g. ``caption(9, "dark")`` → ``"a photo of a dark ankle boot"``."""
-    if not 0 <= label < len(CLASS_NOUNS):
-        raise ValueError(f"label must be in [0, {len(CLASS_NOUNS) - 1}], got {label}")
-    if attribute not in ATTRIBUTES:
+    """One caption, e.g. ``caption(9, "dark")`` → ``"a photo of a dark ankle boot"``.
+
+    Args:
+        label: the class, an integer in [0, 9].
+        attribute: "dark", "light" or None.
+        template: an index into :data:`TEMPLATES` (an integer in [0, 3]).
+        synonym: which of the class's nouns (an integer >= 0, taken modulo their number).
+
+    Raises:
+        ValueError: an argument that is not as above.
+    """
+    check_int("label", label, 0, len(CLASS_NOUNS) - 1)
+    if not (attribute is None or (isinstance(attribute, str) and attribute in ATTRIBUTES)):
         raise ValueError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
+    check_int("template", template, 0, len(TEMPLATES) - 1)
+    check_int("synonym", synonym, 0)
     nouns = CLASS_NOUNS[label]
     return TEMPLATES[template].format(_noun_phrase(nouns[synonym % len(nouns)], attribute, article=True))
 
 
 def captions_for(labels: torch.Tensor, levels: torch.Tensor, generator: torch.Generator | None = None) -> list[str]:
     """A random caption per image (template, synonym and whether to state the brightness drawn from
-    ``generator``)."""
+    ``generator``).
+
+    Args:
+        labels: ``(N,)`` integer class labels in [0, 9].
+        levels: ``(N,)`` integer brightness levels in [0, 2] (:func:`brightness_levels`).
+        generator: a ``torch.Generator`` on ``labels``' device, or None.
+
+    Raises:
+        ValueError: labels or levels of another shape, dtype or range, a generator on another device.
+        TypeError: a generator that is not a ``torch.Generator``.
+    """
+    check_labels(labels, len(CLASS_NOUNS), name="labels")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {tuple(labels.shape)}")
+    check_labels(levels, len(ATTRIBUTES), labels.shape[0], "levels")
+    check_generator(generator)
+    if generator is not None and generator.device.type != labels.device.type:
+        raise ValueError(f"generator is on {generator.device.type} but labels are on {labels.device.type}: pass a "
+                         "generator of the labels' device")  # fmt: skip
     n = labels.shape[0]
     r = torch.rand(n, 3, generator=generator, device=labels.device).cpu()
     out = []

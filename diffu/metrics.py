@@ -12,6 +12,19 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
+from .checks import (
+    UINT8_HINT,
+    check_device,
+    check_finite,
+    check_floating,
+    check_int,
+    check_labels,
+    check_not_0_255,
+    check_rank,
+    check_real,
+    check_tensor,
+)
+
 __all__ = [
     "FDFMNIST",
     "fd_fmnist",
@@ -23,25 +36,64 @@ __all__ = [
     "within_class_diversity",
 ]
 
+#: How much wider than ``data_range`` the values of the reference image of :func:`psnr` / :func:`ssim` may spread
+#: (5 %: rounding and interpolation overshoot); a wider spread means the scale and ``data_range`` disagree.
+_RANGE_SLACK = 0.05
+#: An image given to :func:`psnr` / :func:`ssim` with no value below 0 and values above this many times
+#: ``data_range`` is 0–255 data given on the wrong scale, even when the other image fits ``data_range`` (an unclamped
+#: estimate may overshoot far, but on both sides of 0: the noise a pseudo-inverse amplifies is signed).
+_UINT8_FACTOR = 8.0
 
-def _check_images(x, y):
+
+def _check_images(x, y, data_range) -> None:
+    """``x`` and ``y`` are finite floating-point image batches of one shape ``(N, C, H, W)`` whose scale fits
+    ``data_range``: neither looks like 0–255 data (no value below 0, some above 8 × ``data_range``), and the values
+    of at least one of them (the reference) span at most ``data_range`` (+ 5 %)."""
+    check_real("data_range", data_range, 0, low_open=True)
+    for name, z in (("x", x), ("y", y)):
+        check_rank(z, 4, name, "(N, C, H, W)")
+        check_floating(z, name)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    check_finite(x, "x")
+    check_finite(y, "y")
+    if x.numel():
+        sx, sy = float(x.max() - x.min()), float(y.max() - y.min())
+        if min(sx, sy) > float(data_range) * (1 + _RANGE_SLACK):
+            raise ValueError(
+                f"data_range={float(data_range):g} does not fit the images: the values of x span {sx:.4g} and those "
+                f"of y {sy:.4g}, but the reference image's must span at most data_range (diffu's [-1, 1] images: "
+                f"data_range=2, the default; [0, 1] images: 1); {UINT8_HINT}"
+            )
+        for name, z in (("x", x), ("y", y)):
+            check_not_0_255(z, name, _UINT8_FACTOR * float(data_range),
+                            f"an image on data_range's scale (data_range={float(data_range):g}; diffu's [-1, 1] "
+                            f"images: 2)")  # fmt: skip
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image, ``10 log10(range² / MSE)`` in dB; ``(N,)``.
+    """Peak signal-to-noise ratio per image, ``10 log10(range² / MSE)`` in dB; ``(N,)``. Identical images give ``inf``.
 
-    ``data_range`` is the span of valid values: 2 for diffu's [-1, 1] images, 1 for [0, 1], 255 for uint8.
-    Identical images give ``inf``.
+    Args:
+        x, y: floating-point image batches ``(N, C, H, W)`` of one shape, finite; the estimate and the reference, in
+            either order. The estimate may overshoot the range (an unclamped pseudo-inverse has a PSNR too).
+        data_range: the span of valid values (> 0): 2 for diffu's [-1, 1] images, 1 for [0, 1]. The reference
+            image's values must span at most this (+ 5 %), which catches 0–255 data given with the default; and
+            an image with no value below 0 and some above 8 × ``data_range`` is refused as 0–255 data even when
+            the other image fits (an unclamped estimate overshoots on both sides of 0). Two 0–255 images with
+            ``data_range=255`` are accepted.
+
+    Returns:
+        ``(N,)`` PSNR in dB, in ``x``'s dtype.
+
+    Raises:
+        ValueError: integer, NaN or infinite images, 0–255 float images on the default scale (convert 0–255 data
+            with :func:`diffu.data.from_uint8`), shapes that differ or are not ``(N, C, H, W)``, or a
+            ``data_range`` that is not a finite number > 0 or that both images' values exceed.
     """
-    _check_images(x, y)
-    if data_range <= 0:
-        raise ValueError(f"data_range must be > 0, got {data_range}")
+    _check_images(x, y, data_range)
     mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(data_range**2 / mse)).to(x.dtype if x.is_floating_point() else torch.float32)
+    return (10 * torch.log10(data_range**2 / mse)).to(x.dtype)
 
 
 def _gaussian_window(size, sigma, device, dtype):
@@ -54,10 +106,29 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, win_size: in
     """Structural similarity (Wang et al. 2004) per image, ``(N,)``: 11×11 Gaussian (σ = 1.5) local statistics (valid
     region only), K1 = 0.01, K2 = 0.03, averaged over channels and positions. Matches
     ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``
-    (tested)."""
-    _check_images(x, y)
-    if win_size % 2 == 0 or win_size < 3 or win_size > min(x.shape[-2:]):
-        raise ValueError(f"win_size must be odd, >= 3 and <= the image size, got {win_size}")
+    (tested).
+
+    Args:
+        x, y: floating-point image batches ``(N, C, H, W)`` of one shape, finite (as in :func:`psnr`).
+        data_range: the span of valid values (> 0; 2 for [-1, 1] images), checked against the images as in
+            :func:`psnr`.
+        win_size: the side of the Gaussian window: an odd integer >= 3, at most the image's height and width.
+        sigma: the window's standard deviation (a finite number > 0).
+
+    Returns:
+        ``(N,)`` float32 SSIM.
+
+    Raises:
+        ValueError: as :func:`psnr`, and for a bad ``win_size`` or ``sigma``.
+    """
+    _check_images(x, y, data_range)
+    check_int("win_size", win_size, 3)
+    if win_size % 2 == 0 or win_size > min(x.shape[-2:]):
+        raise ValueError(
+            f"win_size must be odd, >= 3 and <= the image size {min(x.shape[-2:])} (H, W = "
+            f"{tuple(x.shape[-2:])}), got {win_size}"
+        )
+    check_real("sigma", sigma, 0, low_open=True)
     x, y = x.double(), y.double()
     c = x.shape[1]
     w = _gaussian_window(win_size, sigma, x.device, x.dtype).expand(c, 1, win_size, win_size)
@@ -72,20 +143,55 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, win_size: in
     return s.flatten(1).mean(1).float()
 
 
+def _bandwidths(bandwidths) -> tuple:
+    """``bandwidths`` as a non-empty tuple of finite numbers > 0 (a single number is one bandwidth)."""
+    if isinstance(bandwidths, torch.Tensor):
+        bandwidths = bandwidths.reshape(-1).tolist()
+    elif isinstance(bandwidths, (int, float, np.integer, np.floating)) and not isinstance(bandwidths, bool):
+        bandwidths = (bandwidths,)
+    try:
+        hs = tuple(bandwidths)
+    except TypeError:
+        raise TypeError(
+            f"bandwidths must be a sequence of numbers > 0, got {type(bandwidths).__name__} {bandwidths!r:.60}"
+        ) from None
+    if not hs:
+        raise ValueError("bandwidths must hold at least one kernel bandwidth, got none")
+    for i, h in enumerate(hs):
+        check_real(f"bandwidths[{i}]", h, 0, low_open=True)
+    return hs
+
+
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> torch.Tensor:
     """Squared maximum mean discrepancy with a sum of Gaussian kernels (Gretton et al. 2012), unbiased estimate.
 
-    For ``(N, D)`` and ``(M, D)`` samples; 0 in expectation when both come from the same distribution.
+    Args:
+        x, y: ``(N, D)`` and ``(M, D)`` samples, N, M >= 2, finite; 0 in expectation when both come from the same
+            distribution.
+        bandwidths: the kernels' bandwidths h (``exp(-‖a - b‖² / 2h²)``): a non-empty sequence of finite numbers > 0
+            (or one number).
+
+    Returns:
+        A 0-d float32 tensor.
+
+    Raises:
+        ValueError: wrong shapes, fewer than 2 samples, NaN or infinite samples, a bandwidth that is not > 0.
+        TypeError: bandwidths that are not numbers.
     """
+    check_tensor(x, "x")
+    check_tensor(y, "y")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(x) < 2 or len(y) < 2:
-        raise ValueError("x and y need at least 2 samples each")
+        raise ValueError(f"x and y need at least 2 samples each, got {len(x)} and {len(y)}")
+    hs = _bandwidths(bandwidths)
+    check_finite(x, "x")
+    check_finite(y, "y")
     x, y = x.double(), y.double()
 
     def k(a, b):
         d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h**2)) for h in bandwidths)
+        return sum(torch.exp(-d2 / (2 * h**2)) for h in hs)
 
     n, m = len(x), len(y)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
@@ -95,10 +201,16 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) 
 
 
 def gaussian_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased) covariance of ``(N, D)`` features, in float64 numpy."""
+    """Mean and (unbiased) covariance of ``(N, D)`` features, in float64 numpy.
+
+    Raises:
+        ValueError: features that are not an ``(N, D)`` tensor with N >= 2, or that hold NaN or infinity.
+    """
+    check_tensor(features, "features")
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"features must be (N, D) with N >= 2, got {tuple(features.shape)}")
+    check_finite(features, "features")
     f = features.detach().double().cpu().numpy()
-    if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"features must be (N, D) with N >= 2, got {f.shape}")
     return f.mean(0), np.cov(f, rowvar=False)
 
 
@@ -110,12 +222,73 @@ def _sqrtm(m):
         return linalg.sqrtm(m)
 
 
+def _array(name: str, value, ndim: int) -> np.ndarray:
+    """``value`` (a number, array or CPU tensor) as a finite real numpy array of rank ``ndim`` (after
+    ``np.atleast_1d`` / ``np.atleast_2d``), unconverted otherwise."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.atleast_1d(value) if ndim == 1 else np.atleast_2d(value)
+    except Exception:  # noqa: BLE001 - anything numpy cannot read is the caller's wrong type
+        a = None
+    if a is None or a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real array or tensor, got {type(value).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite, got {int((~np.isfinite(a)).sum())} NaN or infinite entries")
+    return a
+
+
+#: Relative tolerance of :func:`frechet_distance`'s covariance checks: ``|Σ - Σᵀ| <= tol · max|Σ|`` entry-wise and
+#: eigenvalues ``>= -tol · max|eigenvalue|`` (rounding of a float32 covariance, or of a singular one from N <= D
+#: samples, stays far below it).
+_COV_TOL = 1e-5
+
+
+def _check_covariance(name: str, s: np.ndarray) -> None:
+    """``s`` is symmetric and positive semi-definite up to :data:`_COV_TOL` (a covariance matrix)."""
+    scale = float(np.abs(s).max()) if s.size else 0.0
+    asym = float(np.abs(s - s.T).max()) if s.size else 0.0
+    if asym > _COV_TOL * scale:
+        raise ValueError(
+            f"{name} must be a symmetric covariance matrix, got max |{name} - {name}.T| = {asym:.3g} (entries up to "
+            f"{scale:.3g})"
+        )
+    eig = np.linalg.eigvalsh((s + s.T) / 2)
+    top = float(np.abs(eig).max()) if eig.size else 0.0
+    if eig.size and float(eig.min()) < -_COV_TOL * top:
+        raise ValueError(
+            f"{name} must be a positive semi-definite covariance matrix, got the eigenvalue {float(eig.min()):.4g} "
+            f"(largest |eigenvalue| {top:.4g})"
+        )
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """``‖μ1 - μ2‖² + tr(Σ1 + Σ2 - 2 (Σ1 Σ2)^{1/2})`` (Dowson & Landau 1982; FID's formula)."""
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    s1, s2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    """``‖μ1 - μ2‖² + tr(Σ1 + Σ2 - 2 (Σ1 Σ2)^{1/2})`` (Dowson & Landau 1982; FID's formula).
+
+    Args:
+        mu1, mu2: means ``(D,)``; sigma1, sigma2: covariances ``(D, D)`` (numbers for D = 1), finite real arrays or
+            tensors, symmetric and positive semi-definite (up to a relative 1e-5: rounding).
+
+    Raises:
+        ValueError: NaN or infinite entries (checked before the matrix square root, which would take seconds on
+            them), covariances that are not ``(D, D)`` for the means' ``D``, not symmetric or not positive
+            semi-definite (an indefinite one gives a plausible-looking but meaningless distance), or Gaussians of
+            different dimensions.
+        TypeError: arguments that are not real arrays.
+    """
+    mu1, mu2 = _array("mu1", mu1, 1), _array("mu2", mu2, 1)
+    s1, s2 = _array("sigma1", sigma1, 2), _array("sigma2", sigma2, 2)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
-        raise ValueError("the two Gaussians must have the same dimension")
+        raise ValueError(
+            f"the two Gaussians must have the same dimension, got means {mu1.shape}, {mu2.shape} and covariances "
+            f"{s1.shape}, {s2.shape}"
+        )
+    if s1.shape != (len(mu1), len(mu1)):
+        raise ValueError(f"sigma1 and sigma2 must be ({len(mu1)}, {len(mu1)}) covariances of the means, got {s1.shape}")
+    _check_covariance("sigma1", s1)
+    _check_covariance("sigma2", s2)
     covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # nearly singular product: regularise as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6
@@ -124,11 +297,31 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+def _check_groups(labels, n: int, name: str = "labels") -> None:
+    """``labels`` is an integer tensor of shape ``(n,)`` (group indices; any integers)."""
+    check_tensor(labels, name)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of class indices, got {labels.dtype}")
+
+
 def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean Euclidean distance between the features of two different samples of the same class, averaged over
-    the classes present (each with ≥ 2 samples): the diversity measure of the guidance trade-off (chapter §2.3)."""
+    the classes present (each with ≥ 2 samples): the diversity measure of the guidance trade-off (chapter §2.3).
+
+    Args:
+        features: ``(N, D)`` finite features.
+        labels: ``(N,)`` integer class labels (any integers; they only group the samples).
+
+    Raises:
+        ValueError: wrong shapes, NaN or infinite features, non-integer labels, or labels without a class of at
+            least 2 samples.
+    """
+    check_tensor(features, "features")
+    check_tensor(labels, "labels")
     if features.ndim != 2 or labels.shape != (features.shape[0],):
         raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)}, {tuple(labels.shape)}")
+    _check_groups(labels, features.shape[0])
+    check_finite(features, "features")
     per_class = []
     for c in labels.unique():
         f = features[labels == c].double()
@@ -136,8 +329,29 @@ def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> floa
             d = torch.cdist(f, f)
             per_class.append(float(d.sum() / (len(f) * (len(f) - 1))))
     if not per_class:
-        raise ValueError("need at least one class with 2 or more samples")
+        raise ValueError(
+            f"labels must hold at least one class with 2 or more samples, got {len(labels)} samples, no two of "
+            "them in the same class"
+        )
     return sum(per_class) / len(per_class)
+
+
+#: FD-FMNIST clamps its inputs to [-1, 1]: samplers overshoot (DDIM without clipping past ±2 at a few steps, a
+#: predictor–corrector at 10 NFE past ±10), and a sample is judged as it would be shown. A batch with no value below 0
+#: and values above this bound is not a [-1, 1] image batch but 0–255 data, and is refused.
+_UINT8_LIKE = 2.0
+
+
+def _check_fmnist_images(x, name: str, min_n: int = 1) -> None:
+    """``x`` is a finite floating-point ``(N, 1, 28, 28)`` batch (N >= ``min_n``) of [-1, 1] images, not 0–255 data."""
+    check_tensor(x, name)
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise ValueError(f"{name} must have shape (N, 1, 28, 28), got {tuple(x.shape)}")
+    if len(x) < min_n:
+        raise ValueError(f"{name} must hold at least {min_n} image{'s' * (min_n > 1)}, got {len(x)}")
+    check_floating(x, name)
+    check_finite(x, name)
+    check_not_0_255(x, name, _UINT8_LIKE, "[-1, 1] images (overshoot is clamped)")
 
 
 class FDFMNIST:
@@ -145,40 +359,86 @@ class FDFMNIST:
 
     ``fd = FDFMNIST(); fd(samples)`` compares ``(N, 1, 28, 28)`` samples in [-1, 1] with the reference statistics
     of the shipped test split (2 000 images) or of any ``reference`` images given.
+
+    Samples are clamped to [-1, 1] before their features are taken (``fd(x)``, :meth:`diversity`): a sampler's
+    overshoot is judged as the image it shows. Every image argument must be a finite floating-point
+    ``(N, 1, 28, 28)`` tensor; NaN or infinity raise ``ValueError`` at once (instead of seconds in the matrix square
+    root), and so do integer tensors and 0–255 float data (no value below 0, some above 2), which clamping would turn
+    into white images: convert them with :func:`diffu.data.from_uint8`. Images on [0, 1] cannot be told from dark
+    [-1, 1] images and are not detected.
+
+    Args:
+        reference: reference images ``(M, 1, 28, 28)``, M >= 2 (default: the shipped test split).
+        device: where the classifier runs (a torch.device, a string or None: the CPU).
+        batch_size: images per forward pass (an integer >= 1).
+
+    Building the classifier leaves torch's global RNG as it was (its random initialisation runs in a forked RNG,
+    before the shipped weights replace it).
     """
 
     def __init__(self, reference: torch.Tensor | None = None, device=None, batch_size: int = 500):
         from .data import fashion_mnist
         from .pretrained import load
 
-        self.net = load("fmnist_classifier", device=device)
+        device = check_device("device", device)
+        check_int("batch_size", batch_size, 1)
+        if reference is not None:
+            _check_fmnist_images(reference, "reference", min_n=2)
+        with torch.random.fork_rng(devices=[]):  # the network is built (randomly initialised) on the CPU
+            self.net = load("fmnist_classifier", device=device)
         self.batch_size = batch_size
         ref = fashion_mnist("test")[0] if reference is None else reference
-        self.ref_stats = gaussian_stats(self.features(ref))
+        self.ref_stats = gaussian_stats(self._features(ref))
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         dev = next(self.net.parameters()).device
         return torch.cat([self.net.features(b.to(dev, torch.float32)).cpu() for b in x.split(self.batch_size)])
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's ``(N, 128)`` penultimate features of ``x`` ``(N, 1, 28, 28)`` (not clamped), on the CPU.
+
+        Raises:
+            ValueError: as the class says (shape, dtype, NaN, 0–255 data).
+        """
+        _check_fmnist_images(x, "x")
+        return self._features(x)
+
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of ``x`` ``(N, 1, 28, 28)`` (not clamped) that the classifier assigns to the labels ``y``
+        ``(N,)`` (integers in [0, 9]).
+
+        Raises:
+            ValueError: as the class says for ``x``; labels of another shape, dtype or range.
+        """
+        _check_fmnist_images(x, "x")
+        check_labels(y, self.net.head.out_features, len(x), "y")
         dev = next(self.net.parameters()).device
         pred = torch.cat([self.net(b.to(dev, torch.float32)).argmax(1).cpu() for b in x.split(self.batch_size)])
         return float((pred == y.cpu()).float().mean())
 
     def diversity(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """:func:`within_class_diversity` of ``x`` (grouped by the intended labels ``y``) in this feature space."""
-        return within_class_diversity(self.features(x.clamp(-1, 1)), y.cpu())
+        """:func:`within_class_diversity` of ``x`` (clamped to [-1, 1]; grouped by the intended labels ``y``
+        ``(N,)``, integers in [0, 9]) in this feature space.
+
+        Raises:
+            ValueError: as :meth:`accuracy`.
+        """
+        _check_fmnist_images(x, "x")
+        check_labels(y, self.net.head.out_features, len(x), "y")
+        return within_class_diversity(self._features(x.clamp(-1, 1)), y.cpu())
 
     def __call__(self, samples: torch.Tensor) -> float:
-        if samples.ndim != 4 or samples.shape[1:] != (1, 28, 28):
-            raise ValueError(f"samples must have shape (N, 1, 28, 28), got {tuple(samples.shape)}")
-        if len(samples) < 2:
-            raise ValueError("need at least 2 samples")
-        return frechet_distance(*gaussian_stats(self.features(samples.clamp(-1, 1))), *self.ref_stats)
+        """FD-FMNIST of ``samples`` ``(N, 1, 28, 28)``, N >= 2, clamped to [-1, 1], against the reference.
+
+        Raises:
+            ValueError: as the class says (shape, fewer than 2 samples, dtype, NaN, 0–255 data).
+        """
+        _check_fmnist_images(samples, "samples", min_n=2)
+        return frechet_distance(*gaussian_stats(self._features(samples.clamp(-1, 1))), *self.ref_stats)
 
 
 def fd_fmnist(samples: torch.Tensor, reference: torch.Tensor | None = None) -> float:
-    """One-shot FD-FMNIST of ``samples`` against the shipped test split (or ``reference``)."""
+    """One-shot FD-FMNIST of ``samples`` against the shipped test split (or ``reference``); see :class:`FDFMNIST`."""
     return FDFMNIST(reference)(samples)

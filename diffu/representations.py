@@ -17,6 +17,7 @@ Regenerate the chapter's committed probe table (from the repository root)::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,7 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import check_bool, check_finite, check_floating, check_generator, check_int, check_real
 from .nn.unet import AttnBlock, ResBlock, UNet
+from .schedules import Schedule
 
 __all__ = [
     "ProbeResult",
@@ -53,6 +56,11 @@ class _Block:
     channels: int  # output channels (embedding width for the embeddings)
     tap: nn.Module | None = None  # the module whose output is this level's feature map (last block of a level)
     skip_from: int | None = None  # decoder ResBlocks: index of the first skip channel in their input
+
+
+def _check_schedule(schedule) -> None:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a diffu.schedules.Schedule, got {type(schedule).__name__}")
 
 
 def _check_unet(model):
@@ -145,7 +153,10 @@ class _EnoughFeatures(Exception):
 
 def _resolve_levels(names: list[str], levels, what: str) -> set[str]:
     """The full names among ``names`` that ``levels`` (one name or prefix such as ``"mid"``, or a sequence) picks."""
-    levels = [levels] if isinstance(levels, str) else list(levels)
+    try:
+        levels = [levels] if isinstance(levels, str) else list(levels)
+    except TypeError:
+        raise TypeError(f"levels must be a {what} name or a sequence of them, got {type(levels).__name__}") from None
     if not levels:
         raise ValueError(f"levels must name at least one {what} from {names}")
     chosen = set()
@@ -176,6 +187,8 @@ def _check_x(model, x, name="x"):
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image, got shape {tuple(x.shape)}")
+    check_floating(x, name)
+    check_finite(x, name)
 
 
 def unet_features(model: UNet, x: torch.Tensor, t, y: torch.Tensor | None = None, levels=None) -> dict:
@@ -194,10 +207,19 @@ def unet_features(model: UNet, x: torch.Tensor, t, y: torch.Tensor | None = None
 
     Returns:
         ``{level name: (N, C_level, H_level, W_level) tensor}`` in forward order. Chapter §2.6.
+
+    Raises:
+        ValueError: ``x`` that is not a finite floating-point batch of the model's shape, ``t`` that is not finite,
+            >= 0 and of ``x``'s batch size, unknown levels (labels are checked by the network).
+        TypeError: a model that is not a UNet, ``t`` or ``levels`` of the wrong type.
     """
     _check_unet(model)
     _check_x(model, x)
+    if not isinstance(t, (numbers.Real, torch.Tensor)) or isinstance(t, bool):
+        raise TypeError(f"t must be a number or an ({x.shape[0]},) tensor, got {type(t).__name__}")
     t = torch.as_tensor(t, device=x.device)
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"t must be real timesteps, got dtype {t.dtype}")
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
@@ -250,17 +272,26 @@ def pooled_features(model: UNet, x0: torch.Tensor, t: int, schedule, *, y=None, 
 
     Returns:
         ``{level name: (N, C_level) tensor}``. Chapter §2.6 (the linear probe).
+
+    Raises:
+        ValueError: as :func:`unet_features` for ``x0``; ``t`` not an integer in ``[0, T − 1]``, ``batch_size`` not an
+            integer >= 1, ``y`` not an integer ``(N,)`` tensor.
+        TypeError: a model, schedule, generator or flag of the wrong type.
     """
     _check_unet(model)
+    _check_schedule(schedule)
     _check_x(model, x0, "x0")
     if isinstance(t, bool) or not isinstance(t, int):
         raise ValueError(f"t must be one integer timestep, got {t!r}")
     if not 0 <= t < schedule.T:
         raise ValueError(f"t must be in [0, {schedule.T - 1}], got {t}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (x0.shape[0],)):
         raise ValueError(f"y must be None or a ({x0.shape[0]},) tensor, got {getattr(y, 'shape', y)}")
+    if y is not None and (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+        raise ValueError(f"y must hold integer class labels, got {y.dtype}")
+    check_generator(generator)
+    check_bool("progress", progress)
     out: dict[str, list] = {}
     for i in tqdm(range(0, x0.shape[0], batch_size), disable=not progress, desc=f"features at t={t}"):
         xb = x0[i : i + batch_size]  # (B, C, H, W)
@@ -325,9 +356,31 @@ class ProbeResult:
     std: torch.Tensor  # (D,)
 
     def predict(self, feats: torch.Tensor) -> torch.Tensor:
-        """Class predictions ``(N,)`` for features ``(N, D)``."""
+        """Class predictions ``(N,)`` for finite features ``(N, D)`` (``ValueError`` for another shape or NaN)."""
+        _check_feats(feats, "feats", self.weight.shape[0])
         z = (feats.to(self.mean) - self.mean) / self.std
         return (z @ self.weight + self.bias).argmax(1)
+
+
+def _check_feats(f, name: str, d: int | None = None) -> None:
+    """``f`` is a finite ``(N, D)`` tensor (``D = d`` when given)."""
+    if not isinstance(f, torch.Tensor) or f.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) tensor, got {getattr(f, 'shape', type(f).__name__)}")
+    if d is not None and f.shape[1] != d:
+        raise ValueError(f"{name} must have width D = {d} (the probe's), got shape {tuple(f.shape)}")
+    if f.is_complex() or f.dtype == torch.bool:
+        raise ValueError(f"{name} must be real features, got {f.dtype}")
+    check_finite(f, name)
+
+
+def _check_probe_labels(y, n: int, name: str) -> None:
+    """``y`` is an integer ``(n,)`` tensor of labels >= 0 (``name``: the argument, in the message)."""
+    if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.is_floating_point() or y.is_complex() \
+            or y.dtype == torch.bool:  # fmt: skip
+        raise ValueError(f"{name} must be an integer tensor of shape ({n},), got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")  # fmt: skip
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} must hold labels >= 0, got {int(y.min())}")
 
 
 def _ridge(x, y_onehot, l2):
@@ -357,6 +410,11 @@ def linear_probe(train_feats: torch.Tensor, train_y: torch.Tensor, test_feats: t
 
     Returns:
         :class:`ProbeResult` with the test accuracy and the fitted weights. Chapter §2.6.
+
+    Raises:
+        ValueError: features that are not finite ``(N, D)`` tensors of one width (N >= 5 for training, >= 1 for
+            testing), labels that are not non-negative integer ``(N,)`` tensors, an ``l2`` that is not > 0.
+        TypeError: an ``l2`` that is neither a number nor a sequence of numbers.
     """
     for name, f in (("train_feats", train_feats), ("test_feats", test_feats)):
         if not isinstance(f, torch.Tensor) or f.ndim != 2:
@@ -364,17 +422,26 @@ def linear_probe(train_feats: torch.Tensor, train_y: torch.Tensor, test_feats: t
     if train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(f"train_feats and test_feats must have the same width D, got {train_feats.shape[1]} "
                          f"and {test_feats.shape[1]}")  # fmt: skip
-    for name, y, f in (("train_y", train_y, train_feats), ("test_y", test_y, test_feats)):
-        if not isinstance(y, torch.Tensor) or y.shape != (f.shape[0],) or y.is_floating_point():
-            raise ValueError(f"{name} must be an integer tensor of shape ({f.shape[0]},), got "
-                             f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")  # fmt: skip
-        if y.numel() and int(y.min()) < 0:
-            raise ValueError(f"{name} must hold labels >= 0, got {int(y.min())}")
+    _check_probe_labels(train_y, train_feats.shape[0], "train_y")
+    _check_probe_labels(test_y, test_feats.shape[0], "test_y")
     if train_feats.shape[0] < 5:
         raise ValueError(f"train_feats must hold at least 5 samples, got {train_feats.shape[0]}")
-    l2s = [float(l2)] if isinstance(l2, (int, float)) else [float(v) for v in l2]
-    if not l2s or any(not v > 0 for v in l2s):
+    if test_feats.shape[0] < 1:
+        raise ValueError("test_feats must hold at least 1 sample, got 0")
+    _check_feats(train_feats, "train_feats")
+    _check_feats(test_feats, "test_feats")
+    single = isinstance(l2, (int, float)) and not isinstance(l2, bool)
+    try:
+        if isinstance(l2, (str, bytes, bool)):
+            raise TypeError
+        l2s = [l2] if single else list(l2)
+    except TypeError:
+        raise TypeError(f"l2 must be a positive number or a non-empty sequence of them, got {l2!r:.60}") from None
+    if not l2s:
         raise ValueError(f"l2 must be a positive number or a non-empty sequence of them, got {l2!r}")
+    for i, v in enumerate(l2s):
+        check_real("l2" if single else f"l2[{i}]", v, 0, low_open=True)
+    l2s = [float(v) for v in l2s]
 
     k = int(max(train_y.max(), test_y.max())) + 1
     x, xt = train_feats.double(), test_feats.double().to(train_feats.device)
@@ -408,10 +475,26 @@ def probe_sweep(model: UNet, schedule, train, test, ts: Sequence[int], *, levels
 
     Returns:
         ``{"ts": [...], "levels": [...], "accuracy": {str(t): {level: acc}}, "pixels": acc}``. Chapter §2.6.
+
+    Raises:
+        ValueError, TypeError: as :func:`pooled_features` and :func:`linear_probe`; ``train`` or ``test`` that are
+            not ``(images, labels)`` pairs of tensors (labels: integers >= 0, one per image), ``ts`` that is not a
+            non-empty sequence of integers in ``[0, T − 1]`` (all checked before the first forward pass).
     """
-    if len(ts) == 0:
-        raise ValueError("ts must hold at least one timestep")
+    _check_unet(model)
+    _check_schedule(schedule)
+    if isinstance(ts, (str, bytes)) or not isinstance(ts, Sequence) or len(ts) == 0:
+        raise ValueError(f"ts must hold at least one timestep (a sequence of integers), got {ts!r:.60}")
+    for i, t in enumerate(ts):
+        check_int(f"ts[{i}]", t, 0, schedule.T - 1)
+    for name, pair in (("train", train), ("test", test)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(v, torch.Tensor) for v in pair):
+            raise TypeError(f"{name} must be a pair (images, labels) of tensors, got {type(pair).__name__}")
     (x, y), (xt, yt) = train, test
+    _check_x(model, x, "train[0]")
+    _check_x(model, xt, "test[0]")
+    _check_probe_labels(y, x.shape[0], "train[1]")  # before the first forward pass, named as the caller wrote it
+    _check_probe_labels(yt, xt.shape[0], "test[1]")
     acc = {}
     for t in ts:
         f_train = pooled_features(model, x, t, schedule, levels=levels, generator=generator, batch_size=batch_size,

@@ -9,15 +9,49 @@ from collections.abc import Sequence
 
 import torch
 
+from .checks import check_choice, check_finite, check_floating, check_int, check_not_0_255, check_rank, check_real
+
 __all__ = ["animate_trajectory", "image_grid", "plot_trajectory", "show_feature_maps", "show_images", "unet_diagram"]
 
 
+#: The overshoot :func:`image_grid` clamps as sampler overshoot, as :func:`diffu.data.to_uint8` does: a batch with
+#: no value below 0 and some above it is 0–255 data, not a [-1, 1] image.
+_OVERSHOOT = 2.0
+
+
+def _check_not_uint8(x: torch.Tensor, name: str = "x") -> None:
+    """``x`` (finite) is not a 0–255 float image: values above :data:`_OVERSHOOT` with none below 0 are refused.
+    Noisy states (x_T ~ N(0, I) reaches ±4) are signed and pass: they are clamped for display."""
+    check_not_0_255(x, name, _OVERSHOOT, f"[-1, 1] images (up to ±{_OVERSHOOT:g} is clamped as overshoot)")
+
+
 def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> torch.Tensor:
-    """Tile ``(N, C, H, W)`` images in [-1, 1] into one ``(H', W', C)`` array in [0, 1] with ``nrow`` per row."""
-    if x.ndim != 4:
-        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if nrow < 1 or pad < 0:
-        raise ValueError(f"nrow must be >= 1 and pad >= 0, got {nrow} and {pad}")
+    """Tile ``(N, C, H, W)`` images in [-1, 1] into one ``(H', W', C)`` array in [0, 1] with ``nrow`` per row.
+
+    Values outside [-1, 1] (a sampler's overshoot, a noisy state x_t) are clamped for display. A batch with values
+    above 2 and none below 0 is 0–255 data (clamping would show it white) and is refused, as by
+    :func:`diffu.data.to_uint8`; a [0, 1] image cannot be told from a bright [-1, 1] one and is shown as it is.
+
+    Args:
+        x: a finite floating-point batch ``(N, C, H, W)``, N >= 1, in [-1, 1] (convert 0–255 images with
+            :func:`diffu.data.from_uint8`).
+        nrow: images per row, an integer >= 1; pad: pixels between images, an integer >= 0.
+        pad_value: the padding's grey level in the grid's [0, 1] display range (0 black, 1 white).
+
+    Raises:
+        ValueError: an argument that is not as above (integer images, 0–255 float data, NaN, a wrong rank, an empty
+            batch, a ``pad_value`` outside [0, 1]).
+        TypeError: a ``pad_value`` that is not a number.
+    """
+    check_rank(x, 4, "x", "(N, C, H, W)")
+    check_int("nrow", nrow, 1)
+    check_int("pad", pad, 0)
+    check_real("pad_value", pad_value, 0, 1)
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one image, got shape {tuple(x.shape)}")
+    check_floating(x, "x")
+    check_finite(x, "x")
+    _check_not_uint8(x)
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # (N, H, W, C)
     n, h, w, c = x.shape
     ncol = min(nrow, n)
@@ -30,9 +64,21 @@ def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 
 
 
 def show_images(x: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.6):
-    """Show a grid of images (grey for one channel); returns the matplotlib axes."""
+    """Show a grid of images (grey for one channel); returns the matplotlib axes.
+
+    Args:
+        x, nrow: as in :func:`image_grid`; title: the axes' title or None; ax: matplotlib axes or None (a new
+            figure).
+        scale: the figure size per pixel, a finite number > 0.
+
+    Raises:
+        ValueError, TypeError: as :func:`image_grid`; a scale that is not a finite number > 0; an ``ax`` that is not
+            a matplotlib ``Axes`` or None (``TypeError``).
+    """
     import matplotlib.pyplot as plt
 
+    check_real("scale", scale, 0, low_open=True)
+    _check_ax(ax)
     grid = image_grid(x, nrow)
     if ax is None:
         _, ax = plt.subplots(figsize=(scale * grid.shape[1] / 14, scale * grid.shape[0] / 14))
@@ -41,6 +87,25 @@ def show_images(x: torch.Tensor, nrow: int = 8, title: str | None = None, ax=Non
     if title:
         ax.set_title(title)
     return ax
+
+
+def _check_trajectory(traj) -> None:
+    """``traj`` is a recorded trajectory (``xs``, ``x0s``, ``ts``) with at least one state."""
+    if not all(hasattr(traj, a) for a in ("xs", "x0s", "ts")) or not hasattr(traj, "__len__"):
+        raise TypeError(f"traj must be a diffu.samplers.Trajectory (with xs, x0s, ts), got {type(traj).__name__}")
+    if len(traj) < 1:
+        raise ValueError(
+            "traj must hold at least one recorded state, got an empty Trajectory (pass it to a sampler as "
+            "callback=traj first)"
+        )
+
+
+def _check_ax(ax) -> None:
+    """``ax`` is None or a matplotlib ``Axes``."""
+    from matplotlib.axes import Axes
+
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None (a new figure), got {type(ax).__name__} {ax!r:.40}")
 
 
 def _frames(n_total: int, n_frames: int) -> list[int]:
@@ -54,9 +119,26 @@ def _frames(n_total: int, n_frames: int) -> list[int]:
 
 def plot_trajectory(traj, n_frames: int = 8, n_images: int = 4, which: Sequence[str] = ("x", "x0")):
     """Rows of images along a sampler run recorded by :class:`diffu.samplers.Trajectory`: the state x_t and/or
-    the denoised estimate x̂_0 at ``n_frames`` evenly spaced steps."""
+    the denoised estimate x̂_0 at ``n_frames`` evenly spaced steps.
+
+    Args:
+        traj: a recorded :class:`~diffu.samplers.Trajectory` (at least one state).
+        n_frames, n_images: integers >= 1.
+        which: the rows, a non-empty sequence of "x" and "x0" (or one of them as a string).
+
+    Raises:
+        ValueError, TypeError: naming the argument that is not as above.
+    """
     import matplotlib.pyplot as plt
 
+    _check_trajectory(traj)
+    check_int("n_frames", n_frames, 1)
+    check_int("n_images", n_images, 1)
+    which = (which,) if isinstance(which, str) else which
+    if not isinstance(which, Sequence) or not which:
+        raise TypeError(f"which must be a non-empty sequence of 'x' and 'x0', got {which!r:.60}")
+    for k in which:
+        check_choice("which", k, ("x", "x0"))
     idx = _frames(len(traj), n_frames)
     rows = [(k, traj.xs if k == "x" else traj.x0s) for k in which]
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * len(idx) * 1.0, 1.1 * n_images * len(rows) / 1.6))
@@ -72,9 +154,22 @@ def plot_trajectory(traj, n_frames: int = 8, n_images: int = 4, which: Sequence[
 
 def animate_trajectory(traj, n_frames: int = 20, nrow: int = 8, interval: int = 150):
     """A matplotlib animation of x_t (left) and x̂_0 (right) along a recorded run; ``.to_jshtml()`` embeds it in the
-    static book."""
+    static book.
+
+    Args:
+        traj: a recorded :class:`~diffu.samplers.Trajectory`; n_frames, nrow: integers >= 1; interval: milliseconds
+            per frame, an integer >= 1.
+
+    Raises:
+        ValueError, TypeError: naming the argument that is not as above.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
+
+    _check_trajectory(traj)
+    check_int("n_frames", n_frames, 1)
+    check_int("nrow", nrow, 1)
+    check_int("interval", interval, 1)
 
     idx = _frames(len(traj), n_frames)
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.6))
@@ -127,15 +222,23 @@ def unet_diagram(model, ax=None):
     """Draw the UNet's U shape from its modules: one box per level (resolution × channels, ResBlocks, attention,
     parameters counted from the model), down/up arrows, skip connections across, the time (and label) embedding
     entering every ResBlock. ``model`` is a :class:`diffu.nn.UNet` or a :class:`diffu.nn.UNetConfig` (built to count
-    parameters). Returns the matplotlib figure. Chapter §2.6."""
+    parameters, in a forked RNG: torch's global RNG is left as it was). ``ax``: matplotlib axes or None (a new
+    figure). Returns the matplotlib figure. Chapter §2.6.
+
+    Raises:
+        TypeError: a model that is neither a UNet nor a UNetConfig, an ``ax`` that is not a matplotlib ``Axes`` or
+            None.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
     from .nn.unet import UNet, UNetConfig
     from .representations import unet_summary
 
+    _check_ax(ax)
     if isinstance(model, UNetConfig):
-        model = UNet(model)
+        with torch.random.fork_rng(devices=[]):  # the random initialisation must not advance the caller's RNG
+            model = UNet(model)
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a diffu.nn.UNet or UNetConfig, got {type(model).__name__}")
     cfg, info = model.config, _unet_levels_info(model)
@@ -209,20 +312,32 @@ def show_feature_maps(features: dict, index: int = 0, n_channels: int = 6, image
     """One row per level of ``features`` (``{name: (N, C, H, W)}``, e.g. from
     :func:`diffu.representations.unet_features`): the ``n_channels`` channels with the largest spatial variance for
     image ``index``, each on its own colour scale. ``image`` (optional, in [-1, 1]) is drawn first in every row: one
-    ``(C, H, W)`` image for all rows, or ``(rows, C, H, W)`` with one per row. Returns the figure. Chapter §2.6."""
+    ``(C, H, W)`` image for all rows, or ``(rows, C, H, W)`` with one per row. Returns the figure. Chapter §2.6.
+
+    Raises:
+        ValueError: features that are not a non-empty dict of finite floating ``(N, C, H, W)`` tensors, an ``index``
+            outside ``[0, N − 1]``, ``n_channels`` not an integer >= 1, an image of another shape, with NaN, or of
+            0–255 data (as :func:`image_grid` says).
+    """
     import matplotlib.pyplot as plt
 
     if not isinstance(features, dict) or not features:
         raise ValueError("features must be a non-empty dict {level: (N, C, H, W) tensor}")
     if any(not isinstance(f, torch.Tensor) or f.ndim != 4 for f in features.values()):
         raise ValueError("features must map level names to (N, C, H, W) tensors")
+    for name, f in features.items():
+        check_floating(f, f"features[{name!r}]")
+        check_finite(f, f"features[{name!r}]")
     n = min(f.shape[0] for f in features.values())
+    check_int("index", index, 0)
     if not 0 <= index < n:
         raise ValueError(f"index must be in [0, {n - 1}], got {index}")
-    if n_channels < 1:
-        raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+    check_int("n_channels", n_channels, 1)
     extra = image is not None
     if extra:
+        check_floating(image, "image")
+        check_finite(image, "image")
+        _check_not_uint8(image, "image")
         image = image.detach().float().cpu()
         if image.ndim == 3:
             image = image.expand(len(features), *image.shape)

@@ -226,3 +226,41 @@ def test_book_results_are_readable_from_the_book_folder(monkeypatch):
 def test_load_result_rejects_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
         load_result(*args)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_setup_and_gen_refuse_unparsable_devices_and_huge_seeds(threads):
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        setup(device="gpu")  # torch's own RuntimeError before
+    with pytest.raises(ValueError, match=r"seed must be at most 2\*\*63 - 1"):
+        setup(seed=2**64)
+    ch = setup(device="cpu")
+    with pytest.raises(ValueError, match=r"offset must be at most 2\*\*63 - 1"):
+        ch.gen(2**63)
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        ch.gen(0, device="gpu")
+    assert torch.get_num_threads() == threads
+
+
+def test_chapter_validates_its_fields():
+    cpu = torch.device("cpu")
+    with pytest.raises(TypeError, match="device must be a torch.device"):
+        Chapter(device="cpu", fast=True, seed=0, generator_device=cpu)
+    with pytest.raises(TypeError, match="fast must be a bool"):
+        Chapter(device=cpu, fast=1, seed=0, generator_device=cpu)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Chapter(device=cpu, fast=True, seed=-3, generator_device=cpu)
+
+
+def test_null_labels_and_unconditional_check_device_and_input():
+    with pytest.raises(TypeError, match="device must be"):
+        null_labels(2, 7, device=3)
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        null_labels(2, 7, device="gpu")
+    unc = Unconditional(_unet())
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        unc([[0.0]], torch.zeros(1))

@@ -48,3 +48,39 @@ def test_captions_for_is_seeded_and_consistent():
     assert all("boot" in c and "light" not in c for c in many)
     frac_dark = sum("dark" in c for c in many) / 400
     assert 0.6 < frac_dark < 0.8  # P_ATTRIBUTE = 0.7
+
+
+def test_regression_caption_template_index_in_range():
+    """A negative template index silently picked a template from the end (``TEMPLATES[-1]``)."""
+    with pytest.raises(ValueError, match=r"template must be an integer in \[0, 3\], got -1"):
+        caption(0, template=-1)
+    with pytest.raises(ValueError, match="template must be an integer"):
+        caption(0, template=4)
+
+
+def test_caption_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"label must be an integer in \[0, 9\]"):
+        caption(2.5)
+    with pytest.raises(ValueError, match="synonym must be an integer >= 0"):
+        caption(0, synonym=-1)
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        caption(0, ["dark"])
+
+
+def test_captions_for_and_brightness_levels_validate():
+    y, lev = torch.arange(4), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="labels must be an integer tensor"):
+        captions_for(y.float(), lev)
+    with pytest.raises(ValueError, match=r"levels must hold class indices in \[0, 2\]"):
+        captions_for(y, lev + 1)
+    with pytest.raises(ValueError, match=r"levels must have shape \(4,\)"):
+        captions_for(y, lev[:2])
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        captions_for(y, lev, generator=1)
+    x = torch.rand(4, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor.*from_uint8"):
+        brightness_levels((x * 255).to(torch.uint8), y)
+    with pytest.raises(ValueError, match=r"y must have shape \(4,\)"):
+        brightness_levels(x, y[:3])
+    with pytest.raises(ValueError, match="x must be finite"):
+        brightness_levels(torch.full((4, 1, 4, 4), float("nan")), y)

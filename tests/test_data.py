@@ -78,3 +78,78 @@ def test_build_subset_from_idx_files(tmp_path):
     with np.load(out) as z:
         assert z["train_images"].shape == (40, 28, 28) and z["test_images"].shape == (20, 28, 28)
         assert (np.bincount(z["train_labels"]) == 4).all() and z["train_images"].dtype == np.uint8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_toy_2d_noise_must_be_finite():
+    """noise=nan passed ``noise < 0`` and every point came out NaN."""
+    for noise in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+            toy_2d("moons", 10, noise=noise)
+
+
+def test_toy_2d_checks_n_and_generator():
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        toy_2d("moons", 10.0)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        toy_2d("moons", True)
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator.*manual_seed\(0\)"):
+        toy_2d("moons", 10, generator=0)
+    with pytest.raises(ValueError, match="name must be one of"):
+        toy_2d(["moons"], 10)
+
+
+def test_fashion_mnist_checks_n_and_classes():
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        fashion_mnist("test", n=2.5)
+    with pytest.raises(ValueError, match=r"classes must be in \[0, 9\]"):
+        fashion_mnist("test", classes=[2.5])  # matched no image before (an empty result)
+    with pytest.raises(TypeError, match="classes must be a collection of class indices"):
+        fashion_mnist("test", classes=5)
+    with pytest.raises(ValueError, match="classes must name at least one class"):
+        fashion_mnist("test", classes=[])
+    x, y = fashion_mnist("test", n=3, classes=torch.tensor([1, 2]))
+    assert x.shape == (3, 1, 28, 28) and set(y.tolist()) <= {1, 2}
+
+
+def test_uint8_conversions_refuse_what_they_cannot_convert():
+    x, _ = fashion_mnist("test", n=2)
+    with pytest.raises(ValueError, match=r"x must have values in \[-2, 2\].*from_uint8"):
+        to_uint8((x + 1) * 127.5)  # a 0–255 float image was clamped to white before
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        to_uint8(to_uint8(x))
+    with pytest.raises(ValueError, match="x must be finite"):
+        to_uint8(torch.full((2,), float("nan")))
+    from diffu.data import from_uint8
+
+    with pytest.raises(ValueError, match="x must be an integer"):
+        from_uint8(x)
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 255\]"):
+        from_uint8(torch.tensor([300]))
+    assert torch.equal(to_uint8(from_uint8(to_uint8(x))), to_uint8(x))
+
+
+def test_regression_build_subset_refuses_more_images_than_a_class_has(tmp_path):
+    """Asking for more images per class than the files hold silently returned fewer (and an unbalanced set)."""
+    import numpy as np
+
+    from diffu.data import build_fashion_mnist_subset
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    with pytest.raises(ValueError, match="n_train_per_class must be at most 6"):
+        build_fashion_mnist_subset(tmp_path, tmp_path / "s.npz", n_train_per_class=7, n_test_per_class=2)
+    with pytest.raises(ValueError, match="n_test_per_class must be at most 3"):
+        build_fashion_mnist_subset(tmp_path, tmp_path / "s.npz", n_train_per_class=2, n_test_per_class=4)
+    with pytest.raises(ValueError, match="n_train_per_class must be an integer >= 1"):
+        build_fashion_mnist_subset(tmp_path, tmp_path / "s.npz", n_train_per_class=0)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        build_fashion_mnist_subset(tmp_path / "nowhere", tmp_path / "s.npz")
+    with pytest.raises(TypeError, match="out must be a str or a path"):
+        build_fashion_mnist_subset(tmp_path, None)

@@ -78,7 +78,7 @@ def test_constraint_factories(noisy_clf):
         assert torch.allclose(c(x), -torch.log_softmax(logits, 1)[:, 2])
         t = torch.full((3,), 400.0)
         assert torch.allclose(c(x, t), -torch.log_softmax(noisy_clf(x, t), 1)[:, 2])
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(ValueError, match=r"y must be in \[0, 2\]"):  # named as the caller's argument
         classifier_constraint(noisy_clf, 5)
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., :4, :] = 1
@@ -147,3 +147,121 @@ def test_plug_and_play_class_samples_are_class_balanced_and_sized_by_the_model(u
                         weight=2.0, noisy_constraint=True, model_kwargs={"y": torch.full((4,), 3)}, generator=gen(5),
                         progress=False)  # fmt: skip
     assert torch.equal(x, res.x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+NAN = float("nan")
+
+
+def test_regression_fidelity_constraint_checks_shapes():
+    """A measurement of one image was broadcast silently against a batch (and (N, 1) against (N, C) …)."""
+    from diffu.diffusion_priors import fidelity_constraint
+
+    x = torch.randn(3, 1, 8, 8)
+    with pytest.raises(
+        ValueError, match=r"A\(x\) must have the measurement y's shape \(1, 1, 8, 8\), got \(3, 1, 8, 8\)"
+    ):
+        fidelity_constraint(lambda z: z, torch.zeros(1, 1, 8, 8))(x)
+    with pytest.raises(ValueError, match=r"A\(x\) must have the measurement y's shape"):
+        fidelity_constraint(lambda z: z[..., :4, :], torch.zeros(3, 1, 8, 8))(x)
+    with pytest.raises(ValueError, match=r"A\(x\) must have .* got list"):
+        fidelity_constraint(lambda z: [z], torch.zeros(3, 1, 8, 8))(x)
+    assert fidelity_constraint(lambda z: z, x.clone())(x).shape == (3,)
+
+
+def test_constraint_factories_validate():
+    from diffu.diffusion_priors import classifier_constraint, fidelity_constraint
+
+    with pytest.raises(TypeError, match="A must be callable"):
+        fidelity_constraint(torch.eye(4), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="y must be a floating-point tensor"):
+        fidelity_constraint(lambda z: z, torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="y must be finite"):
+        fidelity_constraint(lambda z: z, torch.full((1, 4), NAN))
+    with pytest.raises(ValueError, match="classifier must have a num_classes attribute"):
+        classifier_constraint(lambda x, t: x, 0)
+
+
+def test_classifier_constraint_checks_the_batch(noisy_clf):
+    from diffu.diffusion_priors import classifier_constraint
+
+    c = classifier_constraint(noisy_clf, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="x must be a batch of 2 images"):
+        c(torch.randn(3, 1, 8, 8))
+    assert classifier_constraint(noisy_clf, 1)(torch.randn(3, 1, 8, 8)).shape == (3,)  # one label for any batch
+
+
+def test_plug_and_play_validates(unet):
+    from diffu.diffusion_priors import plug_and_play, plug_and_play_timesteps
+
+    s, c = linear_schedule(), (lambda x: x.mean((1, 2, 3)))
+    kw = dict(steps=2, progress=False, model_kwargs={"y": torch.tensor([3, 3])})
+    for bad, match in (({"lr": NAN}, "lr must be a finite number > 0"), ({"weight": NAN}, "weight must be a finite"),
+                       ({"steps": 2.5}, "steps must be an integer")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            plug_and_play(unet, c, (2, 1, 8, 8), s, **{**kw, **bad})
+    with pytest.raises(ValueError, match="timesteps must be 2 integers"):
+        plug_and_play(unet, c, (2, 1, 8, 8), s, timesteps=[500.7, 10.2], **kw)  # truncated silently before
+    with pytest.raises(ValueError, match=r"x_init\[1\] must be an integer >= 1"):
+        plug_and_play(unet, c, (2, 1.5, 8, 8), s, **kw)
+    with pytest.raises(TypeError, match="x_init must be a tensor or a shape"):
+        plug_and_play(unet, c, "2x1x8x8", s, **kw)
+    with pytest.raises(ValueError, match=r"x_init must be a floating-point tensor.*from_uint8"):
+        plug_and_play(unet, c, torch.zeros(2, 1, 8, 8, dtype=torch.uint8), s, **kw)
+    with pytest.raises(ValueError, match="x_init must be finite"):
+        plug_and_play(unet, c, torch.full((2, 1, 8, 8), NAN), s, **kw)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        plug_and_play(unet, c, (2, 1, 8, 8), None, **kw)
+    with pytest.raises(TypeError, match="constraint must be callable"):
+        plug_and_play(unet, 1.0, (2, 1, 8, 8), s, **kw)
+    with pytest.raises(TypeError, match="anneal_weight must be True or False"):
+        plug_and_play(unet, c, (2, 1, 8, 8), s, anneal_weight="no", **kw)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        plug_and_play(unet, c, (2, 1, 8, 8), s, generator=0, **kw)
+    with pytest.raises(TypeError, match="model_kwargs must be a dict"):
+        plug_and_play(unet, c, (2, 1, 8, 8), s, steps=2, progress=False, model_kwargs=[3])
+    with pytest.raises(ValueError, match="constraint must return a tensor"):
+        plug_and_play(unet, lambda x: 0.5, (2, 1, 8, 8), s, **kw)
+    with pytest.raises(ValueError, match="T must be an integer >= 2"):
+        plug_and_play_timesteps(5, T=1)  # clipping to [1, 0] gave 0s
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        plug_and_play_timesteps(2.5)
+
+
+def test_plug_and_play_demonstrations_validate(unet, noisy_clf):
+    from diffu.diffusion_priors import plug_and_play_class_samples, plug_and_play_inpaint, top_half_mask
+
+    with pytest.raises(ValueError, match="x_true must hold square images"):
+        plug_and_play_inpaint(unet, torch.zeros(1, 1, 8, 6), steps=2)
+    with pytest.raises(ValueError, match="x_true must be finite"):
+        plug_and_play_inpaint(unet, torch.full((1, 1, 8, 8), NAN), steps=2)
+    with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
+        plug_and_play_inpaint(unet, torch.zeros(1, 1, 8, 8), NAN, steps=2)
+    with pytest.raises(ValueError, match="x_true must be a float image batch"):
+        plug_and_play_inpaint(unet, torch.zeros(8, 8), steps=2)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        plug_and_play_class_samples(unet, noisy_clf, 0, steps=2)
+    with pytest.raises(ValueError, match="unet must be a class-conditional network"):
+        plug_and_play_class_samples(lambda x, t: x, noisy_clf, 2, steps=2)
+    with pytest.raises(TypeError, match="noisy must be True or False"):
+        plug_and_play_class_samples(unet, noisy_clf, 2, noisy=1, steps=2)
+    with pytest.raises(ValueError, match="size must be an integer >= 2"):
+        top_half_mask(8.0)
+
+
+def test_regression_plug_and_play_demonstrations_name_their_arguments(unet, noisy_clf):
+    """plug_and_play_class_samples(clf='c') said "classifier must be callable" and plug_and_play_inpaint with a
+    3-channel x_true failed inside the UNet with "x must have shape …": both now name the caller's argument."""
+    from diffu.diffusion_priors import plug_and_play_class_samples, plug_and_play_inpaint
+    from diffu.nn import NoisyClassifier
+
+    with pytest.raises(TypeError, match="^clf must be callable, got str"):
+        plug_and_play_class_samples(unet, "c", 3, steps=1)
+    two = NoisyClassifier(channels=8, channel_mult=(1,), attn_resolutions=(), image_size=8, num_classes=2)
+    with pytest.raises(ValueError, match="^clf must have at least the unet's 3 classes, got clf.num_classes = 2"):
+        plug_and_play_class_samples(unet, two, 3, steps=1)
+    with pytest.raises(ValueError, match=r"^x_true must have the unet's 1 channel\(s\), .* got \(2, 3, 8, 8\)"):
+        plug_and_play_inpaint(unet, torch.zeros(2, 3, 8, 8), steps=1)

@@ -62,7 +62,8 @@ def test_errors(unet):
     with pytest.raises(ValueError, match="keys"):
         g(torch.zeros(1, 1, 8, 8), torch.zeros(1), text=torch.zeros(1, 2))
     for net in (unet, unet.net):  # the wrapper checks labels itself when the model has num_classes
-        with pytest.raises(ValueError, match=r"labels (must be )?in \[0, 3\]"):
+        # the wrapper's message, or the network's (the Counting wrapper has no num_classes); both name y
+        with pytest.raises(ValueError, match=r"y must be (\(4,\) integer labels )?in \[0, 3\]"):
             ClassifierFreeGuidance(net, 1.0, {"y": torch.tensor([3])})(
                 torch.zeros(2, 1, 8, 8), torch.zeros(2), y=torch.tensor([0, 4])
             )
@@ -221,7 +222,7 @@ def test_classifier_guidance_bad_input(noisy_clf):
 
     with pytest.raises(ValueError, match="scale"):
         ClassifierGuidance(noisy_clf, -1.0, y=0)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"y must be in \[0, 2\]"):  # named as the caller's argument
         ClassifierGuidance(noisy_clf, 1.0, y=3)
     with pytest.raises(ValueError, match="integers"):
         ClassifierGuidance(noisy_clf, 1.0, y=torch.tensor([0.5]))
@@ -365,3 +366,224 @@ def test_guided_samples_errors(unet8, unet):
         guided_samples(unet8, 2, kind="classifier")
     with pytest.raises(ValueError, match="config"):
         guided_samples(unet, 2)  # a wrapper without .config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("scale", [NAN, INF, -INF])
+def test_regression_cfg_scale_must_be_finite(unet, scale):
+    """ClassifierFreeGuidance(scale=nan) was accepted (``nan < 0`` is false) and every guided output was NaN."""
+    with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+        ClassifierFreeGuidance(unet, scale, {"y": torch.tensor([3])})
+    with pytest.raises(ValueError, match="w must be a finite number"):
+        ClassifierFreeGuidance.from_w(unet, scale, {"y": torch.tensor([3])})
+
+
+@pytest.mark.parametrize("scale", [NAN, INF, -1.0])
+def test_regression_classifier_guidance_scale_must_be_finite(noisy_clf, unet8, scale):
+    from diffu.guidance import ClassifierGuidance, guided_samples
+
+    with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+        ClassifierGuidance(noisy_clf, scale, y=0)
+    for kind in ("cfg", "classifier"):
+        with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+            guided_samples(unet8, 2, kind=kind, scale=scale, classifier=noisy_clf, steps=2)
+    with pytest.raises(TypeError, match="scale must be a finite number"):
+        ClassifierGuidance(noisy_clf, "2", y=0)
+
+
+def test_cfg_checks_its_arguments_and_conditioning():
+    def model(x, t, text):
+        return x
+
+    null = {"text": torch.zeros(1, 3)}
+    with pytest.raises(TypeError, match="model must be callable"):
+        ClassifierFreeGuidance("unet", 1.0, null)
+    with pytest.raises(TypeError, match="null must be a dict"):
+        ClassifierFreeGuidance(model, 1.0, [torch.zeros(1, 3)])
+    with pytest.raises(TypeError, match=r"null\['text'\] must be a tensor with a batch dimension"):
+        ClassifierFreeGuidance(model, 1.0, {"text": torch.tensor(0.0)})
+    g = ClassifierFreeGuidance(model, 2.0, null)
+    x, t = torch.zeros(2, 1, 4, 4), torch.zeros(2)
+    assert g(x, t, text=torch.ones(2, 3)).shape == x.shape
+    with pytest.raises(ValueError, match="text must be a tensor with x's batch size 2"):
+        g(x, t, text=torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"null\['text'\] must have shape \(1 or 2, \*\(4,\)\)"):
+        g(x, t, text=torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"t must be a number or have shape \(2,\)"):
+        g(x, torch.zeros(3), text=torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"null\['text'\] must have shape \(1 or 3"):  # null of batch 2, x of 3
+        ClassifierFreeGuidance(model, 2.0, {"text": torch.zeros(2, 3)})(torch.zeros(3, 1), torch.zeros(3),
+                                                                           text=torch.ones(3, 3))  # fmt: skip
+
+
+def test_cfg_null_labels_are_checked_against_the_model(unet):
+    with pytest.raises(ValueError, match=r"null\['y'\] must be in \[0, 3\]"):
+        ClassifierFreeGuidance(unet.net, 1.0, {"y": torch.tensor([4])})
+    with pytest.raises(ValueError, match=r"null\['y'\] must be integers"):
+        ClassifierFreeGuidance(unet.net, 1.0, {"y": torch.tensor([3.0])})
+
+
+def test_classifier_guidance_checks_classifier_and_logits(noisy_clf):
+    from diffu.guidance import ClassifierGuidance
+
+    with pytest.raises(TypeError, match="classifier must be callable"):
+        ClassifierGuidance("clf", 1.0, y=0)
+
+    class Wrong(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, x, t):
+            return torch.zeros(x.shape[0], 2)  # two logits for three classes
+
+    with pytest.raises(ValueError, match=r"classifier must return \(2, 3\) logits"):
+        ClassifierGuidance(Wrong(), 1.0, y=0)(torch.zeros(2, 1, 8, 8), torch.zeros(2))
+    cg = ClassifierGuidance(noisy_clf, 1.0, y=0)
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor.*from_uint8"):
+        cg(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2))
+
+
+def test_check_labels_refuses_what_is_not_labels():
+    from diffu.guidance import check_labels
+
+    with pytest.raises(TypeError, match="labels must be an integer"):
+        check_labels("cat", 3)
+    with pytest.raises(ValueError, match=r"labels must be a scalar or \(N,\)"):
+        check_labels(torch.zeros(2, 2, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        check_labels(0, 0)
+    with pytest.raises(ValueError, match=r"y must be in \[0, 2\], got values in \[0, 40\]"):
+        check_labels(torch.arange(41), 3, name="y")  # long label lists are summarised
+
+
+def test_classifier_accuracy_by_t_validates(noisy_clf):
+    from diffu.guidance import classifier_accuracy_by_t
+
+    s, x, y = linear_schedule(), torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    with pytest.raises(ValueError, match=r"edges\[1\] must be an integer"):
+        classifier_accuracy_by_t(noisy_clf, s, x, y, edges=(0, 0.5, 10))  # 0.5 was truncated to 0 before
+    with pytest.raises(ValueError, match=r"edges\[1\] must be an integer in \[0, 1000\]"):
+        classifier_accuracy_by_t(noisy_clf, s, x, y, edges=(0, 1001))
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        classifier_accuracy_by_t(noisy_clf, s, x, y, batch=0)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        classifier_accuracy_by_t(noisy_clf, s, x, y, seed=-1)
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        classifier_accuracy_by_t(noisy_clf, None, x, y)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = NAN
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        classifier_accuracy_by_t(noisy_clf, s, bad, y)
+    with pytest.raises(ValueError, match=r"y must be a scalar or \(6,\)"):
+        classifier_accuracy_by_t(noisy_clf, s, x, y[:2])
+    with pytest.raises(TypeError, match="classifier must be a torch.nn.Module"):
+        classifier_accuracy_by_t(lambda x, t: x, s, x, y)
+
+
+def test_class_batches_and_guided_samples_validate_up_front(unet8):
+    from diffu.guidance import balanced_labels, class_batches, guided_samples
+
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        class_batches(4, 2, seed=-1)  # refused when called, not at the first batch
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        class_batches(4, 2, seed=1.5)
+    with pytest.raises(ValueError, match=r"shape\[1\] must be an integer >= 1"):
+        class_batches(4, 2, seed=0, shape=(1, 0, 8))
+    with pytest.raises(TypeError, match="shape must be a non-empty tuple"):
+        class_batches(4, 2, seed=0, shape=8)
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        balanced_labels(4, device="gpu")
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        guided_samples(unet8, 0)  # torch.cat of no batches before
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 1000\]"):
+        guided_samples(unet8, 2, steps=2.5)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        guided_samples(unet8, 2, kind=None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors name the caller's argument; x is checked before the labels; NaN propagates (documented)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_regression_guidance_labels_are_named_y(unet, noisy_clf):
+    """The wrappers reported bad labels as "labels …" although the argument is ``y``."""
+    from diffu.guidance import ClassifierGuidance
+
+    g = ClassifierFreeGuidance(unet.net, 2.0, {"y": torch.tensor([3])})
+    x, t = torch.zeros(2, 1, 8, 8), torch.zeros(2)
+    with pytest.raises(ValueError, match=r"^y must be integers, got dtype torch.float32"):
+        g(x, t, y=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"^y must be a scalar or \(2,\) \(x's batch size\), got shape \(3,\)"):
+        g(x, t, y=torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match=r"^y must be an integer, a sequence of integers or a tensor, got str"):
+        ClassifierGuidance(noisy_clf, 1.0, y="1")
+    with pytest.raises(ValueError, match=r"^y must be integers"):
+        ClassifierGuidance(noisy_clf, 1.0, y=1.0)
+    with pytest.raises(ValueError, match=r"^y must be in \[0, 2\], got -1"):
+        ClassifierGuidance(noisy_clf, 1.0, y=-1)
+    cg = ClassifierGuidance(noisy_clf, 1.0)
+    for meth in (cg, cg.gradient, cg.log_prob):
+        with pytest.raises(ValueError, match=r"^y must be in \[0, 2\], got \[0, 3\]"):
+            meth(x, t, y=torch.tensor([0, 3]))
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(1, 8, 8), torch.zeros(1, 2, 1, 8, 8), torch.zeros(2, 2, 8, 8)])
+def test_regression_guidance_checks_x_before_the_labels(unet, noisy_clf, bad):
+    """An x of the wrong rank was reported as a label mismatch ("labels must be a scalar or (1,)"); the network's
+    own check_input now names x first."""
+    from diffu.guidance import ClassifierGuidance
+
+    y = torch.tensor([0, 2])
+    g = ClassifierFreeGuidance(unet.net, 2.0, {"y": torch.tensor([3])})
+    with pytest.raises(ValueError, match=r"^x must have shape \(N, 1, H, W\)"):
+        g(bad, torch.zeros(len(bad)), y=y)
+    cg = ClassifierGuidance(noisy_clf, 2.0)
+    for meth in (cg, cg.gradient, cg.log_prob):
+        with pytest.raises(ValueError, match=r"^x must have shape \(N, 1, H, W\)"):
+            meth(bad, torch.zeros(len(bad)), y=y)
+
+
+def test_regression_check_labels_names_device_and_n():
+    """check_labels(device=bad) failed with "labels must be an integer, …, got Tensor"; a batch mismatch now names
+    where n comes from."""
+    from diffu.guidance import check_labels
+
+    y = torch.tensor([0, 2])
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        check_labels(y, 3, device="nodevice")
+    with pytest.raises(TypeError, match="device must be a torch.device, a string or None, got float"):
+        check_labels(y, 3, device=3.5)
+    with pytest.raises(ValueError, match=r"labels must be a scalar or \(3,\) \(n = 3\), got shape \(2,\)"):
+        check_labels(y, 3, n=3)
+    assert torch.equal(check_labels(y, 3, n=2, device="cpu"), y)
+
+
+def test_regression_classifier_accuracy_by_t_names_x0(noisy_clf):
+    """A 2-channel x0 was reported by the classifier as "x must have shape …"."""
+    from diffu.guidance import classifier_accuracy_by_t
+
+    with pytest.raises(ValueError, match=r"^x0 must have shape \(N, 1, H, W\), got \(2, 2, 8, 8\)"):
+        classifier_accuracy_by_t(noisy_clf, linear_schedule(), torch.zeros(2, 2, 8, 8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"^y must be a scalar or \(2,\) \(x0's batch size\)"):
+        classifier_accuracy_by_t(noisy_clf, linear_schedule(), torch.zeros(2, 1, 8, 8), torch.tensor([0, 1, 2]))
+
+
+def test_nan_propagates_through_the_guidance_wrappers_as_documented(unet, noisy_clf):
+    """Called at every sampler step, the wrappers check shapes only: NaN in x comes out as NaN (never a plausible
+    number), as their docstrings say."""
+    from diffu.guidance import ClassifierGuidance
+
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, 0, 0, 0] = float("nan")
+    t, y = torch.tensor([3.0, 5.0]), torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.isnan(ClassifierFreeGuidance(unet.net, 2.0, {"y": torch.tensor([3])})(x, t, y=y)).any()
+    assert torch.isnan(ClassifierGuidance(noisy_clf, 2.0, y=y)(x, t)).any()
+    for cls in (ClassifierFreeGuidance, ClassifierGuidance):
+        assert "NaN or inf in ``x`` or ``t`` propagates" in cls.__doc__

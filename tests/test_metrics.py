@@ -114,3 +114,259 @@ def test_within_class_diversity():
         within_class_diversity(f[1:3], y[1:3])
     with pytest.raises(ValueError, match="features must be"):
         within_class_diversity(f, y[:3])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def fd():
+    return FDFMNIST()
+
+
+@pytest.mark.parametrize("sigma", [0, 0.0, -1.0, NAN, INF])
+def test_regression_ssim_sigma_must_be_positive(sigma):
+    """ssim(sigma=0) divided by zero in the window (NaN SSIM); now a named error."""
+    x, y = _pair()
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        ssim(x, y, sigma=sigma)
+
+
+@pytest.mark.parametrize("win_size", [4, 2, 1, 33, 101])
+def test_regression_ssim_win_size_odd_and_within_the_image(win_size):
+    x, y = _pair()  # 32 × 32
+    with pytest.raises(ValueError, match="win_size must be"):
+        ssim(x, y, win_size=win_size)
+    with pytest.raises(ValueError, match="win_size must be an integer"):
+        ssim(x, y, win_size=5.0)
+    assert ssim(x, y, win_size=31).shape == (3,)  # the largest odd window that fits
+
+
+@pytest.mark.parametrize("data_range", [0, -2.0, NAN, INF])
+def test_regression_psnr_and_ssim_data_range_positive_and_finite(data_range):
+    """psnr(data_range=nan) returned NaN without an error (``nan <= 0`` is false)."""
+    x, y = _pair()
+    for metric in (psnr, ssim):
+        with pytest.raises(ValueError, match="data_range must be a finite number > 0"):
+            metric(x, y, data_range=data_range)
+    with pytest.raises(TypeError, match="data_range must be a finite number"):
+        psnr(x, y, data_range="2")
+
+
+def test_regression_psnr_ssim_refuse_integer_nan_and_0_255_images():
+    x, y = _pair()
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor.*from_uint8"):
+        psnr(((x + 1) * 127.5).to(torch.uint8), y)
+    with pytest.raises(ValueError, match=r"y must be a floating-point tensor.*from_uint8"):
+        ssim(x, ((y + 1) * 127.5).long())
+    bad = x.clone()
+    bad[0, 0, 0, 0] = NAN
+    with pytest.raises(ValueError, match="x must be finite"):
+        psnr(bad, y)
+    with pytest.raises(ValueError, match="y must be finite"):
+        ssim(x, bad.clone().fill_(INF))
+    # 0–255 float images with the default data_range = 2: the scales disagree (SSIM came out near 1 before)
+    x255, y255 = (x + 1) * 127.5, (y + 1) * 127.5
+    for metric in (psnr, ssim):
+        with pytest.raises(ValueError, match=r"data_range=2 does not fit the images.*from_uint8"):
+            metric(x255, y255)
+    # with their own data_range they are fine, and PSNR does not depend on the scale
+    torch.testing.assert_close(psnr(x255, y255, data_range=255.0), psnr(x, y), rtol=1e-5, atol=1e-5)
+    # an estimate may overshoot the range (an unclamped pseudo-inverse): only the reference must fit
+    assert torch.isfinite(psnr(3 * x, y)).all() and torch.isfinite(psnr(y, 3 * x)).all()
+
+
+def test_image_metric_argument_types():
+    x, y = _pair()
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        psnr(x.numpy(), y)
+    with pytest.raises(ValueError, match="y must have 4 dimensions"):
+        ssim(x, y[0])
+
+
+@pytest.mark.parametrize("bandwidths", [(0,), (), (NAN,), (-1.0,), (0.5, INF), [0.1, 0.0]])
+def test_regression_mmd_bandwidths_positive_and_non_empty(bandwidths):
+    """mmd(bandwidths=(0,)) divided by zero (NaN); an empty tuple gave the integer 0 as every kernel."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g)
+    with pytest.raises(ValueError, match="bandwidths"):
+        mmd(a, b, bandwidths)
+
+
+def test_mmd_checks_samples_and_accepts_one_bandwidth():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g)
+    assert torch.equal(mmd(a, b, 0.5), mmd(a, b, (0.5,)))
+    with pytest.raises(TypeError, match="bandwidths"):
+        mmd(a, b, None)
+    with pytest.raises(TypeError, match=r"bandwidths\[0\]"):
+        mmd(a, b, ["wide"])
+    bad = a.clone()
+    bad[3, 1] = NAN
+    with pytest.raises(ValueError, match="x must be finite"):
+        mmd(bad, b)
+    with pytest.raises(ValueError, match="y must be a tensor"):
+        mmd(a, b.tolist())
+
+
+def test_regression_frechet_distance_refuses_nan_before_sqrtm():
+    """NaN statistics reached scipy's sqrtm, which spent seconds on them and failed obscurely."""
+    mu, s = np.zeros(3), np.eye(3)
+    bad = s.copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="sigma2 must be finite"):
+        frechet_distance(mu, s, mu, bad)
+    with pytest.raises(ValueError, match="mu1 must be finite"):
+        frechet_distance(np.array([np.inf, 0, 0]), s, mu, s)
+    with pytest.raises(ValueError, match="sigma1 and sigma2 must be"):
+        frechet_distance(mu, np.eye(2), mu, np.eye(2))
+    with pytest.raises(TypeError, match="mu1 must be a real array"):
+        frechet_distance("zero", s, mu, s)
+    with pytest.raises(ValueError, match="features must be finite"):
+        gaussian_stats(torch.tensor([[0.0, 1.0], [NAN, 2.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="features must be a tensor"):
+        gaussian_stats(np.zeros((4, 2)))
+    # tensors and float64 arrays give the same number
+    assert frechet_distance(torch.zeros(3), torch.eye(3), mu, 4 * s) == pytest.approx(3.0)
+
+
+def test_within_class_diversity_checks_labels_and_features():
+    from diffu.metrics import within_class_diversity
+
+    f, y = torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="labels must be an integer tensor"):
+        within_class_diversity(f, y.float())
+    with pytest.raises(ValueError, match="features must be finite"):
+        within_class_diversity(f.clone().fill_(NAN), y)
+    with pytest.raises(ValueError, match="labels must be a tensor"):
+        within_class_diversity(f, [0, 0])
+
+
+def test_regression_fd_fmnist_nan_is_a_fast_named_error(fd):
+    """Samples with NaN reached sqrtm (~11 s) and failed obscurely; now check_finite refuses them first."""
+    x, _ = fashion_mnist("test", n=16)
+    x = x.clone()
+    x[3, 0, 5, 5] = NAN
+    with pytest.raises(ValueError, match="samples must be finite, got 1 NaN"):
+        fd(x)
+    with pytest.raises(ValueError, match="x must be finite"):
+        fd.features(x)
+    with pytest.raises(ValueError, match="x must be finite"):
+        fd.accuracy(x, torch.zeros(16, dtype=torch.long))
+    with pytest.raises(ValueError, match="x must be finite"):
+        fd.diversity(x, torch.zeros(16, dtype=torch.long))
+    with pytest.raises(ValueError, match="reference must be finite"):
+        FDFMNIST(reference=x)
+
+
+def test_regression_fd_fmnist_refuses_0_255_images_instead_of_clamping(fd):
+    """0–255 images were clamped to [-1, 1] (a white square) and scored; now they raise with the from_uint8 hint."""
+    from diffu.data import from_uint8, to_uint8
+
+    x, y = fashion_mnist("test", n=32)
+    u8 = to_uint8(x)
+    for bad in (u8, u8.long(), u8.float()):
+        with pytest.raises(ValueError, match=r"samples must be .*from_uint8"):
+            fd(bad)
+        with pytest.raises(ValueError, match=r"x must be .*from_uint8"):
+            fd.accuracy(bad, y)
+        with pytest.raises(ValueError, match=r"x must be .*from_uint8"):
+            fd.features(bad)
+    with pytest.raises(ValueError, match=r"reference must be .*from_uint8"):
+        FDFMNIST(reference=u8.float())
+    assert fd(from_uint8(u8)) == pytest.approx(fd(x), rel=1e-3)  # the conversion the message points to
+
+
+def test_fd_fmnist_clamps_sampler_overshoot(fd):
+    """Overshoot (seen up to ±2 with DDIM-2 and past ±10 with predictor–corrector at 10 NFE) is judged as the
+    clamped image, as before; only all-non-negative batches beyond 2 (0–255 data) are refused."""
+    x, y = fashion_mnist("test", n=64)
+    over = x * 3.0
+    assert fd(over) == fd(over.clamp(-1, 1))
+    assert fd.diversity(over, y) == fd.diversity(over.clamp(-1, 1), y)
+    assert 0 <= fd.accuracy(over, y) <= 1  # accuracy reads the images as given, without clamping
+
+
+def test_fd_fmnist_checks_labels_shapes_and_arguments(fd):
+    x, y = fashion_mnist("test", n=8)
+    with pytest.raises(ValueError, match=r"y must have shape \(8,\)"):
+        fd.accuracy(x, y[:1])  # broadcast against the 8 predictions before
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 9\]"):
+        fd.diversity(x, y + 10)
+    with pytest.raises(ValueError, match="y must be an integer tensor"):
+        fd.accuracy(x, y.float())
+    with pytest.raises(ValueError, match="samples must hold at least 2 images"):
+        fd(x[:1])
+    with pytest.raises(ValueError, match="x must hold at least 1 image"):
+        fd.features(x[:0])
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        FDFMNIST(batch_size=0)
+    with pytest.raises(TypeError, match="device must be"):
+        FDFMNIST(device=3)
+    with pytest.raises(ValueError, match="reference must hold at least 2 images"):
+        FDFMNIST(reference=x[:1])
+
+
+def test_regression_fd_fmnist_leaves_the_global_rng_alone():
+    """Building the classifier (random initialisation before the shipped weights replace it) advanced torch's
+    global RNG."""
+    before = torch.random.get_rng_state()
+    FDFMNIST(reference=fashion_mnist("test", n=16)[0])
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_regression_psnr_ssim_refuse_one_0_255_image(metric):
+    """A 0–255 float estimate against a [-1, 1] reference passed the reference-span check (psnr gave -37 dB)."""
+    x, y = _pair()
+    x255 = (x + 1) * 127.5
+    with pytest.raises(ValueError, match=r"x must be an image on data_range's scale.*0–255 data.*from_uint8"):
+        metric(x255, y)
+    with pytest.raises(ValueError, match=r"y must be an image on data_range's scale.*from_uint8"):
+        metric(x, (y + 1) * 127.5)
+    # an unclamped estimate overshoots on both sides of 0 and is still measured (chapter §3's A⁺y reaches ±6000)
+    wild = 3000 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(metric(wild, y)).all()
+    # values >= 0 within 8 × data_range: a [0, 1] estimate overshooting, measured
+    assert torch.isfinite(metric((x + 1) / 2 * 1.5, (y + 1) / 2, data_range=1.0)).all()
+
+
+def test_psnr_valid_results_unchanged_by_the_0_255_check():
+    x, y = _pair()
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    assert torch.equal(psnr(x, y), (10 * torch.log10(2.0**2 / mse)).float())
+    x255, y255 = (x + 1) * 127.5, (y + 1) * 127.5  # 0–255 images with their own data_range stay valid
+    assert torch.isfinite(psnr(x255, y255, data_range=255.0)).all()
+
+
+def test_regression_frechet_distance_refuses_indefinite_and_asymmetric_covariances():
+    """-Σ gave 0.26 and Σ + an upper triangle 1.98: plausible numbers from matrices that are no covariance."""
+    f = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    mu, s = gaussian_stats(f)
+    mu2, s2 = gaussian_stats(f + 1)
+    with pytest.raises(ValueError, match="sigma1 must be a positive semi-definite covariance matrix"):
+        frechet_distance(mu, -s, mu2, s2)
+    with pytest.raises(ValueError, match="sigma2 must be a positive semi-definite covariance matrix"):
+        frechet_distance(mu, s, mu2, s2 - 2 * np.eye(4) * np.linalg.eigvalsh(s2).max())
+    with pytest.raises(ValueError, match="sigma1 must be a symmetric covariance matrix"):
+        frechet_distance(mu, s + np.triu(np.ones_like(s), 1), mu2, s2)
+    with pytest.raises(ValueError, match="sigma2 must be a symmetric"):
+        frechet_distance(mu, s, mu2, s2 + np.tril(np.ones_like(s2), -1))
+    # rounding (float32 covariances) and singular covariances (N <= D samples) are accepted
+    assert frechet_distance(mu, s.astype(np.float32), mu2, s2) >= 0
+    mu3, s3 = gaussian_stats(f[:3])  # rank 2 of 4
+    assert np.linalg.eigvalsh(s3).min() < 1e-12
+    assert frechet_distance(mu3, s3, mu2, s2) >= 0
+
+
+def test_regression_within_class_diversity_names_labels():
+    """All-distinct labels raised "need at least one class …" without naming the argument."""
+    from diffu.metrics import within_class_diversity
+
+    f = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="labels must hold at least one class with 2 or more samples"):
+        within_class_diversity(f, torch.arange(5))

@@ -246,3 +246,94 @@ def test_diagram_and_feature_maps_are_figures(tiny):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks (issue 18)
+# ----------------------------------------------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_features_refuse_integer_and_nan_images_and_bad_t(tiny):
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor.*from_uint8"):
+        unet_features(tiny, torch.zeros(2, 1, 8, 8, dtype=torch.uint8), 1)
+    with pytest.raises(ValueError, match="x must be finite"):
+        unet_features(tiny, torch.full((2, 1, 8, 8), NAN), 1)
+    with pytest.raises(TypeError, match="t must be a number"):
+        unet_features(tiny, _x(), "10")
+    with pytest.raises(ValueError, match="t must be finite"):
+        unet_features(tiny, _x(), NAN)
+    with pytest.raises(TypeError, match="levels must be a level name"):
+        unet_features(tiny, _x(), 1, levels=3)
+    sched = linear_schedule()
+    with pytest.raises(TypeError, match="schedule must be a diffu.schedules.Schedule"):
+        pooled_features(tiny, _x(), 1, None)
+    with pytest.raises(ValueError, match="y must hold integer class labels"):
+        pooled_features(tiny, _x(), 1, sched, y=torch.zeros(5))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        pooled_features(tiny, _x(), 1, sched, generator=1)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        pooled_features(tiny, torch.full((2, 1, 8, 8), INF), 1, sched)
+
+
+def test_regression_linear_probe_refuses_nan_features_and_infinite_l2():
+    """NaN features (or l2 = inf) gave NaN weights, whose argmax is class 0: a plausible accuracy without an error."""
+    xtr, ytr = _blobs(200, 5, 3, 2.0, 0)
+    xte, yte = _blobs(100, 5, 3, 2.0, 1)
+    bad = xtr.clone()
+    bad[7, 2] = NAN
+    with pytest.raises(ValueError, match="train_feats must be finite"):
+        linear_probe(bad, ytr, xte, yte)
+    with pytest.raises(ValueError, match="test_feats must be finite"):
+        linear_probe(xtr, ytr, bad[:100], yte)
+    with pytest.raises(ValueError, match="l2 must be a finite number > 0, got inf"):
+        linear_probe(xtr, ytr, xte, yte, l2=INF)
+    with pytest.raises(ValueError, match=r"l2\[1\] must be a finite number > 0"):
+        linear_probe(xtr, ytr, xte, yte, l2=[0.1, NAN])
+    with pytest.raises(TypeError, match="l2 must be a positive number"):
+        linear_probe(xtr, ytr, xte, yte, l2="0.1")
+    with pytest.raises(ValueError, match="test_y must be an integer tensor"):
+        linear_probe(xtr, ytr, xte, yte.bool())
+    with pytest.raises(ValueError, match="test_feats must hold at least 1 sample"):
+        linear_probe(xtr, ytr, xte[:0], yte[:0])
+    res = linear_probe(xtr, ytr, xte, yte, l2=0.5)
+    with pytest.raises(ValueError, match="feats must have width D = 5"):
+        res.predict(xte[:, :3])
+    with pytest.raises(ValueError, match="feats must be finite"):
+        res.predict(bad[5:9])
+
+
+def test_probe_sweep_validates_before_any_forward_pass(tiny):
+    x, y = _x(10, 1), torch.arange(10) % 3
+    s = linear_schedule()
+    with pytest.raises(ValueError, match=r"ts\[0\] must be an integer in \[0, 999\]"):
+        probe_sweep(tiny, s, (x, y), (x, y), [1.5])
+    with pytest.raises(ValueError, match=r"ts\[1\] must be an integer in \[0, 999\]"):
+        probe_sweep(tiny, s, (x, y), (x, y), [0, 1000])
+    with pytest.raises(TypeError, match="train must be a pair"):
+        probe_sweep(tiny, s, x, (x, y), [0])
+    with pytest.raises(ValueError, match="ts must hold at least one timestep"):
+        probe_sweep(tiny, s, (x, y), (x, y), 5)
+    with pytest.raises(ValueError, match=r"test\[0\] must have shape"):
+        probe_sweep(tiny, s, (x, y), (x[:, :, :4], y), [0])
+
+
+def test_regression_probe_sweep_names_the_labels_of_train_and_test(tiny):
+    """Float labels in ``train`` were reported as "train_y …" (linear_probe's argument, not probe_sweep's) and only
+    after the features of every level had been computed; now "train[1]"/"test[1]", before any forward pass."""
+    x, y = _x(10, 1), torch.arange(10) % 3
+    s = linear_schedule()
+    calls = []
+    handle = tiny.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r"^train\[1\] must be an integer tensor of shape \(10,\), got "
+                                             r"torch.float32 \(10,\)"):  # fmt: skip
+            probe_sweep(tiny, s, (x, y.float()), (x, y), [0])
+        with pytest.raises(ValueError, match=r"^test\[1\] must be an integer tensor of shape \(10,\)"):
+            probe_sweep(tiny, s, (x, y), (x, y[:9]), [0])
+        with pytest.raises(ValueError, match=r"^train\[1\] must hold labels >= 0, got -1"):
+            probe_sweep(tiny, s, (x, y - 1), (x, y), [0])
+    finally:
+        handle.remove()
+    assert not calls  # refused before the first forward pass

@@ -64,3 +64,24 @@ def test_sample_captions_validates(t2i_small):
         sample_captions(t2i_small, ["a bag"], batch=0)
     with pytest.raises(ValueError, match="scale"):
         sample_captions(t2i_small, ["a bag"], scale=-1.0)
+
+
+def test_sample_captions_validates_every_argument_up_front(t2i_small):
+    nan = float("nan")
+    for kw, error, match in (
+        ({"scale": nan}, ValueError, "scale must be a finite number >= 0"),
+        ({"steps": 0}, ValueError, r"steps must be an integer in \[1, 1000\]"),
+        ({"steps": 2.5}, ValueError, "steps must be an integer"),
+        ({"seed": -1}, ValueError, "seed must be an integer"),
+        ({"batch": 1.0}, ValueError, "batch must be an integer"),
+        ({"device": "gpu"}, ValueError, "device must name a torch device"),
+        ({"device": 0}, TypeError, "device must be"),
+    ):
+        with pytest.raises(error, match=match):
+            sample_captions(t2i_small, ["a bag"], **kw)
+    with pytest.raises(TypeError, match="captions must be a sequence of strings"):
+        sample_captions(t2i_small, (c for c in ["a bag"]))  # a generator was consumed by the check before
+    with pytest.raises(TypeError, match="model must be a text-to-image network"):
+        sample_captions(torch.nn.Linear(2, 2), ["a bag"])
+    with pytest.raises(TypeError, match="model must be callable"):
+        sample_captions("t2i", ["a bag"])

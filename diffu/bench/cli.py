@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from . import arch, guidance, inverse, notebooks, sampling
 from .common import DEFAULT_OUT
 
@@ -34,27 +36,69 @@ COMMANDS = {
 ALL = ("speed", "notebooks", "suite")
 
 
+def _int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (argparse names the option in its usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _patch(text: str) -> int:
+    """An argparse ``type`` for ``--patch``: a patch size that divides the 28-pixel Fashion-MNIST images."""
+    value = _int_at_least(1)(text)
+    if 28 % value:
+        raise argparse.ArgumentTypeError(f"must divide the image size 28 (1, 2, 4, 7, 14 or 28), got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """An argparse ``type`` for ``--device``: a device torch knows and this machine has (kept as the string)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"must name a torch device such as cpu, cuda or cuda:1, got {text!r}"
+        ) from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(dev.type, True):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no {dev.type.upper()} device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m diffu.bench``."""
+    """The argument parser of ``python -m diffu.bench``. Counts, ``--patch`` and ``--device`` are checked while
+    parsing, so a bad value is a usage error naming its option (exit status 2), not an error deep inside torch."""
     p = argparse.ArgumentParser(prog="python -m diffu.bench", description="Benchmarks behind the book's numbers.")
     p.add_argument("what", nargs="?", default="all", choices=["all", *COMMANDS], help="the benchmark (default: all)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--out", "--out-dir", dest="out", default=None, metavar="DIR",
                    help=f"where result files go (default: {DEFAULT_OUT}, relative to the working directory; "
                         "--tiny runs write only when --out is given)")  # fmt: skip
-    p.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
-    p.add_argument("--n", type=int, default=384, help="fd, nfe, ablation: samples per configuration")
+    p.add_argument("--device", type=_device, default=None, help="e.g. cuda (default: cpu)")
+    p.add_argument("--n", type=_int_at_least(1), default=384, help="fd, nfe, ablation: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
-    p.add_argument("--n-images", type=int, default=64, help="inverse: held-out test images per task")
-    p.add_argument("--dps-steps", type=int, default=250, help="inverse: steps of DPS and Blind-DPS (official 1000)")
-    p.add_argument("--repaint-steps", type=int, default=100, help="inverse: RePaint levels (official 250)")
+    p.add_argument("--n-images", type=_int_at_least(1), default=64, help="inverse: held-out test images per task")
+    p.add_argument(
+        "--dps-steps", type=_int_at_least(1), default=250, help="inverse: steps of DPS and Blind-DPS (official 1000)"
+    )
+    p.add_argument("--repaint-steps", type=_int_at_least(1), default=100, help="inverse: RePaint levels (official 250)")
     p.add_argument("--methods", nargs="*", default=None, help="inverse: a subset of the methods")
     p.add_argument("--tasks", nargs="*", default=None, help="inverse: a subset of the tasks")
-    p.add_argument("--batch", type=int, default=64, help="dit: batch size")
-    p.add_argument("--patch", type=int, default=2, help="dit: patch size (28 must be divisible by it)")
-    p.add_argument("--n-train", type=int, default=2000, help="probe: training images")
-    p.add_argument("--n-test", type=int, default=1000, help="probe: test images")
-    p.add_argument("--ts", type=int, nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
+    p.add_argument("--batch", type=_int_at_least(1), default=64, help="dit: batch size")
+    p.add_argument("--patch", type=_patch, default=2, help="dit: patch size (28 must be divisible by it)")
+    p.add_argument("--n-train", type=_int_at_least(1), default=2000, help="probe: training images")
+    p.add_argument("--n-test", type=_int_at_least(1), default=1000, help="probe: test images")
+    p.add_argument("--ts", type=_int_at_least(0), nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
     return p
 
 

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checks import check_dtype, check_floating, check_range, check_tensor
+from ..checks import (
+    check_choice,
+    check_dtype,
+    check_floating,
+    check_generator,
+    check_int,
+    check_range,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "FMNIST_CLASSES",
@@ -122,13 +132,17 @@ def toy_2d(name: str, n: int, *, noise: float = 0.05, generator: torch.Generator
 
     Returns:
         ``(n, 2)`` float32 tensor.
+
+    Raises:
+        ValueError: an unknown name, ``n`` not an integer >= 1, ``noise`` not a finite number >= 0.
+        TypeError: a generator that is not a ``torch.Generator``.
     """
-    if name not in TOY_DATASETS:
-        raise ValueError(f"name must be one of {sorted(TOY_DATASETS)}, got {name!r}")
-    if int(n) != n or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    check_choice("name", name, tuple(sorted(TOY_DATASETS)))
+    check_int("n", n, 1)
+    check_real("noise", noise, 0)
+    check_generator(generator)
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU generator (the toys are drawn on the CPU), got {generator.device}")
     x = TOY_DATASETS[name](int(n), generator)
     if noise > 0:
         x = x + noise * _randn(int(n), 2, generator)
@@ -160,8 +174,22 @@ def build_fashion_mnist_subset(
 
     Run once by a maintainer (``python -m diffu.data --src /usr/share/datasets/fashion-mnist``); the result is
     committed so that nothing is downloaded at run time.
+
+    Raises:
+        FileNotFoundError: ``src`` is not a folder.
+        ValueError: counts that are not integers >= 1 (or more images per class than the files hold), a seed that is
+            not an integer >= 0.
+        TypeError: paths that are not strings or paths.
     """
+    for name, value in (("src", src), ("out", out)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a str or a path, got {type(value).__name__}")
+    check_int("n_train_per_class", n_train_per_class, 1)
+    check_int("n_test_per_class", n_test_per_class, 1)
+    check_int("seed", seed, 0)
     src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"src must be the folder of the Fashion-MNIST idx files, {src} is not a folder")
     rng = np.random.default_rng(seed)
     arrays = {}
     for split, prefix, per_class in (
@@ -170,6 +198,10 @@ def build_fashion_mnist_subset(
     ):
         images = _read_idx(src / f"{prefix}-images-idx3-ubyte.gz")
         labels = _read_idx(src / f"{prefix}-labels-idx1-ubyte.gz")
+        fewest = min(int((labels == c).sum()) for c in range(10))
+        if fewest < per_class:
+            arg = "n_train_per_class" if split == "train" else "n_test_per_class"
+            raise ValueError(f"{arg} must be at most {fewest} (the images of the rarest class), got {per_class}")
         idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(10)])
         idx = rng.permutation(idx)
         arrays[f"{split}_images"] = images[idx]
@@ -241,20 +273,35 @@ def fashion_mnist(split: str = "train", n: int | None = None, *, classes=None) -
 
     Returns:
         images ``(N, 1, 28, 28)`` float32 in [-1, 1] and labels ``(N,)`` int64.
+
+    Raises:
+        ValueError: an unknown split, ``n`` not an integer in ``[1, N]``, classes that are not a non-empty
+            collection of integers in [0, 9].
+        TypeError: classes that are not iterable.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, ("train", "test"))
     arr = _fmnist_arrays()
     images = torch.from_numpy(arr[f"{split}_images"].copy())
     labels = torch.from_numpy(arr[f"{split}_labels"].astype(np.int64))
     if classes is not None:
-        classes = list(classes)
-        if any(not 0 <= c < 10 for c in classes):
-            raise ValueError(f"classes must be in [0, 9], got {classes}")
+        if isinstance(classes, torch.Tensor):
+            classes = classes.reshape(-1).tolist()
+        try:
+            if isinstance(classes, (str, bytes)):
+                raise TypeError
+            classes = list(classes)
+        except TypeError:
+            raise TypeError(f"classes must be a collection of class indices, got {type(classes).__name__}") from None
+        if not classes:
+            raise ValueError("classes must name at least one class in [0, 9], got none")
+        for c in classes:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < 10:
+                raise ValueError(f"classes must be in [0, 9], got {classes}")
         keep = torch.isin(labels, torch.tensor(classes))
         images, labels = images[keep], labels[keep]
     if n is not None:
-        if n <= 0 or n > len(labels):
+        check_int("n", n, 1)
+        if n > len(labels):
             raise ValueError(f"n must be in [1, {len(labels)}], got {n}")
         images, labels = images[:n], labels[:n]
     x = images.float().div(127.5).sub(1.0).unsqueeze(1)  # (N, 1, 28, 28)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch.cuda import is_available as torch_cuda_available
 
 from diffu.bench import common
 from diffu.bench.cli import COMMANDS, build_parser, main
@@ -49,6 +50,45 @@ def test_parser_keeps_the_old_flags_and_defaults_to_no_explicit_out():
                              "guidance", "inverse"}  # fmt: skip
     with pytest.raises(SystemExit):
         p.parse_args(["no-such-command"])
+
+
+@pytest.mark.parametrize(
+    "argv, option, fragment",
+    [(["dit", "--tiny", "--device", "nodevice"], "--device", "must name a torch device"),
+     (["dit", "--batch", "0"], "--batch", "must be an integer >= 1, got '0'"),
+     (["dit", "--patch", "5"], "--patch", "must divide the image size 28"),
+     (["dit", "--patch", "0"], "--patch", "must be an integer >= 1"),
+     (["fd", "--n", "-3"], "--n", "must be an integer >= 1"),
+     (["inverse", "--n-images", "0"], "--n-images", "must be an integer >= 1"),
+     (["inverse", "--dps-steps", "2.5"], "--dps-steps", "must be an integer >= 1, got '2.5'"),
+     (["inverse", "--repaint-steps", "0"], "--repaint-steps", "must be an integer >= 1"),
+     (["probe", "--n-train", "0"], "--n-train", "must be an integer >= 1"),
+     (["probe", "--n-test", "x"], "--n-test", "must be an integer >= 1"),
+     (["probe", "--ts", "0", "-5"], "--ts", "must be an integer >= 0")],
+)  # fmt: skip
+def test_regression_bench_cli_checks_its_options(argv, option, fragment, capsys):
+    """``dit --device nodevice`` and ``dit --batch 0`` failed deep inside torch (a device-string RuntimeError, a
+    reshape of 0 elements); every count, --patch and --device are now usage errors naming the option."""
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert f"argument {option}: {fragment}" in msg, msg
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="needs a machine without CUDA")
+def test_bench_cli_refuses_a_device_the_machine_lacks(capsys):
+    with pytest.raises(SystemExit):
+        main(["dit", "--tiny", "--device", "cuda"])
+    assert "argument --device: 'cuda': this machine has no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_cli_valid_options_unchanged():
+    args = build_parser().parse_args(["dit", "--device", "cpu", "--batch", "8", "--patch", "7", "--ts", "0", "50"])
+    assert (args.device, args.batch, args.patch, args.ts) == ("cpu", 8, 7, [0, 50])  # the device stays a string
+    defaults = build_parser().parse_args([])
+    assert (defaults.device, defaults.n, defaults.batch, defaults.patch) == (None, 384, 64, 2)
+    assert defaults.ts == [0, 50, 200, 500, 900]
 
 
 def test_results_dir_default_is_relative_to_the_working_directory():
