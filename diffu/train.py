@@ -296,6 +296,17 @@ def noisy_classifier_loss(model, schedule: Schedule, x0: torch.Tensor, y: torch.
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_checkpoint_objects(model, ema, optimizer, generator, device_generator) -> None:
+    """The objects a checkpoint is saved from or loaded into (:func:`save_checkpoint`, :func:`load_checkpoint`)."""
+    _check_module("model", model)
+    if ema is not None:
+        _check_module("ema", ema)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    check_generator(generator)
+    check_generator(device_generator, "device_generator")
+
+
 def save_checkpoint(
     path, model, ema=None, optimizer=None, generator=None, step=0, losses=(), extra=None, device_generator=None
 ):
@@ -323,13 +334,7 @@ def save_checkpoint(
                          "a folder (create it first)")  # fmt: skip
     if path.is_dir():
         raise ValueError(f"path must be a file to write the checkpoint to, got the folder {str(path)!r}")
-    _check_module("model", model)
-    if ema is not None:
-        _check_module("ema", ema)
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    check_generator(generator)
-    check_generator(device_generator, "device_generator")
+    _check_checkpoint_objects(model, ema, optimizer, generator, device_generator)
     check_int("step", step, 0)
     losses = list(losses)
     for i, v in enumerate(losses):
@@ -378,13 +383,7 @@ def load_checkpoint(path, model, ema=None, optimizer=None, generator=None, devic
     from safetensors import SafetensorError, safe_open
 
     path = _check_path("path", path)
-    _check_module("model", model)
-    if ema is not None:
-        _check_module("ema", ema)
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    check_generator(generator)
-    check_generator(device_generator, "device_generator")
+    _check_checkpoint_objects(model, ema, optimizer, generator, device_generator)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
