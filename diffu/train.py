@@ -55,7 +55,7 @@ class TrainConfig:
     """Hyper-parameters of :func:`train`. The learning rate is constant after ``warmup`` steps, so a run of
     ``steps = k`` is a prefix of any longer run with the same seed.
 
-    Attributes:
+    Args:
         steps: optimiser steps, an integer >= 1.
         batch_size: images per step (drawn with replacement), an integer >= 1.
         lr: AdamW's learning rate, a finite number > 0.
