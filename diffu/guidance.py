@@ -34,7 +34,8 @@ from .checks import (
     check_tensor,
 )
 from .samplers import ddim, ddpm
-from .schedules import Schedule, linear_schedule
+from .sampling import check_schedule
+from .schedules import linear_schedule
 
 __all__ = [
     "ClassifierFreeGuidance",
@@ -273,11 +274,6 @@ class ClassifierGuidance:
         return self.scale * self.gradient(x, t, self.y if self.y is not None else y)
 
 
-def _check_schedule(schedule) -> None:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a diffu.schedules.Schedule, got {type(schedule).__name__}")
-
-
 def _check_classifier(classifier, name: str = "classifier") -> int:
     """A classifier with an integer ``num_classes`` and parameters (its device is read from them); returns
     ``num_classes``."""
@@ -309,7 +305,7 @@ def classifier_accuracy_by_t(classifier, schedule, x0, y, edges=(0, 1, 100, 300,
         ValueError, TypeError: naming the argument that is not as above.
     """
     k = _check_classifier(classifier)
-    _check_schedule(schedule)
+    check_schedule(schedule)
     check_rank(x0, 4, "x0", "(N, C, H, W)")
     check_floating(x0, "x0")
     if len(x0) == 0:

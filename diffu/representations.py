@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_bool, check_finite, check_floating, check_generator, check_int, check_real
 from .nn.unet import AttnBlock, ResBlock, UNet
-from .schedules import Schedule
+from .sampling import check_schedule
 
 __all__ = [
     "ProbeResult",
@@ -56,11 +56,6 @@ class _Block:
     channels: int  # output channels (embedding width for the embeddings)
     tap: nn.Module | None = None  # the module whose output is this level's feature map (last block of a level)
     skip_from: int | None = None  # decoder ResBlocks: index of the first skip channel in their input
-
-
-def _check_schedule(schedule) -> None:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a diffu.schedules.Schedule, got {type(schedule).__name__}")
 
 
 def _check_unet(model):
@@ -279,7 +274,7 @@ def pooled_features(model: UNet, x0: torch.Tensor, t: int, schedule, *, y=None, 
         TypeError: a model, schedule, generator or flag of the wrong type.
     """
     _check_unet(model)
-    _check_schedule(schedule)
+    check_schedule(schedule)
     _check_x(model, x0, "x0")
     if isinstance(t, bool) or not isinstance(t, int):
         raise ValueError(f"t must be one integer timestep, got {t!r}")
@@ -482,7 +477,7 @@ def probe_sweep(model: UNet, schedule, train, test, ts: Sequence[int], *, levels
             non-empty sequence of integers in ``[0, T − 1]`` (all checked before the first forward pass).
     """
     _check_unet(model)
-    _check_schedule(schedule)
+    check_schedule(schedule)
     if isinstance(ts, (str, bytes)) or not isinstance(ts, Sequence) or len(ts) == 0:
         raise ValueError(f"ts must hold at least one timestep (a sequence of integers), got {ts!r:.60}")
     for i, t in enumerate(ts):

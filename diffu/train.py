@@ -35,6 +35,7 @@ from .checks import (
     check_real,
     check_tensor,
 )
+from .sampling import check_schedule
 from .schedules import Schedule
 
 __all__ = [
@@ -177,11 +178,6 @@ def label_kwargs(model, y: torch.Tensor | None, p_uncond: float, generator=None)
     return {"y": y}
 
 
-def _check_schedule(schedule) -> None:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a diffu.schedules.Schedule, got {type(schedule).__name__}")
-
-
 def diffusion_loss(
     model,
     schedule: Schedule,
@@ -211,7 +207,7 @@ def diffusion_loss(
         TypeError: a model that is not callable, a schedule, generator or model_kwargs of the wrong type.
     """
     check_callable("model", model)
-    _check_schedule(schedule)
+    check_schedule(schedule)
     check_floating(x0, "x0")
     if x0.ndim == 0:
         raise ValueError("x0 must have a batch dimension (N, ...), got a 0-d tensor")
@@ -283,7 +279,7 @@ def noisy_classifier_loss(model, schedule: Schedule, x0: torch.Tensor, y: torch.
     Raises:
         ValueError, TypeError: as :func:`classifier_loss` (for ``x0``), and for a schedule of the wrong type.
     """
-    _check_schedule(schedule)
+    check_schedule(schedule)
     _check_classifier_batch(model, x0, y, generator, flip, "x0")
     x0 = _random_hflip(x0, generator) if flip else x0
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
