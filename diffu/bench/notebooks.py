@@ -1,6 +1,6 @@
 """The project's time budgets: ``python -m diffu.bench notebooks`` and ``python -m diffu.bench suite``.
 
-- ``notebooks``: seconds to execute each notebook of ``book/`` and ``labs/`` (budget: 60 s each);
+- ``notebooks``: seconds to execute each notebook of ``book/`` and ``labs/source/`` (budget: 60 s each);
 - ``suite``: seconds for the whole test command (``python -m pytest``; budget: 15 min).
 
 Both read the repository from ``root`` (default: the working directory, i.e. run them from the repository root).
@@ -20,9 +20,10 @@ SUITE_BUDGET_S = 900
 
 
 def notebook_paths(root: str | Path = ".") -> list[Path]:
-    """Every ``*.ipynb`` under ``root/book`` and ``root/labs``, sorted, without built copies (``_build``)."""
+    """Every ``*.ipynb`` under ``root/book`` and ``root/labs/source`` (the labs' solution sources; not the student
+    pages of ``labs/student`` nor nbgrader's copies, whose stubs raise), sorted, without built copies (``_build``)."""
     root = Path(root)
-    return sorted(p for d in ("book", "labs") for p in (root / d).rglob("*.ipynb") if "_build" not in p.parts)
+    return sorted(p for d in ("book", "labs/source") for p in (root / d).rglob("*.ipynb") if "_build" not in p.parts)
 
 
 def bench_notebooks(paths=None, timeout=600, root: str | Path = ".") -> dict:

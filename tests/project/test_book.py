@@ -20,9 +20,14 @@ def _cells(p):
 
 
 def test_every_notebook_in_toc_titled_and_clean():
+    """Chapters are in the table of contents; a lab is there by its student page (labs/student/<lab>), never by its
+    solution source (tests/project/test_student_book.py checks the student pages)."""
     toc = (ROOT / "_toc.yml").read_text()
     for p in NOTEBOOKS:
         rel = p.relative_to(ROOT).with_suffix("").as_posix()
+        if p.is_relative_to(ROOT / "labs" / "source"):
+            assert f"file: {rel}" not in toc, f"{rel} is a solution source: the book lists labs/student/{p.stem}"
+            rel = f"labs/student/{p.stem}"
         assert f"file: {rel}" in toc, f"{rel} is missing from _toc.yml"
         cells = _cells(p)
         assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), p
@@ -76,7 +81,8 @@ def test_every_book_chapter_has_claim_check_widget_and_exercise():
 
 
 def test_every_lab_is_an_nbgrader_assignment():
-    """Solution cells (collapsed in the book) and graded test cells with points and asserts, some of them hidden."""
+    """Solution cells (collapsed in the instructor's book) and graded test cells with points and asserts, some of them
+    hidden."""
     labs = [p for p in NOTEBOOKS if p.parts[-3] == "source"]
     assert len(labs) >= 4
     for p in labs:
@@ -89,7 +95,7 @@ def test_every_lab_is_an_nbgrader_assignment():
         for c in solutions:
             src = "".join(c["source"])
             assert "### BEGIN SOLUTION" in src and "### END SOLUTION" in src, f"{p.name}: {c['id']}"
-            assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} is not collapsed in the book"
+            assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} not collapsed"
         for c, m in zip(cells, meta):
             if m.get("grade"):
                 assert m["points"] > 0 and m["locked"], f"{p.name}: {c['id']}"

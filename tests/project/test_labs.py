@@ -1,69 +1,33 @@
 """The nbgrader labs (labs/): a released student version hides the solutions and hidden tests and scores zero, the
-solution source scores full points, and labs/grade.py reports a submission's score. Everything runs in a temporary
-copy of the course folder, so the repository stays clean; one nbgrader call autogrades all labs (about 90 s)."""
+solution source scores full points, every graded cell is a self-contained locked check built on labs/labkit.py, and
+labs/grade.py reports each submission's score. The grading run (in temporary copies of the course, so the repository
+stays clean) is shared with the adversarial suite, tests/labs_attacks (about two minutes for both)."""
 
-import json
-import os
+import ast
+import builtins
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
+import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LABS = ROOT / "labs"
-NAMES = sorted(p.name for p in (LABS / "source").iterdir() if (p / f"{p.name}.ipynb").is_file())
-# nbgrader starts the "python3" kernel with this Python and calls this environment's alembic
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-}
+from tests.labs_attacks.course import LABS, NAMES, grade_module, graded, run
 
 
 def _cells(path):
-    return json.loads(Path(path).read_text())["cells"]
+    return nbformat.read(path, as_version=4).cells
 
 
 def _meta(cell):
-    return cell["metadata"].get("nbgrader", {})
+    return cell.metadata.get("nbgrader", {})
 
 
 def _errors(cell):
-    return [o["ename"] for o in cell.get("outputs", []) if o["output_type"] == "error"]
-
-
-def _run(*args, cwd):
-    res = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return res.stdout
+    return [o.ename for o in cell.get("outputs", []) if o.output_type == "error"]
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    """A copy of the course with every lab released (by grade.py) and autograded twice: student "solution" submitted
-    the solution source, student "blank" the untouched student version."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(LABS / "nbgrader_config.py", course)
-    shutil.copytree(LABS / "source", course / "source")
-    _run(LABS / "grade.py", "--course", course, "release", cwd=ROOT)
-    for lab in NAMES:
-        for student, folder in (("solution", "source"), ("blank", "release")):
-            dest = course / "submitted" / student / lab
-            dest.mkdir(parents=True)
-            shutil.copy(course / folder / lab / f"{lab}.ipynb", dest)
-    _run("-m", "nbgrader", "autograde", "*", "--force", cwd=course)
-    return course
-
-
-def _grades(course, lab, student):
-    """{grade_id: (score, max_score)} of a submission's graded cells, from the gradebook."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        nb = gb.find_submission_notebook(lab, lab, student)
-        return {g.name: (g.score, g.max_score) for g in nb.grades}
+def course():
+    return graded()
 
 
 def test_there_are_four_labs():
@@ -72,55 +36,96 @@ def test_there_are_four_labs():
 
 @pytest.mark.parametrize("lab", NAMES)
 def test_release_hides_solutions_and_hidden_tests(course, lab):
-    source, release = (
-        _cells(course / "source" / lab / f"{lab}.ipynb"),
-        _cells(course / "release" / lab / f"{lab}.ipynb"),
-    )
-    text = "\n".join("".join(c["source"]) for c in release)
+    copy = course.course(f"solution-{lab}")
+    source, release = _cells(copy / "source" / lab / f"{lab}.ipynb"), _cells(copy / "release" / lab / f"{lab}.ipynb")
+    text = "\n".join(c.source for c in release)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text, marker
-    assert "BEGIN HIDDEN TESTS" in "\n".join("".join(c["source"]) for c in source)
+    assert "BEGIN HIDDEN TESTS" in "\n".join(c.source for c in source)
     solutions = [c for c in release if _meta(c).get("solution")]
-    assert solutions and all("raise NotImplementedError()" in "".join(c["source"]) for c in solutions)
-    graded = {_meta(c)["grade_id"]: _meta(c)["points"] for c in source if _meta(c).get("grade")}
-    assert graded == {_meta(c)["grade_id"]: _meta(c)["points"] for c in release if _meta(c).get("grade")}
-    assert all(not c.get("outputs") for c in release if c["cell_type"] == "code")
+    assert solutions and all("raise NotImplementedError()" in c.source for c in solutions)
+    graded_cells = {_meta(c)["grade_id"]: _meta(c)["points"] for c in source if _meta(c).get("grade")}
+    assert graded_cells == {_meta(c)["grade_id"]: _meta(c)["points"] for c in release if _meta(c).get("grade")}
+    assert all(not c.get("outputs") for c in release if c.cell_type == "code")
+    assert not (copy / "release" / lab / "labkit.py").exists()  # the checks live in the course folder only
+
+
+@pytest.mark.parametrize("lab", NAMES)
+def test_every_graded_cell_is_a_self_contained_locked_check(lab):
+    """A graded cell is locked, loads labkit anew for its lab, rebuilds its inputs (it reads no variable of another
+    cell but the student's functions), ends with lk.done; a task with nothing to write carries no points."""
+    cells = _cells(LABS / "source" / lab / f"{lab}.ipynb")
+    defined_by_answers = set()
+    written_since_last_test = False
+    assert _meta(cells[1]).get("grade_id") == "setup" and _meta(cells[1]).get("locked")
+    for cell in cells:
+        meta = _meta(cell)
+        if meta.get("solution"):
+            written_since_last_test = True
+            for node in ast.parse(cell.source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    defined_by_answers.add(node.name)
+        if cell.cell_type != "code" or not (meta.get("grade") or meta.get("locked")) or meta["grade_id"] == "setup":
+            continue
+        assert meta.get("locked"), meta["grade_id"]
+        assert f'lk = labkit.fresh("{lab}")' in cell.source, meta["grade_id"]
+        if meta.get("grade"):
+            assert meta["points"] > 0 and written_since_last_test, meta["grade_id"]  # something to write was graded
+            assert cell.source.rstrip().endswith(f'lk.done("{meta["grade_id"]}")'), meta["grade_id"]
+            written_since_last_test = False
+        tree = ast.parse(cell.source.replace("### BEGIN HIDDEN TESTS", "").replace("### END HIDDEN TESTS", ""))
+        bound = {a.asname or a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                 for a in n.names}  # fmt: skip
+        bound |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        bound |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        bound |= {a.arg for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Lambda)) for a in n.args.args}
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        outside = used - bound - defined_by_answers - set(dir(builtins))
+        if not meta.get("grade"):  # an ungraded check may plot with the setup's plt, and lab 1's uses its network
+            outside -= {"plt", "net"}
+        assert not outside, (meta["grade_id"], outside)
+
+
+def test_every_lab_names_the_library_functions_it_forbids():
+    library = grade_module(LABS)._library(LABS)
+    assert set(NAMES) <= set(library) and all(library[lab] for lab in NAMES)
 
 
 @pytest.mark.parametrize("lab", NAMES)
 def test_solution_scores_full_points(course, lab):
-    grades = _grades(course, lab, "solution")
-    assert grades and all(score == full > 0 for score, full in grades.values()), grades
-    executed = _cells(course / "autograded" / "solution" / lab / f"{lab}.ipynb")
-    assert not [(c["id"], _errors(c)) for c in executed if _errors(c)]
+    student = f"solution-{lab}"
+    got, full = course.score(student)
+    assert got == full > 0, course.report(student)
+    executed = course.executed(student).cells
+    assert not [(c.get("id"), _errors(c)) for c in executed if _errors(c)]
 
 
 @pytest.mark.parametrize("lab", NAMES)
 def test_student_version_scores_zero(course, lab):
-    grades = _grades(course, lab, "blank")
-    assert grades and all(score == 0 < full for score, full in grades.values()), grades
-    executed = _cells(course / "autograded" / "blank" / lab / f"{lab}.ipynb")
+    student = f"blank-{lab}"
+    got, full = course.score(student)
+    assert got == 0 < full, course.report(student)
+    executed = course.executed(student).cells
     first = next(i for i, c in enumerate(executed) if _meta(c).get("grade"))
-    assert not [c["id"] for c in executed[:first] if _errors(c)]  # setup and the first exercise's definitions run
+    assert not [c.get("id") for c in executed[:first] if _errors(c)]  # setup and the first exercise's definitions run
     assert _errors(executed[first]) == ["NotImplementedError"]
     for c in executed:  # every failure is an unimplemented exercise or a value it would have produced
         if _meta(c).get("grade"):
-            assert _errors(c), c["id"]
-        assert set(_errors(c)) <= {"NotImplementedError", "NameError"}, (c["id"], _errors(c))
+            assert _errors(c), c.get("id")
+        assert set(_errors(c)) <= {"NotImplementedError", "NameError"}, (c.get("id"), _errors(c))
 
 
 def test_grade_py_prints_the_score(course, tmp_path):
     lab = "lab2_dit_blocks"  # the quickest lab
+    copy = course.course(f"solution-{lab}")
     submission = tmp_path / "alice.ipynb"
-    shutil.copy(course / "source" / lab / f"{lab}.ipynb", submission)
-    out = _run(
-        LABS / "grade.py", "--course", course, "autograde", submission, "--lab", lab, "--student", "alice", cwd=ROOT
-    )
-    assert out.strip().splitlines()[-1] == "alice lab2_dit_blocks: 12/12"
-    assert (course / "submitted" / "alice" / lab / f"{lab}.ipynb").is_file()
+    shutil.copy(copy / "source" / lab / f"{lab}.ipynb", submission)
+    res = run(LABS / "grade.py", "--course", copy, "autograde", submission, "--lab", lab, "--student", "alice")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "alice lab2_dit_blocks: 12/12"
+    assert (copy / "submitted" / "alice" / lab / f"{lab}.ipynb").is_file()
 
 
 def test_grade_py_rejects_an_unknown_lab(tmp_path):
-    res = subprocess.run([sys.executable, LABS / "grade.py", "autograde", tmp_path / "x.ipynb", "--lab", "lab9",
-                          "--student", "bob"], env=ENV, capture_output=True, text=True)  # fmt: skip
+    res = run(LABS / "grade.py", "autograde", tmp_path / "x.ipynb", "--lab", "lab9", "--student", "bob")
     assert res.returncode != 0 and "lab must be one of" in res.stderr
