@@ -98,8 +98,13 @@ def test_every_lab_is_an_nbgrader_assignment():
             assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} not collapsed"
         for c, m in zip(cells, meta):
             if m.get("grade"):
+                src = "".join(c["source"])
                 assert m["points"] > 0 and m["locked"], f"{p.name}: {c['id']}"
-                assert re.search(r"^assert ", "".join(c["source"]), re.M), f"{p.name}: {c['id']} asserts nothing"
+                # a locked check loads labkit anew, checks with it (or asserts) and ends by printing that it passed
+                assert f'labkit.fresh("{p.stem}")' in src, f"{p.name}: {c['id']} does not load labkit.fresh"
+                checks = re.search(r"^assert |\blk\.(close|equal|check|near|shape)\(", src, re.M)
+                assert checks, f"{p.name}: {c['id']} asserts nothing"
+                assert src.rstrip().endswith(f'lk.done("{m["grade_id"]}")'), f"{p.name}: {c['id']} lacks lk.done"
         assert any("### BEGIN HIDDEN TESTS" in "".join(c["source"]) for c in tests), f"{p.name}: no hidden tests"
 
 
