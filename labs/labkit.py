@@ -73,15 +73,24 @@ LIBRARY: dict[str, tuple[str, ...]] = {
     "lab3_guidance": (
         "diffu.guidance",
         "diffu.metrics:within_class_diversity",
-        "diffu.metrics:mean_pairwise_distance",
     ),
     "lab4_dps": (
         "diffu.inverse.dps",
         "diffu.samplers:ddpm_step",
         "diffu.samplers:ddpm",
         "diffu.schedules:Schedule.eps_to_x0",
-        "diffu.schedules:Schedule.predict_x0",
     ),
+    # lab 5 writes DDIM (any η) and its inversion: no sampler, sampling kernel or ε → x̂0 conversion of diffu
+    "lab5_ddim": (
+        "diffu.samplers",
+        "diffu.sampling",
+        "diffu.schedules:Schedule.eps_to_x0",
+        "diffu.schedules:Schedule.x0_to_eps",
+    ),
+    # lab 6 writes label dropout, the conditional loss, the training loop and guidance: not diffu's
+    "lab6_cfg_training": ("diffu.train", "diffu.guidance", "diffu.schedules:Schedule.q_sample"),
+    # lab 7 writes the flow-matching loss, training and the ODE samplers: not diffu's flow or SDE code
+    "lab7_score_flow": ("diffu.flow", "diffu.sde", "diffu.sde_samplers", "diffu.ode"),
 }
 
 #: the text :meth:`Kit.done` prints; ``grade.py`` looks for it in every graded cell's output
@@ -543,12 +552,13 @@ def _resolve(spec: str) -> dict[int, tuple[object, str]]:
         return out
     head, _, tail = qual.partition(".")
     value = getattr(module, head, None)
-    if value is None:
-        return out
+    if value is None:  # a LIBRARY entry that names nothing would watch nothing: a bug of the lab, not the student's
+        raise LookupError(f"labkit.LIBRARY names {spec!r}, which {module_name} does not define")
     if tail:
         member = value.__dict__.get(tail)
-        if member is not None:
-            add(member, f"{module_name}.{qual}")
+        if member is None:
+            raise LookupError(f"labkit.LIBRARY names {spec!r}, which {module_name}.{head} does not define")
+        add(member, f"{module_name}.{qual}")
     elif isinstance(value, type):
         add_class(value, f"{module_name}.{qual}")
     else:

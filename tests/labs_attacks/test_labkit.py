@@ -162,3 +162,10 @@ def test_the_scan_names_delegation_and_tampering(lab):
 def test_the_scan_refuses_tampering(code):
     tamper, _ = grade.scan(code, {"nn"})
     assert tamper, code
+
+
+@pytest.mark.parametrize("lab", sorted(labkit.LIBRARY))
+def test_every_library_entry_names_functions_that_exist(lab):
+    """A LIBRARY entry that named nothing (a typo, a renamed function) would watch nothing and let delegation pass."""
+    for spec in labkit.LIBRARY[lab]:
+        assert labkit._resolve(spec), f"{lab}: {spec} resolves to no function"
