@@ -474,13 +474,32 @@ def release(labs: list[str], course: Path = HERE) -> None:
             raise RuntimeError(f"nbgrader could not release {lab}: {_reason(result)}\n{result.get('log', '')}")
 
 
-def score(lab: str, student: str, course: Path = HERE) -> tuple[float, float]:
-    """(points scored, points possible) of a student's autograded submission, from the gradebook."""
+def grades(lab: str, student: str, course: Path = HERE) -> list[tuple[str, str, float, float, bool]]:
+    """Every graded cell of a student's submission, from the gradebook: ``(grade_id, cell type, score, points,
+    needs manual grading)`` — code cells are the autograded tests, markdown cells the written answers graded by
+    hand (their score is 0 until the instructor grades them)."""
     from nbgrader.api import Gradebook
 
     with Gradebook("sqlite:///" + str(course / "gradebook.db")) as gb:
         sub = gb.find_submission(lab, student)
-        return sub.score, sub.max_score
+        return [
+            (g.cell.name, g.cell.cell_type, float(g.score or 0), float(g.cell.max_score), bool(g.needs_manual_grade))
+            for notebook in sub.notebooks
+            for g in notebook.grades
+        ]
+
+
+def score(lab: str, student: str, course: Path = HERE) -> tuple[float, float]:
+    """(points scored, points possible) of the autograded tests of a student's submission, from the gradebook. The
+    written answers are graded by hand (:func:`by_hand`); ``nbgrader export`` has the total once they are."""
+    auto = [(got, points) for _, kind, got, points, _ in grades(lab, student, course) if kind == "code"]
+    return sum(got for got, _ in auto), sum(points for _, points in auto)
+
+
+def by_hand(lab: str, student: str, course: Path = HERE) -> list[tuple[str, float]]:
+    """``(grade_id, points)`` of the written answers of a submission waiting in nbgrader's manual-grading queue (a
+    written answer left as released is not: it scores 0)."""
+    return [(name, points) for name, kind, _, points, waiting in grades(lab, student, course) if waiting]
 
 
 def findings(lab: str, student: str, course: Path = HERE) -> dict[str, list[str]]:
@@ -524,7 +543,9 @@ def autograde_all(pairs: list[tuple[str, str]], course: Path = HERE, out=print) 
             continue
         got, possible = score(lab, student, course)
         results[(lab, student)] = (got, possible)
-        out(f"{student} {lab}: {got:g}/{possible:g}")
+        waiting = by_hand(lab, student, course)
+        manual = f" + {sum(p for _, p in waiting):g} by hand ({', '.join(n for n, _ in waiting)})" if waiting else ""
+        out(f"{student} {lab}: {got:g}/{possible:g}{manual}")
         found = findings(lab, student, course)
         for kind in ("restored", "refused", "review"):
             for line in found.get(kind, []):
@@ -541,7 +562,7 @@ def submit(notebook: Path, lab: str, student: str, course: Path = HERE) -> None:
 
 
 def autograde(notebook: Path, lab: str, student: str, course: Path = HERE) -> tuple[float, float]:
-    """Submit one notebook and grade it; (points scored, points possible)."""
+    """Submit one notebook and grade it; (points scored, points possible) of its autograded tests."""
     if lab not in lab_names(course):
         raise ValueError(f"lab must be one of {lab_names(course)}, got {lab!r}")
     submit(notebook, lab, student, course)

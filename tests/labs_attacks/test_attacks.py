@@ -37,7 +37,7 @@ def test_an_honest_submission_is_graded_without_any_remark(run):
     released test cells lack their hidden tests, which is no change), and no checksum warning in nbgrader's log."""
     got, full = run.score("honest")
     assert got == full
-    assert run.report("honest") == [f"honest lab2_dit_blocks: {full:g}/{full:g}"]
+    assert run.report("honest") == [f"honest lab2_dit_blocks: {full:g}/{full:g} + 2 by hand (written_why_zero_init)"]
     assert not any(run.findings("honest").values())
     for student in ("honest", *(f"solution-{lab}" for lab in NAMES), *(f"blank-{lab}" for lab in NAMES)):
         assert not any(run.findings(student).get(k) for k in ("restored", "refused", "tampering")), student

@@ -96,6 +96,14 @@ def test_every_lab_is_an_nbgrader_assignment():
             src = "".join(c["source"])
             assert "### BEGIN SOLUTION" in src and "### END SOLUTION" in src, f"{p.name}: {c['id']}"
             assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} not collapsed"
+        # at least one written answer graded by hand: a markdown solution cell with points, its model answer and
+        # rubric inside the solution block (the release replaces it by "YOUR ANSWER HERE")
+        written = [c for c in _cells(p) if c["cell_type"] == "markdown" and c["metadata"].get("nbgrader", {}).get("grade")]
+        assert written, f"{p.name}: no written question graded by hand"
+        for c in written:
+            m, src = c["metadata"]["nbgrader"], "".join(c["source"])
+            assert m.get("solution") and not m.get("locked") and m["points"] > 0, f"{p.name}: {c['id']}"
+            assert re.search(r"### BEGIN SOLUTION.*\*\*Rubric.*### END SOLUTION", src, re.S), f"{p.name}: {c['id']}"
         for c, m in zip(cells, meta):
             if m.get("grade"):
                 src = "".join(c["source"])

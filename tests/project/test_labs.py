@@ -30,8 +30,9 @@ def course():
     return graded()
 
 
-def test_there_are_four_labs():
-    assert NAMES == ["lab1_ddpm", "lab2_dit_blocks", "lab3_guidance", "lab4_dps"]
+def test_there_are_seven_labs():
+    assert NAMES == ["lab1_ddpm", "lab2_dit_blocks", "lab3_guidance", "lab4_dps", "lab5_ddim", "lab6_cfg_training",
+                     "lab7_score_flow"]  # fmt: skip
 
 
 @pytest.mark.parametrize("lab", NAMES)
@@ -60,7 +61,7 @@ def test_every_graded_cell_is_a_self_contained_locked_check(lab):
     assert _meta(cells[1]).get("grade_id") == "setup" and _meta(cells[1]).get("locked")
     for cell in cells:
         meta = _meta(cell)
-        if meta.get("solution"):
+        if meta.get("solution") and cell.cell_type == "code":
             written_since_last_test = True
             for node in ast.parse(cell.source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")).body:
                 if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -101,6 +102,23 @@ def test_solution_scores_full_points(course, lab):
 
 
 @pytest.mark.parametrize("lab", NAMES)
+def test_written_answers_land_in_the_manual_grading_queue(course, lab):
+    """The solution's written answers wait for the instructor (points counted apart from the autograded ones); the
+    student version's untouched "YOUR ANSWER HERE" scores 0 and waits for nobody."""
+    copy = course.course(f"solution-{lab}")
+    written = {_meta(c)["grade_id"]: _meta(c)["points"] for c in _cells(copy / "source" / lab / f"{lab}.ipynb")
+               if c.cell_type == "markdown" and _meta(c).get("grade")}  # fmt: skip
+    assert written
+    grade = grade_module(copy)
+    assert dict(grade.by_hand(lab, f"solution-{lab}", copy)) == written
+    assert f" + {sum(written.values()):g} by hand (" in course.report(f"solution-{lab}")[0]
+    blank = course.course(f"blank-{lab}")
+    assert grade_module(blank).by_hand(lab, f"blank-{lab}", blank) == []
+    rows = grade_module(blank).grades(lab, f"blank-{lab}", blank)
+    assert {name: score for name, kind, score, *_ in rows if kind == "markdown"} == dict.fromkeys(written, 0.0)
+
+
+@pytest.mark.parametrize("lab", NAMES)
 def test_student_version_scores_zero(course, lab):
     student = f"blank-{lab}"
     got, full = course.score(student)
@@ -122,7 +140,8 @@ def test_grade_py_prints_the_score(course, tmp_path):
     shutil.copy(copy / "source" / lab / f"{lab}.ipynb", submission)
     res = run(LABS / "grade.py", "--course", copy, "autograde", submission, "--lab", lab, "--student", "alice")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert res.stdout.strip().splitlines()[-1] == "alice lab2_dit_blocks: 12/12"
+    # the autograded points, and the written answer that waits in nbgrader's manual-grading queue
+    assert res.stdout.strip().splitlines()[-1] == "alice lab2_dit_blocks: 12/12 + 2 by hand (written_why_zero_init)"
     assert (copy / "submitted" / "alice" / lab / f"{lab}.ipynb").is_file()
 
 
