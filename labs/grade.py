@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import os
 import re
 import shutil
@@ -75,23 +76,37 @@ _TAMPER_IMPORTS = {
     "nbgrader",
     "labkit",
     "_thread",
+    "threading",  # a thread started in an answer cell runs outside the checks' watch
+    "concurrent",
+    "asyncio",
+    "multiprocessing",
+    "subprocess",
+    "runpy",  # runs a module anew: a copy of diffu the watch does not know
+    "ast",  # rewriting code (the library's, or the checks')
+    "marshal",
 }
 _TAMPER_NAMES = {
     "__builtins__", "__import__", "get_ipython", "__code__", "__globals__", "__closure__", "__torch_function__",
     "__torch_dispatch__", "set_custom_exc", "input_transformers_cleanup", "input_transformers_post", "showtraceback",
     "_showtraceback", "settrace", "setprofile", "labkit", "DIFFU_LABKIT", "meta_path", "path_hooks",
     "get_referrers", "get_objects", "exec", "eval", "compile", "globals", "vars", "modules", "__dict__",
-    "__subclasses__", "__mro__", "__bases__", "__base__",
+    "__subclasses__", "__mro__", "__bases__", "__base__", "__defaults__", "__kwdefaults__", "ast_transformers",
+    "events", "input_transformer_manager", "register_magic_function", "__file__", "environ", "putenv",
+    "write_text", "write_bytes", "copyfile", "copy2", "copytree", "rmtree", "chmod", "symlink_to", "unlink",
 }  # fmt: skip
 #: modules (and names bound from them) whose attributes an answer must not assign: the grader's references
 _GUARDED_ROOTS = {"torch", "diffu", "np", "numpy", "math", "builtins", "sys", "nn", "F", "labkit", "IPython"}
 #: unusual in an answer, harmless alone: reported for review
-_REVIEW_IMPORTS = {"importlib", "inspect", "subprocess", "multiprocessing", "threading", "signal", "atexit", "sys",
-                   "types", "weakref", "os"}  # fmt: skip
-_REVIEW_NAMES = {"setattr", "delattr", "getattr", "_getframe", "f_globals", "f_locals", "f_back", "environ", "putenv",
-                 "system", "locals"}  # fmt: skip
-#: magics an answer may use
-_MAGICS = {"time", "timeit", "matplotlib", "config", "whos", "who", "pdb", "debug", "xmode", "precision"}
+_REVIEW_IMPORTS = {"importlib", "inspect", "signal", "atexit", "sys", "types", "weakref", "os", "shutil", "pathlib",
+                   "glob", "json", "pickle", "sqlite3", "nbformat", "io", "tempfile", "operator"}  # fmt: skip
+#: (reading files: the course's sources and gradebook are on the grader's disk — see "Limits" in README.md)
+_REVIEW_NAMES = {"setattr", "delattr", "getattr", "_getframe", "f_globals", "f_locals", "f_back", "tb_frame",
+                 "system", "locals", "open", "read_text", "read_bytes", "glob", "rglob", "listdir", "scandir", "walk",
+                 "attrgetter", "methodcaller"}  # fmt: skip
+#: line magics an answer may use (%time and %timeit run Python, which is read like the rest of the cell), and cell
+#: magics whose body is Python; a submission running any other magic, or a shell command, is refused
+_MAGICS = {"time", "timeit", "matplotlib", "whos", "who", "xmode", "precision"}
+_CELL_MAGICS = {"time", "timeit", "capture"}
 
 
 def _dotted(node) -> str | None:
@@ -115,6 +130,16 @@ def _library(course: Path) -> dict[str, tuple[str, ...]]:
     return {}
 
 
+def _opens_for_writing(node) -> bool:
+    """``open(path, mode)`` or ``path.open(mode)`` with a mode that writes, or one the reading cannot tell."""
+    if not isinstance(node, ast.Call) or (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) != "open":
+        return False
+    given = node.args[1:2] if isinstance(node.func, ast.Name) else node.args[:1]
+    given += [k.value for k in node.keywords if k.arg == "mode"]
+    return any(not (isinstance(m, ast.Constant) and isinstance(m.value, str)) or set(m.value) & set("wax+")
+               for m in given)  # fmt: skip
+
+
 def scan(source: str, guarded: set[str] = frozenset(), library: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """Read one answer cell: ``(tampering, review)``, short phrases. ``tampering``: constructs only tampering with
     the grader needs (the submission is refused); ``review``: unusual ones, and uses of the library functions the
@@ -124,18 +149,42 @@ def scan(source: str, guarded: set[str] = frozenset(), library: tuple[str, ...] 
     attributes an answer must not assign, like those of ``torch`` and ``diffu``; ``library``: the lab's entry of
     ``labkit.LIBRARY``."""
     tamper, review = [], []
-    lines = source.splitlines()
-    for line in lines:
-        m = re.match(r"\s*(%%?|!)(\w*)", line)
-        if m and (m.group(1) == "!" or m.group(2) not in _MAGICS):
-            review.append(f"runs {m.group(1)}{m.group(2)}")
-    if lines and lines[0].lstrip().startswith("%%"):
-        return tamper, review  # a cell magic: not Python
-    code = "\n".join("" if re.match(r"\s*[%!]", line) else line for line in lines)
-    try:
-        tree = ast.parse(code)
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:  # what IPython will run: magics and shell escapes become get_ipython() calls
+        tree = ast.parse(TransformerManager().transform_cell(source))
     except SyntaxError:
-        return tamper, review
+        return tamper, ["has a syntax error (it does not run)"]
+    except Exception:  # noqa: BLE001 (IPython's transformers on a cell they cannot handle)
+        return ["cannot be read as IPython input"], review
+    nested: list[str] = []  # the Python that allowed magics run (%time, %%timeit…), read like the rest
+
+    class Magics(ast.NodeTransformer):
+        def visit_Call(self, node):
+            func = node.func
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call)
+                    and isinstance(func.value.func, ast.Name) and func.value.func.id == "get_ipython"
+                    and func.attr in ("run_line_magic", "run_cell_magic", "system", "getoutput")):  # fmt: skip
+                args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
+                        for a in node.args]  # fmt: skip
+                name = args[0] if args else None
+                if func.attr == "run_line_magic" and name in _MAGICS and len(args) == 2 and args[1] is not None:
+                    if name in ("time", "timeit"):  # the statement it times, without the options (-n 1 -r 1 …)
+                        nested.append(re.sub(r"^\s*(-\w+\s+(\d+\s+)?)*", "", args[1]))
+                    return ast.copy_location(ast.Constant(None), node)
+                if func.attr == "run_cell_magic" and name in _CELL_MAGICS and len(args) == 3 and args[2] is not None:
+                    nested.append(args[2])
+                    return ast.copy_location(ast.Constant(None), node)
+                what = f"%{name}" if func.attr.startswith("run_") else "a shell command"
+                tamper.append(f"runs {what}")  # a shell command can edit the grader's files; other magics, anything
+                return ast.copy_location(ast.Constant(None), node)
+            return self.generic_visit(node)
+
+    tree = Magics().visit(tree)
+    for body in nested:
+        more_tamper, more_review = scan(body, guarded, library)
+        tamper += more_tamper
+        review += more_review
     roots = _GUARDED_ROOTS | set(guarded)
     whole = [spec for spec in library if ":" not in spec]  # modules the lab forbids entirely
     names = {spec.rpartition(":")[2].rpartition(".")[2]: spec.replace(":", ".") for spec in library if ":" in spec}
@@ -151,6 +200,10 @@ def scan(source: str, guarded: set[str] = frozenset(), library: tuple[str, ...] 
         if isinstance(target, (ast.Tuple, ast.List)):
             for t in target.elts:
                 assigned(t)
+        elif isinstance(target, ast.Subscript):  # torch.x.__kwdefaults__["…"] = …, diffu.REGISTRY[k] = …
+            dotted = _dotted(target.value)
+            if dotted and dotted.split(".")[0] in roots:
+                tamper.append(f"changes {dotted}[…]")
         elif isinstance(target, ast.Attribute):
             dotted = _dotted(target)
             root = dotted.split(".")[0] if dotted else None
@@ -175,6 +228,8 @@ def scan(source: str, guarded: set[str] = frozenset(), library: tuple[str, ...] 
                 assigned(target)
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
             assigned(node.target)
+        elif _opens_for_writing(node):
+            tamper.append("opens a file for writing")  # the grader's files are within reach
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
             first = _dotted(node.args[0]) if node.args else None
             if first and first.split(".")[0] in roots:
@@ -282,6 +337,11 @@ def make_preprocessors():
             if utils.is_locked(cell) != source_cell.locked:
                 self.note(f"{grade_id} was unlocked or locked: its lock is restored")
                 cell.metadata.nbgrader["locked"] = source_cell.locked
+            flags = {"grade": self.in_source("grade", grade_id), "solution": self.in_source("solution", grade_id),
+                     "task": self.in_source("task", grade_id)}  # fmt: skip
+            if any(bool(cell.metadata.nbgrader.get(k)) != v for k, v in flags.items()):
+                self.note(f"{grade_id}'s nbgrader flags (graded, answer, task) were changed: restored")
+                cell.metadata.nbgrader.update(flags)
             if utils.is_grade(cell):
                 graded = self.gradebook.find_graded_cell(grade_id, self.notebook_id, self.assignment_id)
                 if float(graded.max_score) != float(cell.metadata.nbgrader.get("points", -1)):
@@ -293,6 +353,18 @@ def make_preprocessors():
                     self.note(f"{grade_id} (a locked cell) was edited: the original is restored")
                 cell.source = source_cell.source  # the released test cell gets its hidden tests back
             return cell, resources
+
+        def in_source(self, kind: str, grade_id: str) -> bool:
+            """Whether the lab's cell ``grade_id`` is a graded, solution or task cell (from the gradebook)."""
+            from nbgrader.api import MissingEntry
+
+            find = {"grade": self.gradebook.find_grade_cell, "solution": self.gradebook.find_solution_cell,
+                    "task": self.gradebook.find_task_cell}[kind]  # fmt: skip
+            try:
+                find(grade_id, self.notebook_id, self.assignment_id)
+            except MissingEntry:
+                return False
+            return True
 
         def source_order(self) -> list[str]:
             """grade_ids (or cell ids for cells without one) of the source notebook, in order."""
@@ -448,6 +520,8 @@ def _environment(course: Path) -> None:
     load the course's labkit.py."""
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.environ["DIFFU_LABKIT"] = str(course / "labkit.py")
+    # the checks refuse to run if the file changes while a notebook runs (fresh() compares)
+    os.environ["DIFFU_LABKIT_SHA256"] = hashlib.sha256((course / "labkit.py").read_bytes()).hexdigest()
 
 
 def _api(course: Path):
@@ -532,11 +606,16 @@ def autograde_all(pairs: list[tuple[str, str]], course: Path = HERE, out=print) 
     api = _api(course)
     results = {}
     cwd = os.getcwd()
+    checks = course / "labkit.py"
+    pristine = checks.read_bytes()
     for lab, student in pairs:
         try:
             result = api.autograde(lab, student, force=True, create=True)
         finally:
             os.chdir(cwd)
+            changed = not checks.is_file() or checks.read_bytes() != pristine
+            if changed:  # a submission wrote to the grader's checks: put them back before the next one runs
+                checks.write_bytes(pristine)
         if not result.get("success"):
             results[(lab, student)] = None
             out(f"{student} {lab}: not graded — {_reason(result)}")
@@ -550,6 +629,8 @@ def autograde_all(pairs: list[tuple[str, str]], course: Path = HERE, out=print) 
         for kind in ("restored", "refused", "review"):
             for line in found.get(kind, []):
                 out(f"  {kind}: {line}")
+        if changed:
+            out("  refused: the notebook changed the grader's labkit.py (put back); no check ran after the change")
     return results
 
 

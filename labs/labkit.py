@@ -89,8 +89,9 @@ LIBRARY: dict[str, tuple[str, ...]] = {
     ),
     # lab 6 writes label dropout, the conditional loss, the training loop and guidance: not diffu's
     "lab6_cfg_training": ("diffu.train", "diffu.guidance", "diffu.schedules:Schedule.q_sample"),
-    # lab 7 writes the flow-matching loss, training and the ODE samplers: not diffu's flow or SDE code
-    "lab7_score_flow": ("diffu.flow", "diffu.sde", "diffu.sde_samplers", "diffu.ode"),
+    # lab 7 writes the flow-matching loss, training and the ODE samplers: not diffu's flow, SDE, ODE or training code
+    # (diffu.train.train with the generator's seed would replay the training loop's draws on the CPU)
+    "lab7_score_flow": ("diffu.flow", "diffu.sde", "diffu.sde_samplers", "diffu.ode", "diffu.train"),
 }
 
 #: the text :meth:`Kit.done` prints; ``grade.py`` looks for it in every graded cell's output
@@ -205,12 +206,24 @@ def fresh(lab: str | None = None) -> Kit:
     ``lab`` names the entry of :data:`LIBRARY` whose functions the student's functions may not call."""
     env = os.environ.get("DIFFU_LABKIT")
     path = Path(env).resolve() if env else _HERE
+    text = path.read_text(encoding="utf-8")
+    expected = os.environ.get("DIFFU_LABKIT_SHA256")  # the grader's hash of its labkit.py, taken before grading
+    if expected:
+        import hashlib
+
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
+            raise Tampering(f"the checks refuse to run: {path} was changed while the notebook ran")
     module = types.ModuleType("labkit_fresh")
     module.__file__ = str(path)
-    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    exec(compile(text, str(path), "exec"), module.__dict__)
     module._Sources._cache = _Sources._cache  # source files compiled once per kernel (code from disk, nothing live)
     module.guard()
-    return module.Kit(lab)
+    kit = module.Kit(lab)
+    # the namespace of the cell that called: the notebook's. What it holds now is what the answer cells left; what the
+    # check binds from here on (its inputs, its references) is hidden from the student's functions while they run
+    namespace = sys._getframe(1).f_globals
+    kit._namespace, kit._before = namespace, dict(namespace)
+    return kit
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -238,6 +251,29 @@ def _restore_shell() -> list[str]:
         del shell.__dict__[name]
     if os.environ.get("NBGRADER_EXECUTION") != "autograde":
         return found  # a student's own IPython may carry extensions' input transformers: only the grader's is bare
+    if getattr(shell, "ast_transformers", None):
+        found.append("IPython's AST transformers (ast_transformers)")
+        shell.ast_transformers.clear()
+    manager = getattr(shell, "input_transformer_manager", None)
+    if manager is not None:
+        from IPython.core import inputtransformer2 as it2
+
+        tokens = (it2.MagicAssign, it2.SystemAssign, it2.EscapedCommand, it2.HelpEnd)
+        if [t for t in getattr(manager, "token_transformers", ()) if t not in tokens]:
+            found.append("IPython's token transformers")
+            manager.token_transformers[:] = [t for t in manager.token_transformers if t in tokens]
+        lines = getattr(manager, "line_transforms", None)
+        if lines is not None and [f for f in lines if f is not it2.cell_magic]:
+            found.append("IPython's line transforms")
+            lines[:] = [f for f in lines if f is it2.cell_magic]
+    events = getattr(shell, "events", None)
+    for event, callbacks in (getattr(events, "callbacks", None) or {}).items():
+        # IPython's, ipykernel's and matplotlib's own callbacks are methods or functions of installed packages
+        foreign = [cb for cb in callbacks if not _installed(cb)]
+        if foreign:
+            found.append(f"IPython's {event} event callbacks")
+            callbacks[:] = [cb for cb in callbacks if _installed(cb)]
+    found += _thread_problems()
     cleanup = getattr(shell, "input_transformers_cleanup", None)
     post = getattr(shell, "input_transformers_post", None)
     if post:
@@ -252,6 +288,33 @@ def _restore_shell() -> list[str]:
             found.append("IPython's input transformers (input_transformers_cleanup)")
             cleanup[:] = [f for f in cleanup if f in allowed]
     return found
+
+
+#: the packages whose threads a grading kernel runs (the kernel's channels, tqdm's monitor)
+_THREAD_PACKAGES = ("ipykernel", "jupyter_client", "zmq", "IPython", "tqdm")
+
+
+def _thread_problems() -> list[str]:
+    """Threads an answer cell started: the watch of :meth:`Kit.run` follows only the threads started while it runs,
+    so work handed to a thread started before (a pool, say) would escape it."""
+    found = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread():
+            continue
+        run = getattr(thread, "_target", None) or type(thread).run
+        code = getattr(getattr(run, "__func__", run), "__code__", None)
+        path = code.co_filename if code is not None and code.__class__ is types.CodeType else ""
+        parts = Path(path).parts
+        if not (path.startswith(_roots()) and any(p in parts for p in _THREAD_PACKAGES)):
+            found.append(f"a thread an answer cell started ({thread.name})")
+    return found
+
+
+def _installed(callback) -> bool:
+    """A Python function or method whose code lives in an installed package (not in a notebook cell)."""
+    func = getattr(callback, "__func__", callback)
+    code = getattr(func, "__code__", None)
+    return code is not None and code.__class__ is types.CodeType and code.co_filename.startswith(_roots())
 
 
 class _Sources:
@@ -290,8 +353,55 @@ class _Sources:
                         walk(c)
 
             walk(module_code)
-            self._cache[key] = (codes, _top_level_imports(tree))
+            self._cache[key] = (codes, _top_level_imports(tree), _literal_defaults(tree))
         return self._cache[key]
+
+
+def _literal_defaults(tree) -> dict[int, tuple[tuple, dict]]:
+    """``{first line: (defaults, keyword-only defaults)}`` of every ``def`` of a module, each default as
+    ``(True, value)`` when it is a literal and ``(False, None)`` when it is an expression (computed when the module
+    ran). The first line is the code object's ``co_firstlineno``: the first decorator's line, or the ``def``'s. (No
+    sentinel object: the cache holding these outlives the module instance that made it.)"""
+    out = {}
+
+    def value(node):
+        try:
+            return True, ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return False, None
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            kw = {a.arg: value(d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None}
+            out[first] = (tuple(value(d) for d in node.args.defaults), kw)
+    return out
+
+
+def _same(a, b) -> bool:
+    """a is the literal b: of the same type and equal (containers element by element)."""
+    if a.__class__ is not b.__class__:
+        return False
+    if isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in b)
+    return a == b or (a != a and b != b)  # NaN defaults
+
+
+def _defaults_problem(f, literal) -> str | None:
+    """Why f's default arguments are not those its ``def`` states (None when they are, as far as they are
+    literals)."""
+    if literal is None:
+        return None
+    defaults, kw = literal
+    current = f.__defaults__ or ()
+    if len(current) != len(defaults) or not all(not known or _same(a, b) for a, (known, b) in zip(current, defaults)):
+        return "has other default arguments than its source states"
+    current_kw = f.__kwdefaults__ or {}
+    if current_kw.keys() != kw.keys() or not all(not kw[k][0] or _same(current_kw[k], kw[k][1]) for k in kw):
+        return "has other keyword-only defaults than its source states"
+    return None
 
 
 def _top_level_imports(tree) -> list[tuple[str, int, str | None, str]]:
@@ -335,6 +445,9 @@ def _function_problem(f, sources: _Sources, roots, depth: int = 0) -> str | None
         return f"comes from {path!r}, which cannot be read"
     if not any(code == c for c in compiled[0].get(code.co_qualname, ())):
         return "does not match its source file"
+    problem = _defaults_problem(f, compiled[2].get(code.co_firstlineno))
+    if problem:
+        return problem
     if depth < 3 and f.__closure__:  # a decorator's wrapper: the wrapped function too
         for cell in f.__closure__:
             try:
@@ -369,7 +482,7 @@ def _module_problems(mod, sources: _Sources, roots) -> list[str]:
     compiled = sources.get(path)
     if compiled is None:
         return []
-    codes, imports = compiled
+    codes, imports, _ = compiled
     problems = []
     namespace = mod.__dict__
     for attr, value in list(namespace.items()):
@@ -569,6 +682,14 @@ def _resolve(spec: str) -> dict[int, tuple[object, str]]:
 _SETTERS = (sys.setprofile, sys.settrace, threading.setprofile, threading.settrace)
 
 
+def _code_key(code) -> tuple:
+    """What a function's code is, wherever it was compiled: its name, bytecode, constants (nested code by its own
+    key), the names and variables it uses — not its file or line numbers."""
+    consts = tuple(_code_key(c) if c.__class__ is types.CodeType else (c.__class__.__name__, repr(c))
+                   for c in code.co_consts)  # fmt: skip
+    return code.co_name, code.co_code, consts, code.co_names, code.co_varnames, code.co_freevars
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # the checks
 
@@ -581,6 +702,8 @@ class Kit:
             raise ValueError(f"lab must be one of {sorted(LIBRARY)}, got {lab!r}")
         self.lab = lab
         self._forbidden = None
+        self._copies = None
+        self._namespace, self._before = None, {}
 
     # -- calling the student's code -----------------------------------------------------------------------------------
     def forbidden(self) -> dict:
@@ -588,13 +711,37 @@ class Kit:
             self._forbidden = {}
             for spec in LIBRARY.get(self.lab, ()):
                 self._forbidden.update(_resolve(spec))
+            # the same functions by content, wherever they were compiled from (a copy of diffu's folder, a pasted
+            # function): name, bytecode, constants and names — not the file or the line numbers
+            self._copies = {_code_key(code): label for code, label in self._forbidden.values()}
         return self._forbidden
+
+    def _hide(self) -> dict:
+        """Take out of the notebook's namespace the data the check bound since :func:`fresh` — its inputs and
+        references: tensors, numbers, strings, generators, containers, ``lk`` (new names are removed, rebound ones get
+        their earlier value back); returns what to put back. What can be called stays (the check's models and helper
+        functions, which the student's function may be handed and which may read each other)."""
+        ns, before = self._namespace, self._before
+        if ns is None:
+            return {}
+        hidden = {}
+        for key, value in list(ns.items()):
+            if callable(value) and value.__class__ is not Kit or value.__class__ is types.ModuleType:
+                continue
+            if key not in before:
+                hidden[key] = value
+                del ns[key]
+            elif before[key] is not value:
+                hidden[key] = value
+                ns[key] = before[key]
+        return hidden
 
     def run(self, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` — a student's function — with the lab's library functions (:data:`LIBRARY`)
         refused: a call into one of them stops it with :class:`Delegation`. Afterwards :func:`guard` checks that it
         changed nothing the checks rely on. Returns what ``fn`` returned."""
         forbidden = {k: label for k, (_, label) in self.forbidden().items()}
+        copies, seen = self._copies, {}
         setters = {id(s) for s in _SETTERS}
         hits: list[str] = []
         tampered: list[str] = []
@@ -604,7 +751,14 @@ class Kit:
             if not watching[0]:
                 return
             if event == "call":
-                label = forbidden.get(id(frame.f_code))
+                code = frame.f_code
+                label = forbidden.get(id(code))
+                if label is None:
+                    known = seen.get(id(code))
+                    if known is None:  # a code object met for the first time: is it a copy of a forbidden one?
+                        copy = copies.get(_code_key(code))
+                        known = seen[id(code)] = (code, f"a copy of {copy}" if copy else None)
+                    label = known[1]
                 if label is not None:
                     hits.append(label)
                     raise Delegation(label)
@@ -613,6 +767,7 @@ class Kit:
                 raise Tampering(arg.__name__)
 
         name = getattr(fn, "__name__", None) or fn.__class__.__name__
+        hidden = self._hide()  # the check's references are not there for the function to read
         previous, previous_threads = sys.getprofile(), threading.getprofile()
         sys.setprofile(watch)
         threading.setprofile(watch)
@@ -626,6 +781,8 @@ class Kit:
             still = sys.getprofile()
             sys.setprofile(previous)
             threading.setprofile(previous_threads)
+            if self._namespace is not None:
+                self._namespace.update(hidden)
         if hits:
             raise Delegation(
                 f"{name} calls {hits[0]}, the diffu implementation of what this lab asks you to write: write it "

@@ -325,8 +325,12 @@ def _more_labs():
     for path in sorted(Path(__file__).parent.glob("lab*.py")):
         module = importlib.import_module(f"{__package__}.{path.stem}")
         DELEGATE[path.stem], FAKE[path.stem] = module.DELEGATE, module.FAKE
+        for name, (codes, score, what) in getattr(module, "EXTRA", {}).items():
+            EXTRA[name] = (path.stem, codes, score, what)
 
 
+#: attacks of their own that a lab's module brings: {name: (lab, {grade_id: code}, score, what)}
+EXTRA: dict[str, tuple] = {}
 _more_labs()
 
 PATCH_COMPARISONS = """
@@ -386,6 +390,15 @@ def _attacks() -> list[Attack]:
         nb = honest(s, r)
         (cell,) = [c for c in nb.cells if _meta(c).get("grade_id") == "test_patches"]
         cell.metadata.nbgrader["grade_id"] = "test_patches_renamed"
+        return nb
+
+    def flip_flags(s, r):
+        nb = honest(s, r)
+        for cell in nb.cells:
+            if _meta(cell).get("grade_id") == "test_patches":
+                cell.metadata.nbgrader["solution"] = True  # nbgrader would look for a comment it never made
+            if _meta(cell).get("grade_id") == "test_adaln_zero_block":
+                cell.metadata.nbgrader["grade"] = False  # the test would leave the autograded points
         return nb
 
     def edit_tests(s, r):
@@ -517,6 +530,13 @@ MODEL = _Zero()
         ),  # fmt: skip
         Attack("rename_test", lab2, rename_test, "full", "a correct lab with a test cell's grade_id changed"),
         Attack("edit_tests", lab2, edit_tests, 0, "wrong answers, every test cell emptied and given 100 points"),
+        Attack(
+            "flip_flags",
+            lab2,
+            flip_flags,
+            "full",
+            "a correct lab with a test cell marked as an answer and another as not graded",
+        ),  # fmt: skip
         Attack("mirror", lab2, mirror, 0, "wrong answers, and the diffu references patched to return them"),
         Attack(
             "tensor_subclass",
@@ -554,6 +574,8 @@ MODEL = _Zero()
             "wrong answers, right for the lab's model replaced (in a new cell) by one that predicts zeros",
         ),  # fmt: skip
     ]
+    for name, (lab, codes, score, what) in EXTRA.items():
+        out.append(Attack(name, lab, lambda s, r, codes=codes: answers(honest(s, r), codes), score, what))
     return out
 
 

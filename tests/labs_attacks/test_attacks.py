@@ -5,7 +5,7 @@ and grade.py says per student what it restored or refused. About 2.5 minutes on 
 import pytest
 
 from .attacks import ATTACKS
-from .course import NAMES, graded
+from .course import LABS, NAMES, graded
 
 BY_NAME = {a.name: a for a in ATTACKS}
 
@@ -49,9 +49,15 @@ def test_delegation_is_refused_with_the_reason(run):
         assert "refused:" in report and "Delegation" in report and "the diffu implementation" in report, report
 
 
+def test_a_copy_of_the_library_is_still_the_library(run):
+    report = "\n".join(run.report("copy_of_diffu"))
+    assert "Delegation" in report and "a copy of diffu.samplers" in report, report
+
+
 def test_tampering_refuses_the_notebook_and_says_why(run):
     for name in ("patch_compare_lab1_ddpm", "mirror", "tensor_subclass", "swallow_errors", "silence_errors",
-                 "skip_checks", "forge_done", "rebind_builtins"):  # fmt: skip
+                 "skip_checks", "forge_done", "rebind_builtins", "time_magic_ast_transformer",
+                 "patch_defaults", "runpy_rewritten_copy"):  # fmt: skip
         report = "\n".join(run.report(name))
         assert "refused: the whole notebook" in report, (name, report)
 
@@ -66,6 +72,19 @@ def test_deleted_stripped_and_renamed_test_cells_are_put_back_in_working_order(r
         ]
         assert not errors, (name, errors)  # every restored test found what it needs above it
     assert any("test_patches_renamed is not a cell of the lab" in r for r in run.findings("rename_test")["restored"])
+
+
+def test_changed_cell_flags_are_restored_and_reported(run):
+    restored = run.findings("flip_flags")["restored"]
+    assert sum("nbgrader flags" in r for r in restored) == 2, restored
+    assert run.report("flip_flags")[0].endswith("+ 2 by hand (written_why_zero_init)")  # no test in the manual queue
+
+
+def test_a_notebook_that_rewrites_the_checks_is_refused_and_the_file_put_back(run):
+    report = "\n".join(run.report("rewrite_labkit"))
+    assert "changed the grader's labkit.py (put back)" in report, report
+    course = run.course("rewrite_labkit")
+    assert (course / "labkit.py").read_bytes() == (LABS / "labkit.py").read_bytes()
 
 
 def test_edited_locked_cells_are_restored_and_reported(run):

@@ -169,3 +169,47 @@ def test_every_library_entry_names_functions_that_exist(lab):
     """A LIBRARY entry that named nothing (a typo, a renamed function) would watch nothing and let delegation pass."""
     for spec in labkit.LIBRARY[lab]:
         assert labkit._resolve(spec), f"{lab}: {spec} resolves to no function"
+
+
+def test_the_guard_sees_changed_default_arguments():
+    f = diffu.samplers.ddim
+    old = dict(f.__kwdefaults__)
+    f.__kwdefaults__["eta"] = 1.0
+    try:
+        found = labkit.problems()
+    finally:
+        f.__kwdefaults__.clear()
+        f.__kwdefaults__.update(old)
+    assert any("diffu.samplers.ddim has other keyword-only defaults" in p for p in found), found
+    assert labkit.problems() == []
+
+
+def test_run_refuses_a_copy_of_a_forbidden_function(tmp_path):
+    """The same code compiled from another file (a copy of diffu's folder, a pasted function) is still diffu's."""
+    import shutil
+
+    shutil.copytree(LABS.parent / "diffu", tmp_path / "copieddiffu", ignore=shutil.ignore_patterns("weights", "*.npz"))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        copied = importlib.import_module("copieddiffu.nn.embeddings")
+        lk = labkit.fresh("lab2_dit_blocks")
+        with pytest.raises(AssertionError, match="calls a copy of diffu.nn.embeddings.patchify"):  # Delegation
+            lk.run(lambda x: copied.patchify(x, 2), torch.randn(1, 2, 4, 4))
+        assert lk.run(lambda x: x + 1, torch.zeros(2)).tolist() == [1.0, 1.0]  # an own function runs
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.startswith("copieddiffu")]:
+            del sys.modules[name]
+
+
+def test_run_hides_what_the_check_bound_since_fresh():
+    """While a student's function runs, the check's own variables (its references) are not in the namespace: new
+    names are gone and rebound ones hold their earlier value; afterwards everything is back."""
+    ns = {"__name__": "__main__", "SCHED": "the setup's", "torch": torch, "labkit": labkit}
+    exec("lk = labkit.fresh('lab5_ddim')\nSCHED = 'the check\\'s'\nref = 42", ns)
+
+    def peek():
+        return ns.get("ref"), ns.get("SCHED"), "lk" in ns
+
+    assert ns["lk"].run(peek) == (None, "the setup's", False)
+    assert (ns["ref"], ns["SCHED"]) == (42, "the check's")

@@ -98,7 +98,8 @@ def test_every_lab_is_an_nbgrader_assignment():
             assert "hide-input" in c["metadata"].get("tags", []), f"{p.name}: {c['id']} not collapsed"
         # at least one written answer graded by hand: a markdown solution cell with points, its model answer and
         # rubric inside the solution block (the release replaces it by "YOUR ANSWER HERE")
-        written = [c for c in _cells(p) if c["cell_type"] == "markdown" and c["metadata"].get("nbgrader", {}).get("grade")]
+        markdown = [c for c in _cells(p) if c["cell_type"] == "markdown"]
+        written = [c for c in markdown if c["metadata"].get("nbgrader", {}).get("grade")]
         assert written, f"{p.name}: no written question graded by hand"
         for c in written:
             m, src = c["metadata"]["nbgrader"], "".join(c["source"])

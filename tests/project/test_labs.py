@@ -44,7 +44,8 @@ def test_release_hides_solutions_and_hidden_tests(course, lab):
         assert marker not in text, marker
     assert "BEGIN HIDDEN TESTS" in "\n".join(c.source for c in source)
     solutions = [c for c in release if _meta(c).get("solution")]
-    assert solutions and all("raise NotImplementedError()" in c.source for c in solutions)
+    assert solutions and all("raise NotImplementedError()" in c.source for c in solutions if c.cell_type == "code")
+    assert all(c.source.strip() == "YOUR ANSWER HERE" for c in solutions if c.cell_type == "markdown")
     graded_cells = {_meta(c)["grade_id"]: _meta(c)["points"] for c in source if _meta(c).get("grade")}
     assert graded_cells == {_meta(c)["grade_id"]: _meta(c)["points"] for c in release if _meta(c).get("grade")}
     assert all(not c.get("outputs") for c in release if c.cell_type == "code")
@@ -128,7 +129,7 @@ def test_student_version_scores_zero(course, lab):
     assert not [c.get("id") for c in executed[:first] if _errors(c)]  # setup and the first exercise's definitions run
     assert _errors(executed[first]) == ["NotImplementedError"]
     for c in executed:  # every failure is an unimplemented exercise or a value it would have produced
-        if _meta(c).get("grade"):
+        if _meta(c).get("grade") and c.cell_type == "code":
             assert _errors(c), c.get("id")
         assert set(_errors(c)) <= {"NotImplementedError", "NameError"}, (c.get("id"), _errors(c))
 
