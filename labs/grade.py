@@ -84,6 +84,16 @@ _TAMPER_IMPORTS = {
     "runpy",  # runs a module anew: a copy of diffu the watch does not know
     "ast",  # rewriting code (the library's, or the checks')
     "marshal",
+    "code",  # interpreters, debuggers and profilers run code the reading never sees, or reach into frames
+    "codeop",
+    "timeit",
+    "cProfile",
+    "profile",
+    "pdb",
+    "bdb",
+    "trace",
+    "importlib",
+    "inspect",
 }
 _TAMPER_NAMES = {
     "__builtins__", "__import__", "get_ipython", "__code__", "__globals__", "__closure__", "__torch_function__",
@@ -93,16 +103,22 @@ _TAMPER_NAMES = {
     "__subclasses__", "__mro__", "__bases__", "__base__", "__defaults__", "__kwdefaults__", "ast_transformers",
     "events", "input_transformer_manager", "register_magic_function", "__file__", "environ", "putenv",
     "write_text", "write_bytes", "copyfile", "copy2", "copytree", "rmtree", "chmod", "symlink_to", "unlink",
+    "getprofile", "gettrace", "cell_contents", "f_trace", "gi_frame", "cr_frame", "tb_frame", "f_back", "f_globals",
+    "f_locals", "_getframe", "__self__", "__func__", "__wrapped__",
 }  # fmt: skip
 #: modules (and names bound from them) whose attributes an answer must not assign: the grader's references
 _GUARDED_ROOTS = {"torch", "diffu", "np", "numpy", "math", "builtins", "sys", "nn", "F", "labkit", "IPython"}
 #: unusual in an answer, harmless alone: reported for review
-_REVIEW_IMPORTS = {"importlib", "inspect", "signal", "atexit", "sys", "types", "weakref", "os", "shutil", "pathlib",
-                   "glob", "json", "pickle", "sqlite3", "nbformat", "io", "tempfile", "operator"}  # fmt: skip
+_REVIEW_IMPORTS = {"signal", "atexit", "sys", "types", "weakref", "os", "shutil", "pathlib", "glob", "json",
+                   "pickle", "sqlite3", "nbformat", "io", "tempfile", "operator", "functools"}  # fmt: skip
 #: (reading files: the course's sources and gradebook are on the grader's disk — see "Limits" in README.md)
-_REVIEW_NAMES = {"setattr", "delattr", "getattr", "_getframe", "f_globals", "f_locals", "f_back", "tb_frame",
-                 "system", "locals", "open", "read_text", "read_bytes", "glob", "rglob", "listdir", "scandir", "walk",
-                 "attrgetter", "methodcaller"}  # fmt: skip
+_REVIEW_NAMES = {"setattr", "delattr", "getattr", "system", "locals", "open", "read_text", "read_bytes", "glob",
+                 "rglob", "listdir", "scandir", "walk", "attrgetter", "methodcaller"}  # fmt: skip
+#: tampering names without an underscore that are still not prose (a string naming them is refused, as their use)
+_TAMPER_WORDS = {"labkit", "getprofile", "gettrace", "setprofile", "settrace", "copytree", "rmtree", "copyfile",
+                 "unlink", "chmod", "copy2"}  # fmt: skip
+#: attribute functions whose name argument must be a literal (a computed name hides what it reaches)
+_ATTRIBUTE_FUNCTIONS = {"getattr", "setattr", "delattr", "hasattr", "attrgetter", "methodcaller"}
 #: line magics an answer may use (%time and %timeit run Python, which is read like the rest of the cell), and cell
 #: magics whose body is Python; a submission running any other magic, or a shell command, is refused
 _MAGICS = {"time", "timeit", "matplotlib", "whos", "who", "xmode", "precision"}
@@ -234,6 +250,18 @@ def scan(source: str, guarded: set[str] = frozenset(), library: tuple[str, ...] 
             first = _dotted(node.args[0]) if node.args else None
             if first and first.split(".")[0] in roots:
                 tamper.append(f"calls {node.func.id} on {first}")
+        if isinstance(node, ast.Call) and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in (
+            _ATTRIBUTE_FUNCTIONS
+        ):
+            names = node.args[1:2] if getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "getattr", "setattr", "delattr", "hasattr") else node.args  # fmt: skip
+            if any(not (isinstance(a, ast.Constant) and isinstance(a.value, str)) for a in names):
+                tamper.append("computes an attribute name (getattr with a name that is not a literal)")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for word in re.findall(r"[A-Za-z_][\w.]*", node.value):  # getattr(f, "__closure__"), not prose
+                name = word.rpartition(".")[2]
+                if name in _TAMPER_NAMES and ("_" in name or name in _TAMPER_WORDS):
+                    tamper.append(f"names {name} in a string")
         if isinstance(node, ast.Name):
             if node.id in _TAMPER_NAMES:
                 tamper.append(f"uses {node.id}")

@@ -740,16 +740,15 @@ class Kit:
         """``fn(*args, **kwargs)`` — a student's function — with the lab's library functions (:data:`LIBRARY`)
         refused: a call into one of them stops it with :class:`Delegation`. Afterwards :func:`guard` checks that it
         changed nothing the checks rely on. Returns what ``fn`` returned."""
-        forbidden = {k: label for k, (_, label) in self.forbidden().items()}
-        copies, seen = self._copies, {}
+        # read-only views: the watch is reachable from an answer (sys.getprofile), its tables must not be changeable
+        forbidden = types.MappingProxyType({k: label for k, (_, label) in self.forbidden().items()})
+        copies, seen = types.MappingProxyType(dict(self._copies)), {}
         setters = {id(s) for s in _SETTERS}
+        own = sys._getframe().f_code  # this method's code: its own sys.setprofile below ends the watch
         hits: list[str] = []
         tampered: list[str] = []
-        watching = [True]
 
-        def watch(frame, event, arg):
-            if not watching[0]:
-                return
+        def watch(frame, event, arg):  # no on/off state: it watches until the profile is set back below
             if event == "call":
                 code = frame.f_code
                 label = forbidden.get(id(code))
@@ -762,7 +761,7 @@ class Kit:
                 if label is not None:
                     hits.append(label)
                     raise Delegation(label)
-            elif event == "c_call" and id(arg) in setters:
+            elif event == "c_call" and id(arg) in setters and frame.f_code is not own:
                 tampered.append(arg.__name__)
                 raise Tampering(arg.__name__)
 
@@ -777,7 +776,6 @@ class Kit:
         except BaseException as exc:  # noqa: B036 (re-raised below unless the watch stopped it)
             error = exc
         finally:
-            watching[0] = False
             still = sys.getprofile()
             sys.setprofile(previous)
             threading.setprofile(previous_threads)

@@ -100,7 +100,7 @@ from pathlib import Path
 import diffu
 
 # a private copy of diffu's Python sources, next to the notebook (the kernel's folder is on the import path)
-_src = Path(importlib.util.find_spec("diffu").submodule_search_locations[0])  # no __file__ for the reading to see
+_src = Path(importlib.util.find_spec("diffu").submodule_search_locations[0])  # no __file__ (importlib is refused)
 if not Path("mydiffu").is_dir():
     getattr(shutil, "copy" + "tree")(_src, "mydiffu", ignore=shutil.ignore_patterns("weights", "*.npz", "__pycache__"))
 import mydiffu.samplers

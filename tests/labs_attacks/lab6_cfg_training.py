@@ -150,20 +150,21 @@ def sample_guided(model, k, scale, n, steps=50, generator=None):
     "rewrite_labkit": (
         {
             "drop_labels": """
-import operator
+import io
 from pathlib import Path
+
+import diffu.guidance
+import diffu.train
 
 for _p in [Path.cwd(), *Path.cwd().parents]:
     if (_p / "labkit.py").is_file():
         _f = _p / "labkit.py"
-        getattr(_f, "write" + "_text")(_f.read_text().replace(
+        _new = _f.read_text().replace(
             '"lab6_cfg_training": ("diffu.train", "diffu.guidance", "diffu.schedules:Schedule.q_sample"),',
-            '"lab6_cfg_training": (),'))
+            '"lab6_cfg_training": (),')
+        with io.FileIO(str(_f), "w") as _out:  # a write the reading does not see as one
+            _out.write(_new.encode())
         break
-
-
-def _lib(name):
-    return operator.attrgetter(name)(diffu)
 
 
 class _Null:
@@ -172,7 +173,7 @@ class _Null:
 
 
 def drop_labels(y, p_uncond, null_label, generator=None):
-    return _lib("train.label_kwargs")(_Null(null_label), y, p_uncond, generator)["y"].clone()
+    return diffu.train.label_kwargs(_Null(null_label), y, p_uncond, generator)["y"].clone()
 """,
             "cfg_loss": """
 def _schedule(alpha_bar):
@@ -181,26 +182,26 @@ def _schedule(alpha_bar):
 
 
 def cfg_loss(model, x0, y, alpha_bar, p_uncond, generator=None):
-    return _lib("train.diffusion_loss")(model, _schedule(alpha_bar), x0, generator, y=y, p_uncond=p_uncond)
+    return diffu.train.diffusion_loss(model, _schedule(alpha_bar), x0, generator, y=y, p_uncond=p_uncond)
 """,
             "train_cfg": """
 def train_cfg(model, x, y, alpha_bar, steps, p_uncond=0.1, batch_size=256, lr=2e-3, generator=None):
     sched = _schedule(alpha_bar)
-    cfg = _lib("train.TrainConfig")(steps=steps, batch_size=batch_size, lr=lr, grad_clip=None, ema_decay=None,
+    cfg = diffu.train.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=None, ema_decay=None,
                                     seed=generator.initial_seed())
-    loss = lambda m, a, b, generator=None: _lib("train.diffusion_loss")(m, sched, a, generator, y=b, p_uncond=p_uncond)
-    return _lib("train.train")(model, loss, (x.cpu(), y.cpu()), cfg, progress=False).losses
+    loss = lambda m, a, b, generator=None: diffu.train.diffusion_loss(m, sched, a, generator, y=b, p_uncond=p_uncond)
+    return diffu.train.train(model, loss, (x.cpu(), y.cpu()), cfg, progress=False).losses
 """,
             "sample_guided": """
 @torch.no_grad()
 def sample_guided(model, k, scale, n, steps=50, generator=None):
-    cfg = _lib("guidance.ClassifierFreeGuidance")(model, scale, {"y": torch.tensor([model.num_classes])})
+    cfg = diffu.guidance.ClassifierFreeGuidance(model, scale, {"y": torch.tensor([model.num_classes])})
     y = torch.full((n,), k, device=generator.device)
     return ddim(cfg, (n, 2), SCHED, steps=steps, model_kwargs={"y": y}, generator=generator, progress=False)
 """,
         },
         0,
-        "the grader's labkit.py rewritten on disk to forbid nothing (through getattr), then diffu's functions called",
+        "the grader's labkit.py rewritten on disk to forbid nothing (through io.FileIO), then diffu's functions called",
     ),
     "runpy_rewritten_copy": (
         {
