@@ -78,8 +78,9 @@ def browser():
 
 @contextlib.contextmanager
 def _page(browser, shots, name):
-    """A fresh page that never reaches outside 127.0.0.1 (the CDN scripts — MathJax, require.js, the widget
-    manager — are aborted, as they would fail offline anyway), with a screenshot saved if the block fails."""
+    """A fresh page that never reaches outside 127.0.0.1, as offline (the CDN scripts that remain — require.js and
+    the widget manager — are aborted; MathJax is served by the book itself), with a screenshot saved if the block
+    fails."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     context.route(re.compile(r"^(?!https?://127\.0\.0\.1[:/]).*"), lambda route: route.abort())
@@ -210,6 +211,20 @@ def test_built_book_pages(browser, site, tmp_path):
                 continue
             page.wait_for_load_state("networkidle")
             bad += failed_local
+            if doc in with_math:  # offline (every request outside 127.0.0.1 is aborted), the maths is still typeset
+                typeset = page.evaluate(
+                    r"""async () => {
+                        if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return null;
+                        await MathJax.startup.promise;
+                        const main = document.querySelector('main') || document.body;
+                        return {containers: document.querySelectorAll('mjx-container').length,
+                                raw: (main.innerText.match(/\\\(|\\\[|\\begin\{/g) || []).slice(0, 3)};
+                    }"""
+                )
+                if typeset is None:
+                    bad.append("MathJax did not load: the page needs the network for its maths")
+                elif not typeset["containers"] or typeset["raw"]:
+                    bad.append(f"maths not typeset offline: {typeset}")
             info = page.evaluate(
                 """() => ({
                     refs: [...document.querySelectorAll('[src], [href]')]
