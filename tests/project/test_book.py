@@ -80,6 +80,35 @@ def test_every_book_chapter_has_claim_check_widget_and_exercise():
         assert "{exercise}" in md, f"{p.name}: no exercise"
 
 
+def test_every_exercise_has_a_hint_and_a_solution():
+    """Every {exercise} of a chapter is labelled, followed by a collapsed {hint} and its collapsed {solution}; code that
+    belongs to a solution (the code cells right after it) runs, collapsed (tag hide-input)."""
+    for p in NOTEBOOKS:
+        if p.parts[-2] != "book":
+            continue
+        cells = _cells(p)
+        md = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        fenced = re.findall(r"^(`{3,})\{(exercise|hint|solution)\}([^\n]*)\n(.*?)^\1[ \t]*$", md, re.M | re.S)
+        blocks = [(k, a.strip(), b) for _, k, a, b in fenced]
+        for at, (kind, title, body) in enumerate(blocks):
+            if kind != "exercise":
+                continue
+            label = re.search(r"^:label: ([\w-]+)", body, re.M)
+            assert label, f"{p.name}: an exercise without :label: ({title})"
+            label = label.group(1)
+            found = [i for i, (k, a, _) in enumerate(blocks) if k == "solution" and a == label]
+            assert found, f"{p.name}: exercise {label} has no solution"
+            hints = [i for i in range(at + 1, found[0]) if blocks[i][0] == "hint"]
+            assert hints, f"{p.name}: exercise {label} has no hint between it and its solution"
+            for i in (hints[0], found[0]):
+                assert re.search(r"^:class:.*\bdropdown\b", blocks[i][2], re.M), f"{p.name}: {label} not collapsed"
+        for i, c in enumerate(cells[:-1]):
+            if c["cell_type"] == "markdown" and "{solution}" in "".join(c["source"]):
+                nxt = cells[i + 1]
+                if nxt["cell_type"] == "code" and "solution" in nxt["metadata"].get("tags", []):
+                    assert "hide-input" in nxt["metadata"]["tags"], f"{p.name}: a solution's code is not collapsed"
+
+
 def test_every_lab_is_an_nbgrader_assignment():
     """Solution cells (collapsed in the instructor's book) and graded test cells with points and asserts, some of them
     hidden."""
