@@ -85,10 +85,23 @@ def test_threads_caps_torch_threads(threads):
     assert torch.get_num_threads() == 1
 
 
-def test_threads_none_leaves_torch_alone(threads):
+def test_threads_default_leaves_one_core_free(threads, monkeypatch):
+    import diffu.book
+
+    monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert diffu.book.default_threads() == 1  # 2 cores: one thread, the other core for everything else
     torch.set_num_threads(3)
     setup()
-    assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == 1
+    monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert diffu.book.default_threads() == 7
+    setup()  # a cap: never more threads than before
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(16)
+    setup()
+    assert torch.get_num_threads() == 7
+    monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert diffu.book.default_threads() == 1  # never zero
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ COMMANDS = {
     "speed": sampling.run_speed,
     "notebooks": notebooks.run_notebooks,
     "suite": notebooks.run_suite,
+    "threads": notebooks.run_threads,
     "fd": sampling.run_fd,
     "nfe": sampling.run_nfe,
     "dit": arch.run_dit,

@@ -72,3 +72,63 @@ def run_suite(args) -> dict:
     print(f"[suite] python -m pytest: {s['seconds']:.0f} s (budget {SUITE_BUDGET_S} s), exit {s['returncode']}: "
           f"{s['summary']}")  # fmt: skip
     return s
+
+
+#: The workload of ``python -m diffu.bench threads``, run in a child process: ``small`` times ``steps`` Adam steps
+#: of a 3-layer MLP on 512 points (thousands of tiny operations, like the chapters' toy trainings), ``conv`` ten
+#: 64-channel 3×3 convolutions of a 64×64×28×28 batch (one large operation each, like sampling the UNet).
+_THREADS_CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[1])); steps = int(sys.argv[2]); torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(3, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128), torch.nn.SiLU(),
+                          torch.nn.Linear(128, 2))
+opt = torch.optim.Adam(net.parameters(), 1e-3); x = torch.randn(512, 3)
+t0 = time.perf_counter()
+for _ in range(steps):
+    loss = net(x).pow(2).mean(); opt.zero_grad(); loss.backward(); opt.step()
+small = time.perf_counter() - t0
+conv = torch.nn.Conv2d(64, 64, 3, padding=1); z = torch.randn(64, 64, 28, 28)
+t0 = time.perf_counter()
+with torch.no_grad():
+    for _ in range(max(1, steps // 40)):
+        conv(z)
+print(json.dumps({"small": small, "conv": time.perf_counter() - t0}))
+"""
+
+
+def bench_threads(threads=(1, 2), steps: int = 400, busy: bool = True) -> list[dict]:
+    """Seconds of a tiny-operation and a large-operation workload at each PyTorch thread count, with the machine
+    otherwise idle and (``busy``) with one other process spinning on a core — the situation of a notebook whose
+    thread pool spans every core while anything else runs. Returns one row per (threads, competitor)."""
+    import json
+
+    rows = []
+    for competitor in (False, True) if busy else (False,):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if competitor else None
+        try:
+            for n in threads:
+                out = subprocess.run(
+                    [sys.executable, "-c", _THREADS_CHILD, str(n), str(steps)], capture_output=True, text=True
+                )
+                if out.returncode:
+                    raise RuntimeError(f"threads benchmark child failed: {out.stderr[-500:]}")
+                rows.append({"threads": n, "busy_core": competitor, **json.loads(out.stdout)})
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    return rows
+
+
+def run_threads(args) -> list[dict]:
+    """``python -m diffu.bench threads``: :func:`bench_threads` for 1 thread and for every core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    rows = bench_threads(threads=sorted({1, cores}), steps=40 if args.tiny else 400)
+    print(f"[threads] seconds, {cores} cores: a small MLP's Adam steps (tiny ops) and 64-channel convolutions")
+    print(f"  {'threads':>7} {'other process':>14} {'tiny ops':>9} {'convs':>7}")
+    for r in rows:
+        busy = "busy on 1 core" if r["busy_core"] else "none"
+        print(f"  {r['threads']:7d} {busy:>14} {r['small']:9.2f} {r['conv']:7.2f}")
+    return rows

@@ -46,7 +46,7 @@ def test_parser_keeps_the_old_flags_and_defaults_to_no_explicit_out():
     args = p.parse_args([])
     assert args.what == "all" and args.out is None and not args.tiny
     assert p.parse_args(["fd", "--out-dir", "x"]).out == "x" == p.parse_args(["fd", "--out", "x"]).out  # old spelling
-    assert set(COMMANDS) == {"speed", "notebooks", "suite", "fd", "nfe", "dit", "ablation", "probe", "t2i",
+    assert set(COMMANDS) == {"speed", "notebooks", "suite", "threads", "fd", "nfe", "dit", "ablation", "probe", "t2i",
                              "guidance", "inverse"}  # fmt: skip
     with pytest.raises(SystemExit):
         p.parse_args(["no-such-command"])
@@ -319,3 +319,11 @@ def test_notebook_paths_and_suite_read_the_given_root(tmp_path):
     (tmp_path / "test_one.py").write_text("def test_ok():\n    assert True\n")
     s = bench_suite(["-p", "no:randomly", "-p", "no:cacheprovider", "test_one.py"], root=tmp_path)
     assert s["returncode"] == 0 and "1 passed" in s["summary"] and s["seconds"] > 0
+
+
+def test_threads_benchmark_times_both_workloads_with_and_without_a_busy_core():
+    from diffu.bench.notebooks import bench_threads
+
+    rows = bench_threads(threads=(1,), steps=5)
+    assert [(r["threads"], r["busy_core"]) for r in rows] == [(1, False), (1, True)]
+    assert all(r["small"] > 0 and r["conv"] > 0 for r in rows)

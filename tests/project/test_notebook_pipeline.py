@@ -1,0 +1,52 @@
+"""book/conftest.py: a chapter is tested on the build's executed copy only while that copy is fresh."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _conftest(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("book_conftest", ROOT / "book" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    monkeypatch.setattr(mod, "EXECUTED", tmp_path / "_build" / "jupyter_execute")
+    monkeypatch.setattr(mod, "DEPENDENCIES", [tmp_path / "diffu"])
+    monkeypatch.delenv("DIFFU_NOTEBOOKS", raising=False)
+    return mod
+
+
+def _write(path: Path, code: list[str], mtime: float):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# T")] + [nbformat.v4.new_code_cell(c) for c in code]
+    )
+    nbformat.write(nb, str(path))
+    os.utime(path, (mtime, mtime))
+
+
+def test_fresh_copy_is_served_and_any_change_makes_it_stale(tmp_path, monkeypatch):
+    mod = _conftest(tmp_path, monkeypatch)
+    chapter, copy = tmp_path / "book" / "c.ipynb", tmp_path / "_build" / "jupyter_execute" / "book" / "c.ipynb"
+    lib = tmp_path / "diffu" / "x.py"
+    lib.parent.mkdir(parents=True)
+    lib.write_text("A = 1\n")
+    os.utime(lib, (1000, 1000))
+    _write(chapter, ["x = 1", "assert x == 1"], 900)
+    assert mod.executed_copy(chapter) is None  # no build yet
+    _write(copy, ["x = 1", "assert x == 1"], 2000)
+    assert mod.executed_copy(chapter) == copy
+    monkeypatch.setenv("DIFFU_NOTEBOOKS", "execute")
+    assert mod.executed_copy(chapter) is None  # forced re-execution
+    monkeypatch.delenv("DIFFU_NOTEBOOKS")
+    os.utime(lib, (3000, 3000))
+    assert mod.executed_copy(chapter) is None  # the library changed after the build
+    os.utime(lib, (1000, 1000))
+    _write(chapter, ["x = 2", "assert x == 1"], 900)
+    assert mod.executed_copy(chapter) is None  # the chapter's code changed
