@@ -2,8 +2,10 @@
 Playwright; Playwright's own browser download is not used).
 
 1. The built book (`_build/html`, from README command 1 — this test does not build it) served on 127.0.0.1: every
-   page of `_toc.yml` loads, every image has pixels, every local link and asset exists, each chapter notebook shows
-   a figure and its math source, and each page whose notebook uses widgets embeds their state.
+   page of `_toc.yml` loads with every request outside 127.0.0.1 refused, as offline, and asks for nothing outside
+   the book; every image has pixels, every local link and asset exists, each chapter notebook shows a figure and
+   its maths typeset by the book's own MathJax, and each page whose notebook uses widgets embeds their state and
+   draws them (`_static/diffu_widgets.js`).
 2. A lab in JupyterLab on 127.0.0.1 (a temporary copy, fresh Jupyter settings and a random token): Run All Cells,
    then the guidance-scale slider renders and moving it changes the plot.
 
@@ -77,13 +79,18 @@ def browser():
 
 
 @contextlib.contextmanager
-def _page(browser, shots, name):
-    """A fresh page that never reaches outside 127.0.0.1, as offline (the CDN scripts that remain — require.js and
-    the widget manager — are aborted; MathJax is served by the book itself), with a screenshot saved if the block
-    fails."""
+def _page(browser, shots, name, outside=None):
+    """A fresh page that never reaches outside 127.0.0.1, as offline: every other request is aborted (and its URL
+    appended to the list ``outside`` if one is given), with a screenshot saved if the block fails."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
-    context.route(re.compile(r"^(?!https?://127\.0\.0\.1[:/]).*"), lambda route: route.abort())
+
+    def abort(route):
+        if outside is not None:
+            outside.append(route.request.url)
+        route.abort()
+
+    context.route(re.compile(r"^(?!https?://127\.0\.0\.1[:/]).*"), abort)
     page = context.new_page()
     try:
         yield page
@@ -201,7 +208,8 @@ def test_built_book_pages(browser, site, tmp_path):
     for doc, rel in pages:
         url = f"{site}/{rel}"
         bad = problems.setdefault(rel, [])
-        with _page(browser, tmp_path, rel.replace("/", "_")) as page:
+        outside = []  # requests for anything not served by the book itself: none may be made
+        with _page(browser, tmp_path, rel.replace("/", "_"), outside) as page:
             failed_local = []  # what the page itself fetched from the site (css, js, fonts, images) and did not get
             page.on("response", functools.partial(_record_http_error, site, failed_local))
             page.on("requestfailed", functools.partial(_record_failed_request, site, failed_local))
@@ -211,7 +219,8 @@ def test_built_book_pages(browser, site, tmp_path):
                 continue
             page.wait_for_load_state("networkidle")
             bad += failed_local
-            if doc in with_math:  # offline (every request outside 127.0.0.1 is aborted), the maths is still typeset
+            bad += [f"request outside the book (offline it fails): {u[:120]}" for u in dict.fromkeys(outside)]
+            if doc in with_math:  # offline (no request outside 127.0.0.1 succeeds), the maths is still typeset
                 typeset = page.evaluate(
                     r"""async () => {
                         if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return null;
@@ -256,6 +265,18 @@ def test_built_book_pages(browser, site, tmp_path):
                         bad.append(f"{len(info['views'])} widget views, state missing for {missing}")
                     if lost := widget_models[doc] - {s["model_name"] for s in state.values()}:
                         bad.append(f"widget state lacks {sorted(lost)}")
+                    # _static/diffu_widgets.js draws each view from the state, offline
+                    drawn = page.evaluate(
+                        """() => [...document.querySelectorAll('.diffu-widget')].map(w => ({
+                            id: w.dataset.modelId, missing: w.querySelectorAll('.diffu-w-missing').length,
+                            controls: w.querySelectorAll('input, select, .diffu-w-toggles').length}))"""
+                    )
+                    if sorted(d["id"] for d in drawn) != sorted(info["views"]):
+                        bad.append(f"{len(drawn)} widgets drawn for {len(info['views'])} widget views")
+                    if any(d["missing"] for d in drawn):
+                        bad.append("a widget refers to a model missing from the page's state")
+                    if not any(d["controls"] for d in drawn):
+                        bad.append("no widget control drawn (sliders, menus, toggles)")
     problems = {k: v for k, v in problems.items() if v}
     assert not problems, json.dumps(problems, indent=1)
 
