@@ -9,7 +9,7 @@ written literally in the markdown of an *executed* notebook and accepts each one
    output 15.1289);
 2. it is written in the notebook's code (a hyperparameter the prose repeats: ``ZETA = 0.3``), or in a committed
    results file of ``book/results/`` (``*.json``, ``*.csv``) that the chapter reads;
-3. it is a paper's number: the same paragraph cites the paper (``{cite}``, ``{cite:p}``, ``{cite:t}``);
+3. it is a paper's number: the same sentence cites the paper (``{cite}``, ``{cite:p}``, ``{cite:t}``);
 4. it is declared in the notebook's metadata, ``metadata["diffu"]["quoted_constants"]``: ``{"0.02": "why"}`` — a
    reviewed list, each with its reason (a schedule endpoint, a textbook constant).
 
@@ -51,18 +51,26 @@ _STRIP = [
 ]
 
 
+def _sentences(paragraph: str) -> list[str]:
+    """A paragraph cut into sentences (a full stop, ! or ? followed by a space and a capital, an opening mark or
+    a list item), keeping decimals and abbreviations such as "et al." whole."""
+    return re.split(r"(?<=[.!?])(?<!et al\.)(?<!e\.g\.)(?<!i\.e\.)\s+(?=[A-Z*_(\[`$]|- )", paragraph)
+
+
 def _markdown_numbers(text: str) -> list[tuple[str, str]]:
-    """``[(number, paragraph)]`` for every decimal or percentage in a markdown cell's text."""
+    """``[(number, sentence)]`` for every decimal or percentage in a markdown cell's text, except in sentences that
+    cite a paper (rule 3: the paper's own numbers)."""
     found = []
     text = re.sub(r"```.*?```", "", text, flags=re.S)  # fenced code and directives' bodies that are code
     for para in re.split(r"\n\s*\n", text):
-        if _CITE.search(para):
-            continue  # a paper's numbers (rule 3)
-        clean = para
-        for pattern in _STRIP:
-            clean = pattern.sub(" ", clean)
-        for m in _NUMBER.finditer(clean):
-            found.append((m.group(1) or m.group(2), para.strip()))
+        for sentence in _sentences(para):
+            if _CITE.search(sentence):
+                continue
+            clean = sentence
+            for pattern in _STRIP:
+                clean = pattern.sub(" ", clean)
+            for m in _NUMBER.finditer(clean):
+                found.append((m.group(1) or m.group(2), sentence.strip()))
     return found
 
 

@@ -92,6 +92,11 @@ def test_code_constants_cited_papers_declared_constants_and_glue_pass(tmp_path):
     assert P.unverified(path) == []
 
 
+def test_a_citation_covers_its_own_sentence_only(tmp_path):
+    md = "DDIM reaches FID 4.67 {cite:p}`song2022ddim`. Our run gives 0.52 at 10 steps, e.g. in the figure."
+    assert [n for n, _ in P.unverified(_nb(md, "fd 0.61", tmp_path=tmp_path))] == ["0.52"]
+
+
 def test_percentages_are_checked(tmp_path):
     assert P.unverified(_nb("accuracy 84 %", "acc 0.8412", tmp_path=tmp_path)) == []
     assert [n for n, _ in P.unverified(_nb("accuracy 91 %", "acc 0.8412", tmp_path=tmp_path))] == ["91"]
