@@ -47,6 +47,7 @@ _STRIP = [
     re.compile(r"^\(.*\)=\s*$", re.M),  # MyST targets
     re.compile(r"<[^>]+>"),  # html tags and their attributes
     re.compile(r"§\s?[\d.]+"),
+    re.compile(r"^#+\s*[\d.]+", re.M),  # a numbered heading (## 10.1 Summary)
     re.compile(r"arXiv:\s?\S+", re.I),
 ]
 
