@@ -80,6 +80,26 @@ def test_every_book_chapter_has_claim_check_widget_and_exercise():
         assert "{exercise}" in md, f"{p.name}: no exercise"
 
 
+def test_every_chapter_states_objectives_prerequisites_notation_and_a_summary():
+    """The teaching frame of each chapter and appendix: an "In this chapter" (or "In this appendix", or the
+    introduction's "How to read this book") box right after the setup cell with objectives and prerequisites, a link
+    to the notation page, and a Summary section. The conclusion is a summary itself."""
+    for p in NOTEBOOKS:
+        if p.parts[-2] != "book" or p.stem == "10_conclusion":
+            continue
+        cells = _cells(p)
+        md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        box = next(
+            (m for m in md if re.search(r"\{admonition\} (In this (chapter|appendix)|How to read this book)", m)), ""
+        )
+        assert box, f"{p.name}: no objectives box"
+        assert re.search(r"(learn|objective|teaches you)", box, re.I) and "Prerequisite" in box, (
+            f"{p.name}: objectives box incomplete"
+        )
+        assert "notation.md" in box, f"{p.name}: the objectives box does not link the notation page"
+        assert any(re.search(r"^##+ .*Summary", m, re.M) for m in md), f"{p.name}: no Summary section"
+
+
 def test_every_exercise_has_a_hint_and_a_solution():
     """Every {exercise} of a chapter is labelled, followed by a collapsed {hint} and its collapsed {solution}; code that
     belongs to a solution (the code cells right after it) runs, collapsed (tag hide-input)."""
