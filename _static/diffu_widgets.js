@@ -13,6 +13,8 @@
  */
 (function () {
   "use strict";
+  if (window.diffuWidgetsLoaded) return; // myst-nb may add the script tag twice
+  window.diffuWidgetsLoaded = true;
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -178,6 +180,8 @@
       return;
     }
     document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').forEach((tag) => {
+      if (tag.dataset.diffuDrawn) return; // the page may load this script more than once: draw each view once
+      tag.dataset.diffuDrawn = "1";
       let view;
       try {
         view = JSON.parse(tag.textContent);

@@ -28,7 +28,7 @@ from torch import nn
 from . import device as best_device
 from .checks import check_device, check_int, check_tensor
 
-__all__ = ["Chapter", "Unconditional", "load_result", "null_labels", "result_path", "setup"]
+__all__ = ["Chapter", "Unconditional", "default_threads", "load_result", "null_labels", "result_path", "setup"]
 
 # The benchmark that writes each committed result of book/results (``python -m diffu.bench NAME``).
 _BENCHMARKS = {

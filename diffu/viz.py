@@ -11,7 +11,15 @@ import torch
 
 from .checks import check_choice, check_finite, check_floating, check_int, check_not_0_255, check_rank, check_real
 
-__all__ = ["animate_trajectory", "image_grid", "plot_trajectory", "show_feature_maps", "show_images", "unet_diagram"]
+__all__ = [
+    "animate_trajectory",
+    "animation_html",
+    "image_grid",
+    "plot_trajectory",
+    "show_feature_maps",
+    "show_images",
+    "unet_diagram",
+]
 
 
 #: The overshoot :func:`image_grid` clamps as sampler overshoot, as :func:`diffu.data.to_uint8` does: a batch with
@@ -153,8 +161,8 @@ def plot_trajectory(traj, n_frames: int = 8, n_images: int = 4, which: Sequence[
 
 
 def animate_trajectory(traj, n_frames: int = 20, nrow: int = 8, interval: int = 150):
-    """A matplotlib animation of x_t (left) and x̂_0 (right) along a recorded run; ``.to_jshtml()`` embeds it in the
-    static book.
+    """A matplotlib animation of x_t (left) and x̂_0 (right) along a recorded run; :func:`animation_html` embeds it
+    in a notebook and in the static book.
 
     Args:
         traj: a recorded :class:`~diffu.samplers.Trajectory`; n_frames, nrow: integers >= 1; interval: milliseconds
@@ -196,6 +204,50 @@ def animate_trajectory(traj, n_frames: int = 20, nrow: int = 8, interval: int = 
 # ----------------------------------------------------------------------------------------------------------------
 # The UNet drawn in code, and its feature maps (chapter §2.6)
 # ----------------------------------------------------------------------------------------------------------------
+
+
+#: matplotlib's animation controls draw Font Awesome icons from a CDN; :func:`animation_html` writes them as text
+_ANIMATION_ICONS = {
+    "fa-minus": "\u2212",  # slower
+    "fa-fast-backward": "\u23ee",
+    "fa-step-backward": "\u25c2",
+    "fa-play fa-flip-horizontal": "\u25c0",  # play backwards
+    "fa-pause": "\u275a\u275a",
+    "fa-play": "\u25b6",
+    "fa-step-forward": "\u25b8",
+    "fa-fast-forward": "\u23ed",
+    "fa-plus": "+",  # faster
+}
+
+
+def animation_html(anim) -> str:
+    """An animation as self-contained HTML for a notebook or the static book, with no request to the network.
+
+    ``anim.to_jshtml()`` (matplotlib) links the Font Awesome stylesheet from a CDN for its play/step buttons: offline
+    the buttons come out blank. This returns the same player with that link removed and each icon written as a text
+    symbol (▶, ❚❚, ⏮, …), the frames embedded as before.
+
+    Args:
+        anim: a matplotlib animation (e.g. from :func:`animate_trajectory`).
+
+    Returns:
+        The HTML, for ``IPython.display.HTML``.
+
+    Raises:
+        TypeError: ``anim`` is not a matplotlib animation.
+    """
+    import re
+
+    from matplotlib.animation import Animation
+
+    if not isinstance(anim, Animation):
+        raise TypeError(f"anim must be a matplotlib animation, got {type(anim).__name__}")
+    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">\s*', "", anim.to_jshtml())
+
+    def icon(m):
+        return _ANIMATION_ICONS.get(m.group(1).replace("fa ", "", 1), "?")
+
+    return re.sub(r'<i class="(fa [^"]+)"></i>', icon, html)
 
 
 def _unet_levels_info(model) -> list[dict]:

@@ -7,7 +7,14 @@ import torch  # noqa: E402
 
 from diffu.samplers import Trajectory, ddim  # noqa: E402
 from diffu.schedules import linear_schedule  # noqa: E402
-from diffu.viz import _frames, animate_trajectory, image_grid, plot_trajectory, show_images  # noqa: E402
+from diffu.viz import (  # noqa: E402
+    _frames,
+    animate_trajectory,
+    animation_html,
+    image_grid,
+    plot_trajectory,
+    show_images,
+)
 
 
 def test_image_grid_layout():
@@ -173,3 +180,21 @@ def test_regression_empty_trajectory_names_traj():
     for fn in (plot_trajectory, animate_trajectory):
         with pytest.raises(ValueError, match="traj must hold at least one recorded state"):
             fn(Trajectory())
+
+
+def test_animation_html_needs_no_network_and_keeps_every_control():
+    from diffu.sampling import SamplerState, Trajectory
+
+    traj = Trajectory()
+    for i, t in enumerate((999, 500, 0)):
+        traj(SamplerState(i, t, torch.zeros(4, 1, 8, 8) + i, torch.zeros(4, 1, 8, 8)))
+    anim = animate_trajectory(traj, n_frames=3, nrow=4)
+    plain, html = anim.to_jshtml(), animation_html(anim)
+    assert "font-awesome" in plain and 'class="fa' in plain  # what matplotlib writes
+    assert "font-awesome" not in html and 'class="fa' not in html and "http" not in html.split("<script")[0]
+    # every button is still there, now with a text symbol, and the frames are embedded
+    assert html.count("<button") == plain.count("<button") == 9
+    assert all(sym in html for sym in ("\u25b6", "\u275a\u275a", "\u23ee", "\u23ed"))
+    assert html.count("data:image/png;base64") == plain.count("data:image/png;base64") == 3
+    with pytest.raises(TypeError, match="anim must be a matplotlib animation"):
+        animation_html(html)
