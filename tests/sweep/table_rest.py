@@ -919,11 +919,21 @@ def build(T):
         label="zero_skips",
     )
 
+    T.sweep(
+        M,
+        vz + "animation_html",
+        "anim",
+        dict(anim=L(lambda: get(vz + "animate_trajectory")(trajectory(), n_frames=2))),
+        dict(anim=[B("'html'", "<p>"), B("None", None)]),
+        ok_pred=lambda html: "<script" in html and "font-awesome" not in html,
+    )
+
     # ------------------------------------------------------------------------------------------------------------
     # diffu.book
     # ------------------------------------------------------------------------------------------------------------
     M = "book"
     bk = "diffu.book:"
+    T.sweep(M, bk + "default_threads", ok_pred=lambda n: isinstance(n, int) and n >= 1)
     T.sweep(
         M,
         bk + "setup",
