@@ -26,12 +26,54 @@ def notebook_paths(root: str | Path = ".") -> list[Path]:
     return sorted(p for d in ("book", "labs/source") for p in (root / d).rglob("*.ipynb") if "_build" not in p.parts)
 
 
+#: The longest single wait of one poll for a kernel message, in seconds: the most a lost wake-up can cost.
+POLL_SLICE_S = 1.0
+
+
+def install_sliced_reply_polling() -> None:
+    """Make jupyter_client wait for kernel messages in polls of at most :data:`POLL_SLICE_S` seconds (idempotent).
+
+    Why: nbclient waits for a cell's ``execute_reply`` with one ``await socket.poll(timeout)`` on the shell channel
+    (``jupyter_client.channels.AsyncZMQSocketChannel.get_msg``) while it reads IOPub on the same event loop. pyzmq's
+    asyncio poll watches zmq's edge-triggered file descriptor, and a wake-up can be lost when both sockets are busy
+    (many widget comm messages, then the reply): the reply is already queued, but the poll only notices it at its
+    timeout. The kernel then sits idle for the whole cell timeout (120 s in the book build) — jupyter/nbclient#312,
+    zeromq/pyzmq#2173; measured on §2.5, 160 s instead of 40 s, and a plain nbclient run of it that hung. Polling in
+    slices bounds the cost of a lost wake-up by one slice; a message that is really missing still times out when
+    the caller asked for it to. Used by the book build (``book/_ext/kernel_reply_poll.py``) and
+    :func:`bench_notebooks`.
+    """
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    original = AsyncZMQSocketChannel.get_msg
+    if getattr(original, "_diffu_sliced", False):
+        return
+
+    async def get_msg_sliced(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = POLL_SLICE_S if left is None else min(POLL_SLICE_S, left)
+            try:
+                return await original(self, wait)
+            except Empty:
+                if left is not None and left <= POLL_SLICE_S:
+                    raise
+
+    get_msg_sliced._diffu_sliced = True
+    get_msg_sliced.__doc__ = original.__doc__
+    AsyncZMQSocketChannel.get_msg = get_msg_sliced
+
+
 def bench_notebooks(paths=None, timeout=600, root: str | Path = ".") -> dict:
     """``{path relative to root: seconds}`` to execute each notebook (default :func:`notebook_paths`) in a fresh
     ``python3`` kernel, in the notebook's own folder."""
     import nbformat
     from nbclient import NotebookClient
 
+    install_sliced_reply_polling()  # a lost zmq wake-up would otherwise idle a cell until its timeout
     root = Path(root)
     out = {}
     for p in paths or notebook_paths(root):

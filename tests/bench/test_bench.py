@@ -327,3 +327,43 @@ def test_threads_benchmark_times_both_workloads_with_and_without_a_busy_core():
     rows = bench_threads(threads=(1,), steps=5)
     assert [(r["threads"], r["busy_core"]) for r in rows] == [(1, False), (1, True)]
     assert all(r["small"] > 0 and r["conv"] > 0 for r in rows)
+
+
+def test_sliced_reply_polling_waits_in_slices_and_still_times_out(monkeypatch):
+    """A reply that arrives is returned (even after several empty slices); a missing one still raises Empty at the
+    caller's timeout, not before; installing twice wraps once."""
+    import asyncio
+    import time
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    from diffu.bench import notebooks as nbs
+
+    calls = []
+
+    async def fake_get_msg(self, timeout=None):
+        calls.append(timeout)
+        if self.ready_after is not None and len(calls) > self.ready_after:
+            return {"msg": "reply"}
+        await asyncio.sleep(timeout or 0)
+        raise Empty
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", fake_get_msg)
+    monkeypatch.setattr(nbs, "POLL_SLICE_S", 0.02)
+    nbs.install_sliced_reply_polling()
+    wrapped = AsyncZMQSocketChannel.get_msg
+    nbs.install_sliced_reply_polling()
+    assert AsyncZMQSocketChannel.get_msg is wrapped  # idempotent
+
+    class Chan:
+        ready_after = 3
+
+    assert asyncio.run(wrapped(Chan(), timeout=5.0)) == {"msg": "reply"}
+    assert len(calls) == 4 and all(t <= 0.02 for t in calls)  # three empty slices, then the reply
+    calls.clear()
+    Chan.ready_after = None
+    t0 = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(wrapped(Chan(), timeout=0.1))
+    assert 0.09 <= time.monotonic() - t0 < 1.0 and len(calls) >= 4
