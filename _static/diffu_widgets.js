@@ -180,8 +180,6 @@
       return;
     }
     document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').forEach((tag) => {
-      if (tag.dataset.diffuDrawn) return; // the page may load this script more than once: draw each view once
-      tag.dataset.diffuDrawn = "1";
       let view;
       try {
         view = JSON.parse(tag.textContent);

@@ -47,12 +47,15 @@ def _code(nb) -> list[str]:
     return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
 
 
-def executed_copy(notebook: Path) -> Path | None:
-    """The build's executed copy of ``notebook`` if it is fresh (see the module docstring), else ``None``."""
+def executed_copy(notebook: Path, newest: float | None = None) -> Path | None:
+    """The build's executed copy of ``notebook`` if it is fresh (see the module docstring), else ``None``.
+    ``newest``: the dependencies' newest modification time, when the caller has it already."""
     if os.environ.get("DIFFU_NOTEBOOKS") == "execute":
         return None
     copy = EXECUTED / notebook.resolve().relative_to(ROOT)
-    if not copy.is_file() or copy.stat().st_mtime < _newest_mtime(DEPENDENCIES):
+    if newest is None:
+        newest = _newest_mtime(DEPENDENCIES)
+    if not copy.is_file() or copy.stat().st_mtime < newest:
         return None
     try:
         same = _code(nbformat.read(str(copy), as_version=4)) == _code(nbformat.read(str(notebook), as_version=4))
@@ -92,13 +95,14 @@ def pytest_collection_modifyitems(session, config, items):
     """Replace the nbval cell items of each chapter with a fresh executed copy by one ``ExecutedByBuild`` item."""
     book = Path(__file__).resolve().parent
     keep, removed, done = [], [], {}
+    newest = _newest_mtime(DEPENDENCIES)  # one walk of diffu/ for all chapters
     for item in items:
         path = Path(str(item.path)).resolve()
         if path.suffix != ".ipynb" or path.parent != book:
             keep.append(item)
             continue
         if path not in done:
-            copy = executed_copy(path)
+            copy = executed_copy(path, newest)
             done[path] = copy
             if copy is not None:
                 # the directory's collector as parent, not nbval's notebook collector, whose setup starts a kernel

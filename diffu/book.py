@@ -28,7 +28,16 @@ from torch import nn
 from . import device as best_device
 from .checks import check_device, check_int, check_tensor
 
-__all__ = ["Chapter", "Unconditional", "default_threads", "load_result", "null_labels", "result_path", "setup"]
+__all__ = [
+    "Chapter",
+    "Unconditional",
+    "available_cores",
+    "default_threads",
+    "load_result",
+    "null_labels",
+    "result_path",
+    "setup",
+]
 
 # The benchmark that writes each committed result of book/results (``python -m diffu.bench NAME``).
 _BENCHMARKS = {
@@ -101,17 +110,21 @@ class Chapter:
         return iter((self.device, self.fast, self.seed, self.gen))
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one, else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """One fewer than the CPU cores this process may run on (its affinity mask where the OS has one), at least 1.
 
     The book's notebooks use this many PyTorch threads unless told otherwise (:func:`setup`): the core left free
     keeps a thread pool from stalling when the Jupyter server, a browser or a second build runs beside it.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, available_cores() - 1)
 
 
 def setup(

@@ -102,6 +102,7 @@ def test_threads_default_leaves_one_core_free(threads, monkeypatch):
     assert torch.get_num_threads() == 7
     monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert diffu.book.default_threads() == 1  # never zero
+    assert diffu.book.available_cores() == 1
 
 
 @pytest.mark.parametrize(

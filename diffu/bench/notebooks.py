@@ -121,15 +121,15 @@ def run_suite(args) -> dict:
 #: 64-channel 3×3 convolutions of a 64×64×28×28 batch (one large operation each, like sampling the UNet).
 _THREADS_CHILD = r"""
 import json, sys, time, torch
-torch.set_num_threads(int(sys.argv[1])); steps = int(sys.argv[2]); torch.manual_seed(0)
+torch.set_num_threads(int(sys.argv[1])); steps = int(sys.argv[2]); g = torch.Generator().manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(3, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128), torch.nn.SiLU(),
                           torch.nn.Linear(128, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-3); x = torch.randn(512, 3)
+opt = torch.optim.Adam(net.parameters(), 1e-3); x = torch.randn(512, 3, generator=g)
 t0 = time.perf_counter()
 for _ in range(steps):
     loss = net(x).pow(2).mean(); opt.zero_grad(); loss.backward(); opt.step()
 small = time.perf_counter() - t0
-conv = torch.nn.Conv2d(64, 64, 3, padding=1); z = torch.randn(64, 64, 28, 28)
+conv = torch.nn.Conv2d(64, 64, 3, padding=1); z = torch.randn(64, 64, 28, 28, generator=g)
 t0 = time.perf_counter()
 with torch.no_grad():
     for _ in range(max(1, steps // 40)):
@@ -164,9 +164,9 @@ def bench_threads(threads=(1, 2), steps: int = 400, busy: bool = True) -> list[d
 
 def run_threads(args) -> list[dict]:
     """``python -m diffu.bench threads``: :func:`bench_threads` for 1 thread and for every core."""
-    import os
+    from ..book import available_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     rows = bench_threads(threads=sorted({1, cores}), steps=40 if args.tiny else 400)
     print(f"[threads] seconds, {cores} cores: a small MLP's Adam steps (tiny ops) and 64-channel convolutions")
     print(f"  {'threads':>7} {'other process':>14} {'tiny ops':>9} {'convs':>7}")

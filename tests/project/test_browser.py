@@ -252,8 +252,9 @@ def test_built_book_pages(browser, site, tmp_path):
             if doc in chapters and not any(i["ok"] and i["output"] for i in info["images"]):
                 bad.append("no figure (no loaded <img> in a cell output)")
             # MathJax replaces the TeX in the live page, so the TeX source is looked for in the served file
-            source = (HTML / rel).read_text(encoding="utf-8")
-            if doc in with_math and not re.search(r'class="math[^"]*">\s*(\\\(|\\\[|\\begin\{)', source):
+            if doc in with_math and not re.search(
+                r'class="math[^"]*">\s*(\\\(|\\\[|\\begin\{)', (HTML / rel).read_text(encoding="utf-8")
+            ):
                 bad.append(f"the notebook has math, the page has no math source ({len(info['math'])} .math elements)")
             if doc in widget_models:
                 if len(info["state"]) != 1:

@@ -934,6 +934,7 @@ def build(T):
     M = "book"
     bk = "diffu.book:"
     T.sweep(M, bk + "default_threads", ok_pred=lambda n: isinstance(n, int) and n >= 1)
+    T.sweep(M, bk + "available_cores", ok_pred=lambda n: isinstance(n, int) and n >= 1)
     T.sweep(
         M,
         bk + "setup",
