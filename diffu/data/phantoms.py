@@ -63,26 +63,31 @@ def ellipse_phantoms(
         q = (-dx * sin + dy * cos) / b[..., None, None]
         return (p * p + q * q <= 1).float()
 
-    # 1. the body and its bright rim (a slightly smaller ellipse subtracted)
-    ba, bb = u(n, 1, lo=0.70, hi=0.92), u(n, 1, lo=0.70, hi=0.92)
+    # 1. every random parameter first (so the phantoms do not depend on how they are rendered in chunks)
+    ba, bb = u(n, 1, lo=0.70, hi=0.92), u(n, 1, lo=0.70, hi=0.92)  # body semi-axes
     bphi = u(n, 1, lo=-0.3, hi=0.3)
-    zero = torch.zeros(n, 1)
-    body = ellipse(zero, zero, ba, bb, bphi)[:, 0]
-    inner = ellipse(zero, zero, ba * 0.93, bb * 0.93, bphi)[:, 0]
-    img = body * u(n, 1, 1, lo=0.8, hi=1.0) * (1 - inner) + inner * u(n, 1, 1, lo=0.15, hi=0.8)
-    # 2. inner ellipses, placed inside the inner body: centre radius ≤ 1 − max semi-axis (in body units)
+    rim_level, tissue_level = u(n, 1, 1, lo=0.8, hi=1.0), u(n, 1, 1, lo=0.15, hi=0.8)
     E = max_ellipses
     k = torch.randint(min_ellipses, max_ellipses + 1, (n, 1), generator=g)
     active = (torch.arange(E)[None] < k).float()
     a, b = u(n, E, lo=0.04, hi=0.35), u(n, E, lo=0.04, hi=0.35)
+    # inner ellipses inside the inner body: centre radius ≤ 0.85 − the larger semi-axis (in body units)
     r = (0.85 - torch.maximum(a, b)).clamp_min(0) * u(n, E).sqrt()
     ang = u(n, E, lo=0, hi=2 * math.pi)
     x0, y0 = r * ang.cos() * ba, r * ang.sin() * bb
     sign = torch.where(u(n, E) < 0.5, -1.0, 1.0)
     val = sign * u(n, E, lo=0.05, hi=0.4) * active
-    img = img + (ellipse(x0, y0, a, b, u(n, E, lo=0, hi=math.pi)) * val[..., None, None]).sum(1) * inner
-    img = img.clamp(0, 1)[:, None]
-    return F.avg_pool2d(img, oversample) * 2 - 1
+    phi = u(n, E, lo=0, hi=math.pi)
+    out = []
+    for i in range(0, n, 256):  # 2. render 256 phantoms at a time (memory: 256·E·big² values)
+        j = slice(i, i + 256)
+        zero = torch.zeros_like(ba[j])
+        body = ellipse(zero, zero, ba[j], bb[j], bphi[j])[:, 0]
+        inner = ellipse(zero, zero, ba[j] * 0.93, bb[j] * 0.93, bphi[j])[:, 0]  # the rim is the outer 7 %
+        img = body * rim_level[j] * (1 - inner) + inner * tissue_level[j]
+        img = img + (ellipse(x0[j], y0[j], a[j], b[j], phi[j]) * val[j, :, None, None]).sum(1) * inner
+        out.append(F.avg_pool2d(img.clamp(0, 1)[:, None], oversample))
+    return torch.cat(out) * 2 - 1
 
 
 def shepp_logan(size: int = 32) -> torch.Tensor:

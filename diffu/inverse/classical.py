@@ -393,27 +393,73 @@ def _ramp(n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft(h).real
 
 
-def fbp(op: Radon, sinogram: torch.Tensor) -> torch.Tensor:
-    """Filtered back-projection ``x̂ = (π / n_angles) Aᵀ(h * p)`` with the ramp filter ``h`` applied along the
-    detector axis in the Fourier domain (zero-padded to ≥ 2n, a power of two); assumes angles spread uniformly
-    over 180°. ``(N, C, n_angles, n) → (N, C, n, n)``. §5.
+def _backproject(op: Radon, q: torch.Tensor) -> torch.Tensor:
+    """Pixel-driven back-projection ``b(r) = Σ_θ q(θ, r·e_θ)``: every pixel reads each filtered projection at its own
+    detector coordinate ``u = (c − c₀) cos θ + (r − c₀) sin θ`` (``c₀ = (n − 1)/2``) by linear interpolation (zero
+    beyond the detector). ``(N, C, n_angles, n) → (N, C, n, n)``."""
+    N, C, n_angles, n = q.shape
+    theta = torch.tensor(op.angles, device=q.device, dtype=q.dtype) * (math.pi / 180)
+    r = torch.arange(n, device=q.device, dtype=q.dtype) - (n - 1) / 2
+    u = r[None, None, :] * theta.cos()[:, None, None] + r[None, :, None] * theta.sin()[:, None, None]  # (A, n, n)
+    row = ((2 * torch.arange(n_angles, device=q.device, dtype=q.dtype) + 1) / n_angles - 1)[:, None, None]
+    grid = torch.stack([u * (2 / n), row.expand_as(u)], -1)  # align_corners=False: detector bin j at (2j + 1)/n − 1
+    grid = grid.reshape(1, n_angles * n, n, 2).expand(N, -1, -1, -1)
+    v = F.grid_sample(q, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N, C, A·n, n)
+    return v.reshape(N, C, n_angles, n, n).sum(2)
+
+
+def fbp(op: Radon, sinogram: torch.Tensor, *, circle: bool = True) -> torch.Tensor:
+    """Filtered back-projection ``x̂(r) = (π / n_angles) Σ_θ (h * p_θ)(r·e_θ)`` (Kak & Slaney 1988, §3.3, Eq. 3.47):
+    the ramp filter ``h`` applied along the detector axis in the Fourier domain (zero-padded to ≥ 2n, a power of two,
+    at least 64), then a pixel-driven back-projection with linear interpolation on the detector; assumes angles
+    spread uniformly over 180°. ``(N, C, n_angles, n) → (N, C, n, n)``. §5.
+
+    Args:
+        op: the :class:`~diffu.inverse.fourier.Radon` operator that measured ``sinogram``.
+        sinogram: ``(N, C, n_angles, n)``, finite, floating point.
+        circle: set the pixels outside the disc of radius ``(n − 1)/2`` about the image centre to 0. :class:`Radon`
+            has ``n`` detector bins, so only that inscribed disc is seen from every angle; outside it FBP returns
+            streaks of the unmeasured corners (``circle=True`` is scikit-image's default too).
+
+    Returns:
+        The reconstruction ``(N, C, n, n)`` in ``sinogram``'s dtype and device.
 
     Raises:
-        TypeError: ``op`` is not a :class:`~diffu.inverse.fourier.Radon`.
+        TypeError: ``op`` is not a :class:`~diffu.inverse.fourier.Radon`; ``circle`` not a bool.
         ValueError: ``sinogram`` is not a finite floating-point ``(N, C, n_angles, n)`` tensor with ``op``'s
             number of angles.
+
+    Notes:
+        The back-projection is the standard interpolating one of FBP (and of ``skimage.transform.iradon``), *not*
+        ``op.AT``: ``Radon.AT`` is the exact adjoint of the ray-driven forward model (bilinear samples along each
+        ray), which spreads each detector value over the pixels near the ray's sample points and leaves a moiré of
+        the rotated sampling lattice; reading each projection at the pixel's own detector coordinate removes it
+        (measured on the 32×32 Shepp–Logan: +0.18 dB at 8 views, +0.15 dB at 16; within ±0.05 dB at 30 to 90 views).
+        With an odd ``n`` (where scikit-image's centre ``n // 2`` equals ours, ``(n − 1)/2``) this function equals
+        ``iradon(sinogram[0, 0].T, theta=−angles, filter_name="ramp", circle=True)`` to rounding (its angles turn
+        the other way). The earlier version (``op.AT``, no disc) lost 1.2 dB to scikit-image on the 64×64
+        Shepp–Logan with 90 views, all of it in the unmeasured corners: 27.17 dB then, 28.37 dB now, scikit-image
+        28.36 dB on its own sinogram. 32×32, 8/16/30 views: 20.74/26.03/27.44 dB then, 24.35/28.28/28.92 dB now
+        (scikit-image on its own sinograms: 23.58/28.03/29.05 dB).
     """
     if not isinstance(op, Radon):
         raise TypeError(f"op must be a Radon operator (fbp filters its sinograms), got {type(op).__name__}")
     _check_data(sinogram, "sinogram")
     check_rank(sinogram, 4, "sinogram", "(N, C, n_angles, n)")
+    check_bool("circle", circle)
     if sinogram.shape[2] != len(op.angles):
         shape = tuple(sinogram.shape)
         raise ValueError(f"sinogram must have op's {len(op.angles)} angles on axis 2, got shape {shape}")
     n = sinogram.shape[-1]
     size = max(64, 2 ** math.ceil(math.log2(2 * n)))
+    # 1. ramp-filter every projection along the detector (zero-padded: no wrap-around of the filter's tails)
     filtered = torch.fft.irfft(torch.fft.rfft(sinogram, n=size) * _ramp(size, sinogram), n=size)[..., :n]
-    return op.AT(filtered) * (math.pi / len(op.angles))
+    # 2. back-project, scaled by the angular step π / n_angles
+    x = _backproject(op, filtered) * (math.pi / len(op.angles))
+    if circle:  # 3. keep the disc seen from every angle
+        r = torch.arange(n, device=x.device, dtype=x.dtype) - (n - 1) / 2
+        x = x * (r[:, None] ** 2 + r[None, :] ** 2 <= ((n - 1) / 2) ** 2)
+    return x
 
 
 def zero_filled(op: MRI, y: torch.Tensor) -> torch.Tensor:
