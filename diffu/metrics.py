@@ -31,6 +31,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "mmd",
+    "nearest_neighbour",
     "psnr",
     "ssim",
     "within_class_diversity",
@@ -201,6 +202,36 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) 
     exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return (exx + eyy - 2 * kxy.mean()).float()
+
+
+def nearest_neighbour(x: torch.Tensor, reference: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each sample of ``x`` (N, …), the RMSE to its nearest neighbour in ``reference`` (M, …) and that
+    neighbour's index: ``d_i = min_j ‖x_i − r_j‖ / √D`` (D values per sample). The memorisation test of chapter §5
+    compares these distances for generated samples with those of held-out real images: a prior that copies its
+    training set puts its samples much closer to the training images than new real images are.
+
+    Returns:
+        ``(distance, index)``: (N,) float RMSEs and (N,) int64 indices into ``reference``.
+
+    Raises:
+        ValueError: ``x`` or ``reference`` is not a finite floating-point batch, or their samples differ in shape.
+    """
+    check_tensor(x, "x", floating=True, finite=True)
+    check_tensor(reference, "reference", floating=True, finite=True)
+    if x.ndim < 2 or reference.ndim < 2 or x.shape[1:] != reference.shape[1:] or reference.shape[0] == 0:
+        raise ValueError(f"x (N, …) and reference (M, …) must hold samples of the same shape, M >= 1; got "
+                         f"{tuple(x.shape)} and {tuple(reference.shape)}")  # fmt: skip
+    check_int("chunk", chunk, 1)
+    a, r = x.flatten(1), reference.flatten(1).to(x)
+    best_d, best_i = [], []
+    r2 = r.pow(2).sum(1)
+    for i in range(0, a.shape[0], chunk):
+        ai = a[i : i + chunk]
+        d2 = (ai.pow(2).sum(1, keepdim=True) - 2 * ai @ r.T + r2).clamp_min(0)  # ‖a − r‖², (n, M)
+        d, j = d2.min(1)
+        best_d.append((d / a.shape[1]).sqrt())
+        best_i.append(j)
+    return torch.cat(best_d), torch.cat(best_i)
 
 
 def gaussian_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

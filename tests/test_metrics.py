@@ -370,3 +370,20 @@ def test_regression_within_class_diversity_names_labels():
     f = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="labels must hold at least one class with 2 or more samples"):
         within_class_diversity(f, torch.arange(5))
+
+
+def test_nearest_neighbour_matches_brute_force():
+    from diffu.metrics import nearest_neighbour
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(50, 1, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.cat([ref[7:8] + 1e-3, torch.randn(9, 1, 4, 4, generator=g, dtype=torch.float64)])
+    d, i = nearest_neighbour(x, ref, chunk=4)
+    brute = ((x[:, None] - ref[None]) ** 2).flatten(2).mean(-1)  # (10, 50) mean squared error
+    assert torch.equal(i, brute.argmin(1)) and torch.allclose(d, brute.min(1).values.sqrt())
+    assert int(i[0]) == 7 and float(d[0]) == pytest.approx(1e-3, rel=1e-6)
+    assert d.dtype == torch.float64
+    with pytest.raises(ValueError, match="same shape"):
+        nearest_neighbour(x, ref[:, :, :2])
+    with pytest.raises(ValueError, match="chunk"):
+        nearest_neighbour(x, ref, chunk=0)
