@@ -210,28 +210,39 @@ def nearest_neighbour(x: torch.Tensor, reference: torch.Tensor, chunk: int = 102
     compares these distances for generated samples with those of held-out real images: a prior that copies its
     training set puts its samples much closer to the training images than new real images are.
 
+    The search uses ``‖a − r‖² = ‖a‖² − 2 a·r + ‖r‖²`` in float64 on data centred by the reference mean (so that
+    an offset common to all samples cancels before the expansion), ``chunk`` samples of ``x`` at a time; the
+    returned distance is then computed from the difference ``x_i − r_j`` itself, so an exact copy has distance 0.
+
     Returns:
-        ``(distance, index)``: (N,) float RMSEs and (N,) int64 indices into ``reference``.
+        ``(distance, index)``: (N,) RMSEs in ``x``'s dtype and (N,) int64 indices into ``reference``.
 
     Raises:
-        ValueError: ``x`` or ``reference`` is not a finite floating-point batch, or their samples differ in shape.
+        ValueError: ``x`` or ``reference`` is not a finite floating-point batch with at least one sample, or their
+            samples differ in shape; ``chunk`` not an integer >= 1.
     """
     check_tensor(x, "x", floating=True, finite=True)
     check_tensor(reference, "reference", floating=True, finite=True)
-    if x.ndim < 2 or reference.ndim < 2 or x.shape[1:] != reference.shape[1:] or reference.shape[0] == 0:
-        raise ValueError(f"x (N, …) and reference (M, …) must hold samples of the same shape, M >= 1; got "
+    if x.ndim < 2 or reference.ndim < 2 or x.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"x (N, …) and reference (M, …) must hold samples of the same shape, got "
+                         f"{tuple(x.shape)} and {tuple(reference.shape)}")  # fmt: skip
+    if x.shape[0] == 0 or reference.shape[0] == 0:
+        raise ValueError(f"x (N, …) and reference (M, …) must hold at least one sample each, got "
                          f"{tuple(x.shape)} and {tuple(reference.shape)}")  # fmt: skip
     check_int("chunk", chunk, 1)
-    a, r = x.flatten(1), reference.flatten(1).to(x)
-    best_d, best_i = [], []
-    r2 = r.pow(2).sum(1)
-    for i in range(0, a.shape[0], chunk):
-        ai = a[i : i + chunk]
-        d2 = (ai.pow(2).sum(1, keepdim=True) - 2 * ai @ r.T + r2).clamp_min(0)  # ‖a − r‖², (n, M)
-        d, j = d2.min(1)
-        best_d.append((d / a.shape[1]).sqrt())
-        best_i.append(j)
-    return torch.cat(best_d), torch.cat(best_i)
+    with torch.no_grad():
+        r = reference.detach().flatten(1).to(x.device, torch.float64)
+        centre = r.mean(0)
+        r = r - centre
+        r2 = r.pow(2).sum(1)
+        best_d, best_i = [], []
+        for i in range(0, x.shape[0], chunk):
+            ai = x[i : i + chunk].detach().flatten(1).double() - centre
+            d2 = ai.pow(2).sum(1, keepdim=True) - 2 * ai @ r.T + r2  # ‖a − r‖² up to rounding, (n, M)
+            j = d2.argmin(1)
+            best_d.append((ai - r[j]).pow(2).mean(1).sqrt())  # the RMSE from the difference itself
+            best_i.append(j)
+    return torch.cat(best_d).to(x.dtype), torch.cat(best_i)
 
 
 def gaussian_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,10 @@ def _inputs(m):
         size = c.image_size
         x = torch.randn(3, c.in_channels, size, size, generator=g)
         return (x, t), ({"y": torch.tensor([0, 3, 10])} if m.num_classes else {})
+    if kind == "ConcatUNet":  # the paired T1 → T2 model of §5: the condition is concatenated to x_t
+        c = m.config
+        x = torch.randn(3, c.in_channels, c.image_size, c.image_size, generator=g)
+        return (x, t), {"cond": torch.randn(3, c.cond_channels, c.image_size, c.image_size, generator=g)}
     if kind == "MMDiT":
         return (x, t), {"text": ["a photo of a bag", "", "a dark ankle boot"]}
     if kind == "NoisyClassifier":

@@ -6,6 +6,8 @@ The heavy runs behind the numbers that the chapters show from committed result f
 - :mod:`diffu.bench.guidance` (§2.3, §2.4): ``guidance``;
 - :mod:`diffu.bench.arch` (§2.6): ``dit``, ``ablation``, ``probe``, ``t2i``;
 - :mod:`diffu.bench.inverse` (§4.3): ``inverse``;
+- :mod:`diffu.bench.medical` (§5): ``medical`` (sparse-view CT and accelerated MRI);
+- :mod:`diffu.bench.medical_cost` (§5.1): ``medical_cost`` (2D vs 3D denoisers as the volume grows);
 - :mod:`diffu.bench.notebooks` (the project's time budgets): ``notebooks``, ``suite``;
 - ``all`` (the default): speed, notebooks and suite.
 

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from . import arch, guidance, inverse, notebooks, sampling
+from . import arch, guidance, inverse, medical, medical_cost, notebooks, sampling
 from .common import DEFAULT_OUT
 
 #: Every command of ``python -m diffu.bench`` and the function that runs it.
@@ -32,6 +32,8 @@ COMMANDS = {
     "t2i": arch.run_t2i,
     "guidance": guidance.run_guidance,
     "inverse": inverse.run_inverse,
+    "medical": medical.run_medical,
+    "medical_cost": medical_cost.run_medical_cost,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
 ALL = ("speed", "notebooks", "suite")
@@ -88,17 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default=None, help="e.g. cuda (default: cpu)")
     p.add_argument("--n", type=_int_at_least(1), default=384, help="fd, nfe, ablation: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
-    p.add_argument("--n-images", type=_int_at_least(1), default=64, help="inverse: held-out test images per task")
     p.add_argument(
-        "--dps-steps", type=_int_at_least(1), default=250, help="inverse: steps of DPS and Blind-DPS (official 1000)"
+        "--n-images", type=_int_at_least(1), default=64, help="inverse, medical: held-out test images per task"
+    )
+    p.add_argument(
+        "--dps-steps",
+        type=_int_at_least(1),
+        default=250,
+        help="inverse, medical: steps of DPS and Blind-DPS (official 1000)",
     )
     p.add_argument("--repaint-steps", type=_int_at_least(1), default=100, help="inverse: RePaint levels (official 250)")
-    p.add_argument("--methods", nargs="*", default=None, help="inverse: a subset of the methods")
-    p.add_argument("--tasks", nargs="*", default=None, help="inverse: a subset of the tasks")
+    p.add_argument("--methods", nargs="*", default=None, help="inverse, medical: a subset of the methods")
+    p.add_argument("--tasks", nargs="*", default=None, help="inverse, medical: a subset of the tasks")
     p.add_argument("--batch", type=_int_at_least(1), default=64, help="dit: batch size")
     p.add_argument("--patch", type=_patch, default=2, help="dit: patch size (28 must be divisible by it)")
     p.add_argument("--n-train", type=_int_at_least(1), default=2000, help="probe: training images")
     p.add_argument("--n-test", type=_int_at_least(1), default=1000, help="probe: test images")
+    p.add_argument("--sizes", type=_int_at_least(4), nargs="+", default=None,
+                   help="medical_cost: volume edges (default 16 … 64 on CPU, 32 … 160 on CUDA)")  # fmt: skip
     p.add_argument("--ts", type=_int_at_least(0), nargs="+", default=[0, 50, 200, 500, 900], help="probe: timesteps")
     return p
 

@@ -44,12 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_int, check_real, check_tensor
+from ..checks import check_choice, check_finite, check_int, check_range, check_real, check_tensor
 
 __all__ = [
     "GUARD",
     "HELD_OUT",
     "MNI_LICENSE",
+    "T2_CONTRAST",
     "TISSUES",
     "augment",
     "augmented_slices",
@@ -61,7 +62,7 @@ __all__ = [
     "tissue_fractions",
 ]
 
-#: The held-out band of axial slices ``[start, stop)`` (template z indices): no §5 model trains on them.
+#: The held-out band of axial slices ``[start, stop)`` (template z indices); no §5 model trains on them.
 HELD_OUT = (72, 96)
 #: Slices on either side of :data:`HELD_OUT` that are excluded from training as well.
 GUARD = 4
@@ -70,6 +71,7 @@ TISSUES = ("background", "CSF", "grey matter", "white matter")
 #: T2-weighted intensity of each tissue in :func:`synthetic_t2` (CSF, GM, WM).
 T2_CONTRAST = (1.0, 0.55, 0.30)
 
+#: The licence of the MNI ICBM152 template, as distributed with it (kept with every copy).
 MNI_LICENSE = (
     "Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill "
     "University. Permission to use, copy, modify, and distribute this software and its documentation for any purpose "
@@ -158,8 +160,12 @@ def tissue_fractions() -> np.ndarray:
 
 def synthetic_t2(fractions: torch.Tensor) -> torch.Tensor:
     """The synthetic T2-weighted signal in [0, 1] from tissue fractions (..., 4, H, W) [background, CSF, GM, WM]:
-    ``1.0·csf + 0.55·gm + 0.30·wm`` (:data:`T2_CONTRAST`), shape (..., 1, H, W)."""
-    check_tensor(fractions, "fractions", floating=True)
+    ``1.0·csf + 0.55·gm + 0.30·wm`` (:data:`T2_CONTRAST`), shape (..., 1, H, W).
+
+    Raises:
+        ValueError: ``fractions`` not a finite floating-point tensor of shape (..., 4, H, W).
+    """
+    check_tensor(fractions, "fractions", floating=True, finite=True)
     if fractions.ndim < 3 or fractions.shape[-3] != 4:
         raise ValueError(f"fractions must have shape (..., 4, H, W), got {tuple(fractions.shape)}")
     w = torch.tensor((0.0,) + T2_CONTRAST, dtype=fractions.dtype, device=fractions.device)
@@ -194,9 +200,10 @@ def _slices_fractions(plane: str, idx: list[int], size: int) -> torch.Tensor:
     """(N, 4, size, size) tissue fractions and (N, 1, size, size) T1 of the given slices, resized."""
     fr = tissue_fractions()  # (4, X, Y, Z)
     t1 = _template_dict()["t1"][None]
-    both = np.concatenate([fr, t1])  # (5, X, Y, Z)
     axis = {"axial": 3, "coronal": 2, "sagittal": 1}[plane]
-    sl = np.moveaxis(np.take(both, idx, axis=axis), axis, 0)  # (N, 5, A, B)
+    # the slices first, then the five maps stacked (stacking the whole template first copies 100 MB per call)
+    both = np.concatenate([np.take(fr, idx, axis=axis), np.take(t1, idx, axis=axis)])  # (5, …, N, …)
+    sl = np.moveaxis(both, axis, 0)  # (N, 5, A, B)
     if plane != "axial":  # coronal (x, z) and sagittal (y, z): pad z to a square, inferior at the bottom
         a, b = sl.shape[-2:]
         side = max(a, b)
@@ -256,8 +263,8 @@ def mni_volume(size: int = 32, *, modality: str = "t1", z_range: tuple[int, int]
     check_int("size", size, 4)
     check_choice("modality", modality, _MODALITIES)
     check_int("z_step", z_step, 1)
-    if (not isinstance(z_range, tuple) or len(z_range) != 2 or not all(isinstance(v, int) for v in z_range)
-            or not 0 <= z_range[0] < z_range[1] <= _Z[1]):  # fmt: skip
+    ints = isinstance(z_range, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in z_range)
+    if not ints or len(z_range) != 2 or not 0 <= z_range[0] < z_range[1] <= _Z[1]:
         raise ValueError(f"z_range must be a tuple (start, stop) with 0 <= start < stop <= {_Z[1]}, got {z_range!r}")
     idx = list(range(z_range[0], z_range[1], z_step))
     out = _modality(_slices_fractions("axial", idx, size), modality)  # (D, C, H, W) or (D, H, W)
@@ -304,13 +311,27 @@ def augment(
     Returns:
         ``(fractions, t1)``: (n, 4, H, W) fractions (still summing to 1) and (n, 1, H, W) T1 in [-1, 1]. Derive
         labels with ``fractions.argmax(1)`` and T2 with :func:`synthetic_t2` (the T2 has no bias field of its own).
+
+    Raises:
+        ValueError: ``fractions`` not finite floats in [0, 1] summing to 1 over the 4 tissues in every pixel (within
+            1e-3), ``t1`` not finite floats in [-1, 1], shapes that do not match, ``n`` < 1, ``seed`` < 0, a knob
+            outside [0, its bound] (``elastic``, ``scale``, ``shift`` ≤ 0.5; ``rotate`` ≤ 45; ``gamma``, ``bias``
+            ≤ 1).
     """
     check_tensor(fractions, "fractions", ndim=4, floating=True)
     check_tensor(t1, "t1", ndim=4, floating=True)
+    check_finite(fractions, "fractions")
+    check_range(t1, -1.0, 1.0, "t1", "diffu's image range")
     if fractions.shape[1] != 4 or t1.shape[1] != 1 or fractions.shape[0] != t1.shape[0] or (
             fractions.shape[2:] != t1.shape[2:]):  # fmt: skip
         raise ValueError(f"fractions (N, 4, H, W) and t1 (N, 1, H, W) must describe the same slices, got "
                          f"{tuple(fractions.shape)} and {tuple(t1.shape)}")  # fmt: skip
+    if fractions.numel():  # in [0, 1] and summing to 1, up to the rounding of a resize (~1e-6)
+        lo, hi, sums = float(fractions.min()), float(fractions.max()), fractions.sum(1)
+        if lo < -1e-3 or hi > 1 + 1e-3 or float((sums - 1).abs().max()) > 1e-3:
+            raise ValueError(f"fractions must lie in [0, 1] and sum to 1 over the 4 tissues in every pixel (within "
+                             f"1e-3), got values in [{lo:.4g}, {hi:.4g}] and sums in [{float(sums.min()):.4g}, "
+                             f"{float(sums.max()):.4g}]")  # fmt: skip
     check_int("n", n, 1)
     check_int("seed", seed, 0)
     for name, v, hi in (("elastic", elastic, 0.5), ("rotate", rotate, 45.0), ("scale", scale, 0.5),

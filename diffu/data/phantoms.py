@@ -40,7 +40,8 @@ def ellipse_phantoms(
     down (partial-volume edges). The same ``seed`` gives the same phantoms.
 
     Raises:
-        ValueError: ``n`` or ``size`` < 1, ``min_ellipses`` > ``max_ellipses``, a bad ``oversample``.
+        ValueError: ``n`` < 1, ``size`` < 4, ``seed`` or ``min_ellipses`` < 0, ``min_ellipses`` > ``max_ellipses``,
+            ``oversample`` outside [1, 8].
     """
     check_int("n", n, 1)
     check_int("size", size, 4)

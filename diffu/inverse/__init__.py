@@ -2,7 +2,8 @@
 SVD views (:mod:`~diffu.inverse.operators`, :mod:`~diffu.inverse.blur`, :mod:`~diffu.inverse.fourier`), mask
 generators (:mod:`~diffu.inverse.masks`), noise models, classical reconstructions
 (:mod:`~diffu.inverse.classical`) and diffusion solvers (:mod:`~diffu.inverse.dps`, :mod:`~diffu.inverse.repaint`,
-:mod:`~diffu.inverse.ddrm`, :mod:`~diffu.inverse.resample`, :mod:`~diffu.inverse.blind`).
+:mod:`~diffu.inverse.ddrm`, :mod:`~diffu.inverse.resample`, :mod:`~diffu.inverse.blind`; for medical imaging, §5:
+:mod:`~diffu.inverse.dds` and :mod:`~diffu.inverse.score_pc`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .classical import (
     zero_filled,
 )
 from .ddrm import ddrm
+from .dds import SliceStack, admm_tv_z, data_consistency, dds, dds_volume, z_difference, z_difference_T
 from .dps import dps, residual_norm
 from .fourier import MRI, PhaseRetrieval, Radon, ShiftedPhaseRetrieval, fft2c, ifft2c, register_phase
 from .masks import box_mask, brush_mask, cartesian_mask, random_mask
@@ -52,10 +54,12 @@ from .operators import (
 from .pnp import diffpir, diffpir_timesteps, dihedral, dpir, dpir_schedule, hqs_data_step
 from .repaint import repaint, repaint_schedule
 from .resample import resample, resample_moments, stochastic_resample
+from .score_pc import pc_projection, project_measurement
 from .two_stage import degrade, two_stage_restore
 
 __all__ = [
     "adjoint_by_autograd",
+    "admm_tv_z",
     "Bicubic",
     "bicubic_kernel",
     "bird",
@@ -68,7 +72,10 @@ __all__ = [
     "brush_mask",
     "cartesian_mask",
     "cg",
+    "data_consistency",
     "ddrm",
+    "dds",
+    "dds_volume",
     "degrade",
     "diffpir",
     "diffpir_timesteps",
@@ -96,8 +103,10 @@ __all__ = [
     "MRI",
     "op_norm",
     "Operator",
+    "pc_projection",
     "PhaseRetrieval",
     "Poisson",
+    "project_measurement",
     "Radon",
     "random_kernels",
     "random_mask",
@@ -109,6 +118,7 @@ __all__ = [
     "residual_norm",
     "SeparableOperator",
     "ShiftedPhaseRetrieval",
+    "SliceStack",
     "stochastic_resample",
     "tikhonov",
     "Turbulence",
@@ -117,5 +127,7 @@ __all__ = [
     "tv_reconstruct",
     "two_stage_restore",
     "wiener",
+    "z_difference",
+    "z_difference_T",
     "zero_filled",
 ]

@@ -136,7 +136,8 @@ def cg(
     p, rr, target = r.clone(), _dot(r, r), tol**2 * bb
     floor = (10 * torch.finfo(b.dtype).eps) ** 2 * bb  # ‖r‖² at rounding level: no direction left
     for it in tqdm(range(max_iter), desc="CG", disable=not progress):
-        active = rr > target
+        # a residual at rounding level has converged: a CG step there divides rounding noise by rounding noise
+        active = (rr > target) & (rr > floor)
         if not bool(active.any()):
             break
         Ap = _apply(apply_A, p)

@@ -3,6 +3,7 @@ every network's forward checks its input first (:mod:`diffu.nn.inputs`)."""
 
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
+from .concat import ConcatUNet, ConcatUNetConfig
 from .controlnet import ControlledUNet, ControlNet, Restorer, RestorerConfig, zero_conv
 from .dit import (
     CONDITIONINGS,
@@ -32,11 +33,14 @@ from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
 from .text import TextEncoder, WordTokenizer
 from .transformer import Attention, feed_forward
 from .unet import KernelUNet, KernelUNetConfig, UNet, UNetConfig, group_norm
+from .unet3d import UNet3D, UNet3DConfig
 
 __all__ = [
     "AdaLNBlock",
     "AdaLNZeroBlock",
     "Attention",
+    "ConcatUNet",
+    "ConcatUNetConfig",
     "Autoencoder",
     "AutoencoderConfig",
     "CONDITIONINGS",
@@ -67,6 +71,8 @@ __all__ = [
     "TimestepEmbedder",
     "UNet",
     "UNetConfig",
+    "UNet3D",
+    "UNet3DConfig",
     "WordTokenizer",
     "check_input",
     "check_int_tuple",

@@ -217,6 +217,12 @@ def test_fbp_follows_the_dtype_and_is_linear():
     torch.testing.assert_close(fbp(op, 2 * s1 - s2), 2 * fbp(op, s1) - fbp(op, s2), rtol=0, atol=1e-12)
 
 
+@pytest.mark.gpu
+def test_fbp_on_gpu_matches_cpu():
+    op, x = Radon(16), phantom(32)
+    torch.testing.assert_close(fbp(op, op(x.cuda())).cpu(), fbp(op, op(x)), rtol=0, atol=1e-10)
+
+
 def test_mri_zero_filled_equals_adjoint_and_tv_improves_on_it(gen):
     x = phantom() * 2 - 1
     op = MRI(cartesian_mask(64, 64, 4, center_fraction=0.08, generator=gen(0)))
