@@ -17,6 +17,7 @@ from .anomaly import (
     patch_masks,
     pixel_auroc,
 )
+from .measurements import analytic_reconstruction, measure_physical, signed_measurement
 from .translation import IntensityMap, TissueMap, ddib, fit_intensity_map, fit_tissue_map, paired_loss
 from .uncertainty import (
     COVERAGE_METHODS,
@@ -39,6 +40,10 @@ from .volumes import (
 )
 
 __all__: list[str] = [
+    # measurements on the physical scale (§5)
+    "analytic_reconstruction",
+    "measure_physical",
+    "signed_measurement",
     # high dimensionality and volumes (§5.1)
     "apply_slicewise",
     "chi_moments",
