@@ -128,7 +128,8 @@ def data_consistency(
 
     Raises:
         TypeError: ``op`` has no callable ``A``/``AT``.
-        ValueError: ``x0``/``y`` not finite floating-point tensors, ``op.A(x0)`` not of ``y``'s shape, ``iters``
+        ValueError: ``x0``/``y`` not finite floating-point tensors, ``x0`` not an input ``op.A`` takes (its error,
+            re-raised naming ``x0``), ``op.A(x0)`` not of ``y``'s shape, ``iters``
             not an integer >= 0, ``gamma`` not None or a finite number > 0; the errors of
             :func:`~diffu.inverse.classical.cg`.
 
@@ -147,7 +148,11 @@ def data_consistency(
     check_floating(x0, "x0")
     check_finite(x0, "x0")
     _check_measurement(y)
-    ax = op.A(x0)
+    try:
+        ax = op.A(x0)
+    except ValueError as err:  # the operator names its own argument (x): say that it is x0 that does not fit
+        raise ValueError(f"x0 must be an input of op ({type(op).__name__}), got shape {tuple(x0.shape)}: "
+                         f"{err}") from err  # fmt: skip
     if ax.shape != y.shape:
         raise ValueError(f"y must have the shape of op.A(x0) {tuple(ax.shape)}, got {tuple(y.shape)}")
     return _data_step(x0, op.AT(y), op, iters, gamma)
@@ -324,7 +329,12 @@ def z_difference_T(q: torch.Tensor) -> torch.Tensor:
 class SliceStack(LinearOperator):
     """A 2D linear operator applied to every depth slice of a volume: ``(N, C, D, H, W) → (N, D, …)``, where ``…``
     is the shape of ``op.A`` of one slice (``(C, n_angles, n)`` for ``Radon``, ``(C, H, W, 2)`` for ``MRI``). ``AT``
-    is ``op.AT`` slice by slice, the exact adjoint when ``op.AT`` is. §5."""
+    is ``op.AT`` slice by slice, the exact adjoint when ``op.AT`` is. §5.
+
+    ``A`` and ``AT`` check their input's layout (a floating-point ``(N, C, D, H, W)`` volume, ``(N, D, …)``
+    measurements; ``ValueError`` naming ``x``/``y``) but, like the operators of :mod:`diffu.inverse.operators`, do
+    not look for NaN (they run inside every solver step): a NaN or infinity in the input propagates to the output,
+    and the solvers (:func:`admm_tv_z`, :func:`dds_volume`) check their measurement once at entry."""
 
     op: LinearOperator
 
@@ -485,7 +495,8 @@ def dds_volume(
 
     Raises:
         TypeError: as :func:`dds`.
-        ValueError: as :func:`dds`; ``y`` with fewer than 3 dimensions ``(N, D, …)``; ``x_T`` not a volume;
+        ValueError: as :func:`dds`; ``y`` with fewer than 3 dimensions ``(N, D, …)``; ``x_T`` not a volume or not
+            of ``y``'s depth ``y.shape[1]``;
             ``z_weight`` not a finite number >= 0, ``rho`` not > 0, ``admm_iters`` not an integer >= 1.
 
     Notes:
@@ -509,6 +520,9 @@ def dds_volume(
         shape = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else x_T
         if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 5:
             raise ValueError(f"x_T must be a volume (N, C, D, H, W) or its shape, got {shape!r:.80}")
+        if shape[2] != depth:
+            raise ValueError(f"x_T must have depth D = {depth} (y.shape[1], one measurement per slice), got shape "
+                             f"{tuple(shape)!r:.80}")  # fmt: skip
         x = _slices(initial_noise(x_T, generator, like=y))
     if stack.A(_volume(x, depth)).shape != y.shape:
         got = tuple(stack.A(_volume(x, depth)).shape)

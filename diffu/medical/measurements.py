@@ -55,15 +55,19 @@ def signed_measurement(op, y: torch.Tensor, like: torch.Tensor | tuple) -> torch
 
     Raises:
         TypeError: ``op`` without ``A``/``AT``.
-        ValueError: ``y`` not a floating-point tensor of the shape ``op.A`` gives for ``like``.
+        ValueError: ``y`` not a finite floating-point tensor of the shape ``op.A`` gives for ``like``; a ``like``
+            that ``op`` does not accept.
     """
     _check_op(op)
-    check_tensor(y, "y", floating=True)
+    check_tensor(y, "y", floating=True, finite=True)
     shape = tuple(like.shape) if isinstance(like, torch.Tensor) else tuple(like)
-    ones = op.A(torch.ones(shape, dtype=y.dtype, device=y.device))
+    try:
+        ones = op.A(torch.ones(shape, dtype=y.dtype, device=y.device))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"like must be an image batch (or its shape) that op accepts, got {shape}: {e}") from e
     if ones.shape != y.shape:
-        raise ValueError(f"y must have the shape op.A gives for images of shape {shape}, {tuple(ones.shape)}; got "
-                         f"{tuple(y.shape)}")  # fmt: skip
+        raise ValueError(f"y and like disagree: op.A gives {tuple(ones.shape)} for images of shape like = {shape}, "
+                         f"y has shape {tuple(y.shape)}")  # fmt: skip
     return 2 * y - ones
 
 
@@ -75,11 +79,13 @@ def analytic_reconstruction(op, y: torch.Tensor) -> torch.Tensor:
 
     Raises:
         TypeError: ``op`` is neither ``Radon`` nor ``MRI``.
+        ValueError: ``y`` is not a finite floating-point measurement of ``op``'s shape.
     """
-    if isinstance(op, Radon):
-        mu = fbp(op, y)
-    elif isinstance(op, MRI):
-        mu = zero_filled(op, y)
-    else:
+    if not isinstance(op, (Radon, MRI)):
         raise TypeError(f"op must be a Radon or MRI operator, got {type(op).__name__}")
+    check_tensor(y, "y", floating=True, finite=True)
+    try:
+        mu = fbp(op, y) if isinstance(op, Radon) else zero_filled(op, y)
+    except ValueError as e:
+        raise ValueError(f"y must be a measurement of op: {e}") from e
     return (2 * mu - 1).clamp(-1, 1)

@@ -180,8 +180,9 @@ class IntensityMap:
     """A pointwise intensity mapping ``v ↦ f(v)``, piecewise linear through the knots ``(knots_x, knots_y)`` and
     constant beyond the first and last knot; made by :func:`fit_intensity_map`.
 
-    ``map(t1)`` takes any floating tensor (a ``(N, 1, H, W)`` T1 batch) and returns ``f`` applied to every entry,
-    in its dtype and device (``ValueError`` for anything else). The knots are copied (immutable).
+    ``map(t1)`` takes any finite floating tensor (a ``(N, 1, H, W)`` T1 batch) and returns ``f`` applied to every
+    entry, in its dtype and device (``ValueError`` naming ``t1`` for anything else, a NaN or infinite entry
+    included). The knots are copied (immutable).
     """
 
     knots_x: torch.Tensor
@@ -200,6 +201,7 @@ class IntensityMap:
 
     def __call__(self, t1: torch.Tensor) -> torch.Tensor:
         check_floating(t1, "t1")
+        check_finite(t1, "t1")  # clamp would carry NaN through
         kx, ky = self.knots_x.to(t1.device), self.knots_y.to(t1.device)
         v = t1.double().clamp(float(kx[0]), float(kx[-1]))  # constant beyond the ends
         if len(kx) == 1:

@@ -22,7 +22,9 @@ approximation, 1.5 points off for a Gaussian at ``K = 10``); ``method="gaussian"
 reading, whose Student-t reference is exact at every ``K`` but only for Gaussian posteriors.
 
 **Bad input** raises ``ValueError``/``TypeError`` naming the argument: samples and truths must be finite
-floating-point tensors of matching shapes, regions binary, levels in (0, 1).
+floating-point tensors of matching shapes, regions binary, levels in (0, 1). float16 and bfloat16 samples are
+accepted: the intervals are computed in float32 (``torch.quantile`` takes float32/float64 only), and
+:func:`posterior_interval` rounds them back to the samples' dtype.
 """
 
 from __future__ import annotations
@@ -192,15 +194,25 @@ def posterior_interval(
         method: one of :data:`COVERAGE_METHODS`.
 
     Returns:
-        ``(lo, hi)``, each of one sample's shape, in ``samples``'s dtype and device.
+        ``(lo, hi)``, each of one sample's shape, in ``samples``'s dtype and device. float16 and bfloat16 samples
+        are computed in float32 (``torch.quantile`` takes float32/float64 only) and the bounds rounded back.
 
     Raises:
         ValueError: ``samples`` not finite and floating point or with too few samples for ``method``; ``level`` not
             in (0, 1); an unknown ``method``.
     """
+    lo, hi = _interval(samples, level, method)
+    return lo.to(samples.dtype), hi.to(samples.dtype)
+
+
+def _interval(samples, level, method) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`posterior_interval`'s checks and bounds, in float32 for float16/bfloat16 ``samples`` (the dtype
+    ``torch.quantile`` needs, and a std that does not lose its digits), else in ``samples``'s dtype."""
     _check_level(level)
     check_choice("method", method, COVERAGE_METHODS)
     _check_samples(samples, min_k=2 if method == "gaussian" else 1)
+    if samples.dtype in (torch.float16, torch.bfloat16):
+        samples = samples.float()
     if method == "gaussian":
         mean, std = samples.mean(0), samples.std(0, correction=1)
         z = NormalDist().inv_cdf((1 + float(level)) / 2)
@@ -223,7 +235,8 @@ def interval_coverage(
 
     A calibrated sampler covers :func:`expected_coverage` ``(K, level, method)`` on average (→ ``level`` as
     ``K → ∞``); fewer means over-confident (too narrow), more means under-confident. Pixels are pooled; with
-    independent pixels the count of covered ones is binomial, which sets the spread of the estimate.
+    independent pixels the count of covered ones is binomial, which sets the spread of the estimate. float16 and
+    bfloat16 samples are taken in float32 (the bounds are compared with ``truth`` unrounded).
 
     Args:
         samples: ``(K, N, C, H, W)`` posterior samples, finite.
@@ -240,7 +253,7 @@ def interval_coverage(
     """
     _check_truth(samples, truth)
     sel = _check_region(region, truth.shape)
-    lo, hi = posterior_interval(samples, level=level, method=method)
+    lo, hi = _interval(samples, level, method)  # float32 bounds for float16/bfloat16 samples, not rounded back
     inside = (truth >= lo) & (truth <= hi)
     return float(inside.double().mean() if sel is None else inside[sel].double().mean())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Sequence
 
 import torch
@@ -76,7 +77,7 @@ def chi_moments(dim: int) -> tuple[float, float]:
         ``(mean, variance)`` as Python floats.
 
     Raises:
-        ValueError: ``dim`` is not an integer ≥ 1.
+        ValueError: ``dim`` is not an integer ≥ 1, or is too large for a float (above ≈ 1.8·10³⁰⁸).
 
     Notes:
         For ``D ≥ 64`` the ratio ``Γ(x + 1/2)/Γ(x)`` (``x = D/2``) is the asymptotic series
@@ -85,15 +86,20 @@ def chi_moments(dim: int) -> tuple[float, float]:
         digits to cancellation; below, ``lgamma``.
     """
     check_int("dim", dim, 1)
-    d = float(dim)
+    try:
+        d = float(dim)
+    except OverflowError:  # an integer beyond the largest float (≈ 1.8·10³⁰⁸)
+        raise ValueError(f"dim must be at most {sys.float_info.max:.4g} (a float's range), got about "
+                         f"10**{int(int(dim).bit_length() * math.log10(2))}") from None  # fmt: skip
     if dim < _SERIES_FROM:
         mean = math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
         return mean, d - mean * mean
-    x = d / 2
-    s_minus_1 = (-1 / (8 * x) + 1 / (128 * x**2) + 5 / (1024 * x**3) - 21 / (32768 * x**4)
-                 - 399 / (262144 * x**5) + 869 / (4194304 * x**6))  # fmt: skip
+    u = 2 / d  # 1/x; the series in Horner form in 1/x, so that no power of x overflows for huge D
+    p = -1 / 8 + u * (1 / 128 + u * (5 / 1024 + u * (-21 / 32768 + u * (-399 / 262144 + u * 869 / 4194304))))
+    s_minus_1 = u * p
     mean = math.sqrt(d) * (1 + s_minus_1)
-    return mean, -d * s_minus_1 * (2 + s_minus_1)  # D (1 − s²), written without the cancellation
+    # D (1 − s²) = −D (s − 1)(s + 1), written without the cancellation; D (s − 1) = 2p (no underflow for huge D)
+    return mean, -2 * p * (2 + s_minus_1)
 
 
 def _within_exact(dim: int, rel: float) -> float:

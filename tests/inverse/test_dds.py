@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffu.gmm import ExactModel, GaussianMixture
-from diffu.inverse import MRI, Blur, Identity, Inpainting, Radon, cartesian_mask, gaussian_kernel
+from diffu.inverse import MRI, BlockAverage, Blur, Identity, Inpainting, Radon, cartesian_mask, gaussian_kernel
 from diffu.inverse.dds import (
     ETA_RULES,
     SliceStack,
@@ -135,6 +135,19 @@ def test_data_consistency_errors():
     for call, exc, match in cases:
         with pytest.raises(exc, match=match):
             call()
+
+
+def test_data_consistency_names_x0_when_the_operator_refuses_it():
+    """op.A's own error names its argument ``x``; data_consistency re-raises it naming ``x0``."""
+    block, x0 = BlockAverage(2), torch.zeros(2, 1, 8, 8)
+    y = block(x0)
+    for bad in (x0[0], x0[None], torch.zeros(2, 1, 7, 7)):  # rank 3, rank 5, not divisible by the factor
+        with pytest.raises(ValueError, match=r"^x0 must be an input of op \(BlockAverage\), got shape") as err:
+            data_consistency(bad, y, block)
+        assert isinstance(err.value.__cause__, ValueError)  # the operator's message follows
+        assert str(err.value.__cause__) in str(err.value)
+    with pytest.raises(ValueError, match=r"x0 must be an input of op \(Radon\)"):
+        data_consistency(x0[0], Radon(4)(x0), Radon(4))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,6 +331,21 @@ def test_slice_stack_is_the_slicewise_operator_and_adjoint(gen, op):
         stack.AT(w.flatten(0, -3)[0])
 
 
+def test_slice_stack_propagates_nan_as_documented(gen):
+    """Like the operators of diffu.inverse.operators, SliceStack does not look for NaN: it propagates (per slice),
+    and the class docstring says so."""
+    assert "NaN" in SliceStack.__doc__ and "propagates" in SliceStack.__doc__
+    stack, vol = SliceStack(BlockAverage(2)), torch.randn(2, 1, 3, 8, 8, generator=gen(0))
+    vol[1, 0, 2, 0, 0] = math.nan
+    vol[0, 0, 1, 5, 5] = math.inf
+    y = stack.A(vol)
+    bad = ~torch.isfinite(y)
+    assert bad.sum() == 2 and torch.isnan(y[1, 2, 0, 0, 0]) and torch.isinf(y[0, 1, 0, 2, 2])
+    x = stack.AT(y)
+    assert torch.isnan(x[1, 0, 2, :2, :2]).all() and torch.isinf(x[0, 0, 1, 4:6, 4:6]).all()
+    assert int((~torch.isfinite(x)).sum()) == 8  # only the two 2×2 blocks
+
+
 def test_admm_tv_z_solves_two_slice_tv_denoising(gen):
     # A = I, D = 2: argmin ½‖x − y‖² + λ|x₂ − x₁| per pixel moves both values λ towards each other, or to their mean
     # when they are within 2λ
@@ -400,6 +428,8 @@ def test_dds_volume_is_deterministic_and_checks_its_arguments(dummy, gen):
         (dict(admm_iters=0), ValueError, "admm_iters must be an integer >= 1"),
         (dict(y=y[0, 0, 0]), ValueError, r"y must have shape \(N, D, …\)"),
         (dict(x_T=(1, 1, 8, 8)), ValueError, r"x_T must be a volume \(N, C, D, H, W\)"),
+        (dict(x_T=(1, 1, 2, 8, 8)), ValueError, r"x_T must have depth D = 3 \(y.shape\[1\]"),
+        (dict(x_T=torch.zeros(1, 1, 4, 8, 8)), ValueError, r"x_T must have depth D = 3 .*got shape \(1, 1, 4, 8, 8\)"),
         (dict(x_T=(1, 1, 3, 9, 9)), ValueError, r"y must have the shape of SliceStack\(op\).A\(x_T\)"),
         (dict(eta=2.0), ValueError, "eta must be a finite number"),
     ]  # fmt: skip

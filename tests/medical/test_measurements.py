@@ -62,7 +62,7 @@ def test_errors_name_the_argument():
         measure_physical(ct, x / 0, 0.01)
     with pytest.raises(TypeError, match="generator"):
         measure_physical(ct, x, 0.01, 3)
-    with pytest.raises(ValueError, match="y must have the shape"):
+    with pytest.raises(ValueError, match="y and like disagree"):
         signed_measurement(ct, torch.zeros(2, 1, 4, 7, dtype=torch.float64), x)
     with pytest.raises(TypeError, match="Radon or MRI"):
         analytic_reconstruction(object(), x)

@@ -196,6 +196,16 @@ def test_intensity_map_errors(gen):
         fit_intensity_map(t1, t1)(torch.ones(2, dtype=torch.long))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_intensity_map_refuses_non_finite_input(gen, bad):
+    """clamp carries NaN through: a NaN (or infinite) T1 pixel raises naming t1 instead of a NaN in the result."""
+    f = IntensityMap(torch.tensor([-1.0, 1.0]), torch.tensor([0.0, 1.0]))
+    t1 = torch.rand(2, 1, 4, 4, generator=gen(0)) * 2 - 1
+    torch.testing.assert_close(f(t1), (t1 + 1) / 2)
+    with pytest.raises(ValueError, match="t1 must be finite, got 1 NaN or infinite"):
+        f(t1.index_put((torch.tensor([1]), torch.tensor([0]), torch.tensor([2]), torch.tensor([3])), torch.tensor(bad)))
+
+
 def test_tissue_map_labels_give_per_tissue_means():
     lab = torch.tensor([[[0, 1], [2, 1]]])
     t2 = torch.tensor([[[[-1.0, 0.2], [0.5, 0.4]]]])

@@ -204,6 +204,24 @@ def test_coverage_curve(gen):
         interval_coverage(s, None)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ["quantile", "gaussian"])
+def test_half_precision_samples_are_computed_in_float32(dtype, method):
+    """torch.quantile takes float32/float64 only: float16/bfloat16 samples are computed in float32, the bounds of
+    posterior_interval rounded back to the samples' dtype, and the coverage compared with the float32 bounds."""
+    x, s = gaussian_posterior(21, seed=3)
+    x, s = x[..., :20], s[..., :20]  # 2000 pixels
+    sh = s.to(dtype)
+    lo, hi = posterior_interval(sh, method=method)
+    lo32, hi32 = posterior_interval(sh.float(), method=method)
+    assert lo.dtype == hi.dtype == dtype and lo.shape == x.shape
+    torch.testing.assert_close(lo, lo32.to(dtype), rtol=0, atol=0)
+    torch.testing.assert_close(hi, hi32.to(dtype), rtol=0, atol=0)
+    assert interval_coverage(sh, x, method=method) == interval_coverage(sh.float(), x, method=method)
+    curve = coverage_curve(sh, x.to(dtype), [5, 21], method=method)
+    assert curve == coverage_curve(sh.float(), x.to(dtype).float(), [5, 21], method=method)
+
+
 @pytest.mark.gpu
 def test_uncertainty_follows_a_cuda_device():
     x, s = gaussian_posterior(21)

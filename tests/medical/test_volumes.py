@@ -3,6 +3,7 @@ slice inconsistency of a volume against hand computations and the Gaussian close
 application of a 2D function. Every threshold is a computed sampling error (4 standard errors), not a measured value."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -141,6 +142,18 @@ def test_chi_moments_errors():
     for bad in (0, 2.0, True, "3"):
         with pytest.raises(ValueError, match="dim must be an integer >= 1"):
             chi_moments(bad)
+    for huge in (10**400, 10**5000):  # beyond a float: a ValueError naming dim, not float()'s OverflowError
+        with pytest.raises(ValueError, match=r"dim must be at most 1\.798e\+308"):
+            chi_moments(huge)
+
+
+def test_chi_moments_of_huge_dimensions_do_not_overflow():
+    """The series is evaluated in 1/x: no power of x overflows, up to the largest float (x⁶ did from D ≈ 5·10⁵¹)."""
+    for d in (10**60, 10**200, int(sys.float_info.max)):
+        m, v = chi_moments(d)
+        assert m == pytest.approx(math.sqrt(d), rel=1e-15) and v == pytest.approx(0.5, rel=1e-15), d
+    m, v = chi_moments(10**20)  # √D (1 − 1/(4D)) and 1/2 − 1/(8D): the first-order terms vanish in float
+    assert m == 1e10 and v == 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------

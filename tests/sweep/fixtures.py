@@ -218,4 +218,21 @@ _BUILDERS = {
     "spr": lambda: get("diffu.inverse.fourier:ShiftedPhaseRetrieval")(2.0),
     "radon": lambda: get("diffu.inverse.fourier:Radon")(4),
     "turbulence": lambda: get("diffu.inverse.blur:Turbulence")(),
+    # chapter §5: a UNet conditioned on a (N, 1, 8, 8) image, a 3D UNet on (N, 1, 4, 4, 4) volumes, and BlockAverage(2)
+    # on every depth slice of a (N, 1, D, 8, 8) volume
+    "concat": lambda: _perturbed(
+        _seeded(
+            lambda: get("diffu.nn.concat:ConcatUNet")(
+                channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8
+            ).eval()
+        )
+    ),
+    "unet3d": lambda: _perturbed(
+        _seeded(
+            lambda: get("diffu.nn.unet3d:UNet3D")(
+                channels=8, channel_mult=(1, 2), num_res_blocks=1, volume_size=4, groups=4
+            ).eval()
+        )
+    ),
+    "slicestack": lambda: get("diffu.inverse.dds:SliceStack")(fx("block")),
 }

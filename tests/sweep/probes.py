@@ -8,7 +8,7 @@ modules whose ``__all__`` the coverage test walks, and :data:`EXEMPT` the public
 
 from __future__ import annotations
 
-from . import table_core, table_inverse, table_issue, table_nn, table_rest
+from . import table_core, table_inverse, table_issue, table_medical, table_nn, table_rest
 from .kit import Probe, Table
 
 #: Every module of diffu with a public ``__all__`` (the coverage test checks that each name has a probe).
@@ -16,6 +16,9 @@ MODULES = (
     "diffu",
     "diffu.checks",
     "diffu.data",
+    "diffu.data.mni",
+    "diffu.data.phantoms",
+    "diffu.data.scans",
     "diffu.captions",
     "diffu.schedules",
     "diffu.sampling",
@@ -36,9 +39,16 @@ MODULES = (
     "diffu.viz",
     "diffu.book",
     "diffu.recipes",
+    "diffu.medical",
+    "diffu.medical.anomaly",
+    "diffu.medical.translation",
+    "diffu.medical.uncertainty",
+    "diffu.medical.volumes",
+    "diffu.medical.measurements",
     "diffu.nn",
     "diffu.nn.autoencoder",
     "diffu.nn.classifier",
+    "diffu.nn.concat",
     "diffu.nn.controlnet",
     "diffu.nn.dit",
     "diffu.nn.drunet",
@@ -49,11 +59,13 @@ MODULES = (
     "diffu.nn.text",
     "diffu.nn.transformer",
     "diffu.nn.unet",
+    "diffu.nn.unet3d",
     "diffu.inverse",
     "diffu.inverse.blind",
     "diffu.inverse.blur",
     "diffu.inverse.classical",
     "diffu.inverse.ddrm",
+    "diffu.inverse.dds",
     "diffu.inverse.dps",
     "diffu.inverse.fourier",
     "diffu.inverse.masks",
@@ -61,6 +73,7 @@ MODULES = (
     "diffu.inverse.pnp",
     "diffu.inverse.repaint",
     "diffu.inverse.resample",
+    "diffu.inverse.score_pc",
     "diffu.inverse.two_stage",
 )
 
@@ -72,6 +85,15 @@ EXEMPT = {
     "diffu.captions.TEMPLATES": "constant (read by caption)",
     "diffu.data.FMNIST_CLASSES": "constant",
     "diffu.data.TOY_DATASETS": "constant (the choices of toy_2d)",
+    "diffu.data.mni.GUARD": "constant (read by mni_slices)",
+    "diffu.data.mni.HELD_OUT": "constant (read by mni_slices and mni_volume)",
+    "diffu.data.mni.MNI_LICENSE": "constant (a licence text)",
+    "diffu.data.mni.T2_CONTRAST": "constant (the tissue intensities of synthetic_t2)",
+    "diffu.data.mni.TISSUES": "constant (the label names of mni_slices)",
+    "diffu.data.scans.SCANS": "constant (the choices of scan)",
+    "diffu.medical.anomaly.POLARITIES": "constant (the choices of insert_lesions)",
+    "diffu.medical.anomaly.SIDES": "constant (the choices of insert_lesions)",
+    "diffu.medical.uncertainty.COVERAGE_METHODS": "constant (the choices of posterior_interval and the coverages)",
     "diffu.schedules.PREDICTIONS": "constant (the choices of Schedule.to_eps)",
     "diffu.sampling.SPACINGS": "constant (the choices of ddim_timesteps)",
     "diffu.ode.SOLVERS": "constant (the choices of integrate)",
@@ -83,6 +105,7 @@ EXEMPT = {
     "diffu.nn.dit.CONDITIONINGS": "constant (the choices of DiTConfig.conditioning)",
     "diffu.nn.dit.DIT_BLOCKS": "constant",
     "diffu.nn.dit.DIT_SIZES": "constant",
+    "diffu.inverse.dds.ETA_RULES": "constant (the choices of dds)",
     "diffu.inverse.dps.NOISES": "constant (the choices of dps)",
     "diffu.inverse.two_stage.BLUR_SIGMA": "constant (degrade's default range)",
     "diffu.inverse.two_stage.FACTORS": "constant (degrade's default factors)",
@@ -93,6 +116,6 @@ EXEMPT = {
 def all_probes() -> list[Probe]:
     """The whole probe table, in a fixed order."""
     t = Table()
-    for table in (table_core, table_nn, table_inverse, table_rest, table_issue):
+    for table in (table_core, table_nn, table_inverse, table_rest, table_medical, table_issue):
         table.build(t)
     return t.probes
