@@ -92,6 +92,15 @@ LIBRARY: dict[str, tuple[str, ...]] = {
     # lab 7 writes the flow-matching loss, training and the ODE samplers: not diffu's flow, SDE, ODE or training code
     # (diffu.train.train with the generator's seed would replay the training loop's draws on the CPU)
     "lab7_score_flow": ("diffu.flow", "diffu.sde", "diffu.sde_samplers", "diffu.ode", "diffu.train"),
+    # lab 8 writes CG, DDS's data-consistency step and its loop: not diffu's DDS, its CG (which every CG-based solver
+    # of diffu.inverse calls: tikhonov, hqs_data_step, …), its DDIM step or sampler, or its Tweedie estimate
+    "lab8_ct_dds": (
+        "diffu.inverse.dds",
+        "diffu.inverse.classical:cg",
+        "diffu.samplers:ddim_step",
+        "diffu.samplers:ddim",
+        "diffu.schedules:Schedule.eps_to_x0",
+    ),
 }
 
 #: the text :meth:`Kit.done` prints; ``grade.py`` looks for it in every graded cell's output
