@@ -159,3 +159,10 @@ def test_scan_errors():
         scan("CT_large")
     with pytest.raises(ValueError, match="size"):
         scan("CT_small", 0)
+
+
+def test_resize_square_averages():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(mni.resize_square(x, 2), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))  # 2×2 block means
+    y = mni.resize_square(torch.ones(2, 3, 9, 9), 4)  # 4 does not divide 9: antialiased bilinear keeps constants
+    assert y.shape == (2, 3, 4, 4) and torch.allclose(y, torch.ones_like(y))

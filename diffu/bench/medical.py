@@ -111,7 +111,7 @@ def _analytic(y, op, model, g, knob, steps):
     return analytic_reconstruction(op, y), 0
 
 
-def _tv(y, op, model, lam):
+def _tv(y, op, model, g, lam, steps):
     return tv_reconstruct(op, signed_measurement(op, y, _shape(y, op)), lam, iters=300).clamp(-1, 1), 0
 
 
@@ -147,7 +147,7 @@ def _pc(y, op, model, g, knob, steps):
 #: Every benchmarked reconstruction method.
 METHODS = (
     Method("FBP / zero-filled", _analytic),
-    Method("TV", lambda y, op, model, g, lam, steps: _tv(y, op, model, lam), {"ct": TV_LAMBDAS, "mri": TV_LAMBDAS}),
+    Method("TV", _tv, {"ct": TV_LAMBDAS, "mri": TV_LAMBDAS}),
     Method("DPS", _dps, DPS_SCALES),
     Method("DDS", _dds),
     Method("PC + projection", _pc),
@@ -171,15 +171,16 @@ def bench_medical_recon(n=8, n_val=4, tasks=TASKS, methods=None, dps_steps=1000,
         models = {"ct": load("ct_prior", device=dev), "mri": load("mni_t1_prior", device=dev)}
     steps = {"dps": dps_steps, "dds": dds_steps, "pc": pc_steps}
     chosen = [m for m in METHODS if methods is None or m.name in methods]
-    rows, examples = [], {}
+    rows, examples, data = [], {}, {}
     jobs = [(t, m) for t in tasks for m in chosen]
     for task, m in tqdm(jobs, disable=not progress, desc="medical recon"):
         kind = "ct" if task.startswith("ct") else "mri"
-        x_test, names = test_images(kind, n, dev)
+        if kind not in data:  # the images of a modality are made once, not once per (task, method)
+            data[kind] = (*test_images(kind, n, dev), validation_images(kind, n_val, dev))
+        x_test, names, x_val = data[kind]
         op, model = make_operator(task, device=dev), models[kind]
         knob = None
         if m.grid is not None:
-            x_val = validation_images(kind, n_val, dev)
             y_val = measure(op, x_val, SIGMA_Y, seed + 1)
             val = []
             grid = m.grid[kind]

@@ -58,6 +58,7 @@ __all__ = [
     "mni_slices",
     "mni_template",
     "mni_volume",
+    "resize_square",
     "synthetic_t2",
     "tissue_fractions",
 ]
@@ -191,9 +192,21 @@ def _indices(plane: str, split: str) -> list[int]:
     return list(idx)
 
 
-def _resize(a: torch.Tensor, size: int) -> torch.Tensor:  # (N, C, S, S) -> (N, C, size, size), area average
-    return F.interpolate(a, size=(size, size), mode="area") if a.shape[-1] % size == 0 else F.interpolate(
-        a, size=(size, size), mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+def resize_square(a: torch.Tensor, size: int) -> torch.Tensor:
+    """Square images (N, C, S, S) → (N, C, size, size) by averaging: exact area averaging when ``size`` divides
+    ``S``, antialiased bilinear otherwise (the slices, phantoms and scans of chapter §5 all go through it). NaN and
+    infinity propagate (an average of them).
+
+    Raises:
+        ValueError: ``a`` is not a floating-point (N, C, S, S) tensor, ``size`` not an integer >= 1.
+    """
+    check_tensor(a, "a", ndim=4, floating=True)
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"a must hold square images (N, C, S, S), got shape {tuple(a.shape)}")
+    check_int("size", size, 1)
+    if a.shape[-1] % size == 0:
+        return F.interpolate(a, size=(size, size), mode="area")
+    return F.interpolate(a, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _slices_fractions(plane: str, idx: list[int], size: int) -> torch.Tensor:
@@ -213,7 +226,7 @@ def _slices_fractions(plane: str, idx: list[int], size: int) -> torch.Tensor:
     # image rows = anterior → posterior for axial (radiological display: rows y reversed), columns = x
     sl = np.flip(np.swapaxes(sl, -1, -2), axis=-2).copy()
     t = torch.from_numpy(sl)
-    return _resize(t, size)
+    return resize_square(t, size)
 
 
 def mni_slices(

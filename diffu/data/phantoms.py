@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import check_int
+from .mni import resize_square
 
 __all__ = ["ellipse_phantoms", "shepp_logan"]
 
@@ -97,6 +98,5 @@ def shepp_logan(size: int = 32) -> torch.Tensor:
     from skimage.data import shepp_logan_phantom
 
     x = torch.from_numpy(shepp_logan_phantom()).float()[None, None]  # (1, 1, 400, 400) in [0, 1]
-    x = F.interpolate(x, size=(size, size), mode="area") if 400 % size == 0 else F.interpolate(
-        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+    x = resize_square(x, size)
     return x.clamp(0, 1) * 2 - 1

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..checks import check_choice, check_int
+from .mni import resize_square
 
 __all__ = ["SCANS", "scan"]
 
@@ -53,6 +53,5 @@ def scan(name: str, size: int | None = None) -> torch.Tensor:
         check_int("size", size, 4)
     x = torch.from_numpy(np.ascontiguousarray(_raw(name)))[None, None]
     if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] % size == 0 else F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+        x = resize_square(x, size)
     return x.clamp(0, 1) * 2 - 1

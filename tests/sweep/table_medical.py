@@ -417,6 +417,15 @@ def build_data(T):
             Ok(lambda x, side=side: x.shape == (1, 1, side, side) and in_range(-1, 1)(x)),
         )
 
+    T.sweep(
+        "data.mni",
+        MN + "resize_square",
+        "a size",
+        dict(a=L(lambda: randn(2, 1, 12, 12)), size=4),
+        dict(a=TENSOR(nan="either") + [B("non-square", L(lambda: randn(2, 1, 12, 8)))], size=INT(1)),
+        ok_pred=lambda x: x.shape == (2, 1, 4, 4),
+    )
+
     M = "metrics"
     ME = "diffu.metrics:"
     T.sweep(
