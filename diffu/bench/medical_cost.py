@@ -24,6 +24,8 @@ their warm-up (the peak of a first run equals that of later ones: measured for b
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -80,7 +82,7 @@ def peak_bytes(fn: Callable[[], object], device: str | torch.device) -> tuple[ob
         raise ValueError(f"device must be the CPU or a CUDA device, got {dev}")
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_fd(2), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
     records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                      if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)  # fmt: skip
@@ -89,6 +91,20 @@ def peak_bytes(fn: Callable[[], object], device: str | torch.device) -> tuple[ob
         held += nbytes
         peak = max(peak, held)
     return out, int(peak)
+
+
+@contextlib.contextmanager
+def _quiet_fd(fd: int):
+    """Send the OS-level file descriptor ``fd`` to /dev/null while the block runs: the CPU profiler's C++ side
+    prints ``USDT: … profiler_start/stop`` lines to stderr on every start and stop, which Python cannot catch."""
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -31,6 +31,18 @@ def test_peak_bytes_on_the_cpu_follows_allocations_and_frees():
     assert peak_bytes(temporaries, torch.device("cpu"))[1] == 3_000_000
 
 
+def test_peak_bytes_keeps_the_profilers_c_level_lines_off_stderr(capfd):
+    """The CPU profiler's C++ side writes "USDT: … profiler_start/stop" to file descriptor 2 (not sys.stderr); they
+    are silenced, and stderr works again afterwards."""
+    import os
+
+    peak_bytes(lambda: torch.ones(10), "cpu")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "profiler_start" not in err
+    assert "after" in err
+
+
 def test_peak_bytes_counts_what_autograd_holds():
     w = torch.randn(100, 100, requires_grad=True)
 
