@@ -8,7 +8,7 @@ and nothing is downloaded. Facts the loaders are designed around:
   x 26…170, y 27…207 and the axial slices z 0…154 (the 155 non-empty ones); neighbouring axial slices differ by
   about 4 % (mean absolute difference over mean intensity);
 - the template is exactly left–right symmetric, so a left–right flip is no augmentation (and a mirror difference is
-  an anomaly detector that is exact on this template: chapter §5.4 uses it as a baseline);
+  an anomaly detector that is exact on this template: chapter §5.1.3 uses it as a baseline);
 - there is no CSF map: the CSF fraction is what the brain mask (T1 > 0) leaves after grey and white matter,
   ``csf = clip(1 − gm − wm, 0, 1)`` inside the mask (about 8 % of brain voxels have gm + wm < 0.5);
 - it is one subject (an average of 152), so a prior trained on its slices can only memorise unless the slices are
@@ -23,7 +23,7 @@ them are excluded from training too (neighbours differ by only ~4 %). ``split="t
 **Tissue labels** (:data:`TISSUES`): 0 background, 1 CSF, 2 grey matter, 3 white matter: the tissue with the largest
 fraction in a pixel, after the fractions are area-averaged to the slice's resolution.
 
-**Synthetic T2.** The second modality of §5.5 is T2-weighted by construction, a partial-volume mix of tissue
+**Synthetic T2.** The second modality of §5.2 is T2-weighted by construction, a partial-volume mix of tissue
 intensities with T2 ordering (CSF bright, grey > white): ``t2 = 1.0·csf + 0.55·gm + 0.30·wm`` (signal in [0, 1];
 the proportions follow typical T2 spin-echo contrast, not a physical simulation). It is therefore an exact function of
 the tissue fractions, so a per-tissue intensity mapping is a strong baseline for T1 → T2 translation, and the text

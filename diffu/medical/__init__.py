@@ -52,7 +52,7 @@ __all__: list[str] = [
     "to_slices",
     "to_volume",
     "z_roughness",
-    # anomaly detection (§5.3)
+    # anomaly detection (§5.1.4)
     "POLARITIES",
     "SIDES",
     "anoddpm_map",
@@ -65,7 +65,7 @@ __all__: list[str] = [
     "partial_timesteps",
     "patch_masks",
     "pixel_auroc",
-    # uncertainty (§5.4)
+    # uncertainty (§5.1.3)
     "COVERAGE_METHODS",
     "average_ranks",
     "coverage_curve",
@@ -74,7 +74,7 @@ __all__: list[str] = [
     "interval_coverage",
     "posterior_interval",
     "posterior_moments",
-    # cross-modality translation (§5.5)
+    # cross-modality translation (§5.2)
     "IntensityMap",
     "TissueMap",
     "ddib",

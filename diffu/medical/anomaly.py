@@ -1,4 +1,4 @@
-"""Anomaly detection in brain slices (chapter §5.3): synthetic lesions, four anomaly maps and two pixel metrics.
+"""Anomaly detection in brain slices (chapter §5.1.4): synthetic lesions, four anomaly maps and two pixel metrics.
 
 A model trained on healthy anatomy only is asked to say *where* a test image is abnormal. Every method here returns
 an anomaly map ``(N, 1, H, W)`` — higher is more anomalous — from the difference between the test image ``x`` and a
@@ -157,7 +157,7 @@ def insert_lesions(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic lesions: soft-edged ellipses of random size, shape, orientation and contrast inside the brain
-    (the test set of §5.3).
+    (the test set of §5.1.4).
 
     Each lesion adds ``±c · w(p)`` to the image, where ``w`` is 1 inside an ellipse and falls linearly to 0 at its
     boundary over ``edge`` pixels; lesions of one image add up; the result is kept in [-1, 1] by clipping (a
@@ -197,7 +197,7 @@ def insert_lesions(
 
     Notes:
         Brain-MRI anomaly benchmarks evaluate on real lesions (e.g. BraTS tumours); a single template has none, so
-        §5.3 evaluates on synthetic lesions whose ground truth is exact. A uniform intensity shift with a soft edge is
+        §5.1.4 evaluates on synthetic lesions whose ground truth is exact. A uniform intensity shift with a soft edge is
         far simpler than a tumour (no texture, no mass effect, no oedema), so numbers measured on it are not
         comparable with published ones. A one-sided lesion on a symmetric template is trivially found by the mirror
         difference; "symmetric" lesions are the fair test of a learned detector.
@@ -259,7 +259,7 @@ def mirror_difference(x: torch.Tensor) -> torch.Tensor:
 
     A detector that needs no training: on an exactly symmetric template (the MNI152 "sym" template is) it is 0 on
     healthy tissue, finds every one-sided lesion — twice, at the lesion and at its mirror position — and is blind
-    to symmetric lesions (:func:`insert_lesions` with ``side="symmetric"``). §5.3's honest baseline.
+    to symmetric lesions (:func:`insert_lesions` with ``side="symmetric"``). §5.1.4's honest baseline.
 
     Raises:
         ValueError: ``x`` not a finite float image batch ``(N, C, H, W)`` in [-1, 1].
@@ -270,7 +270,7 @@ def mirror_difference(x: torch.Tensor) -> torch.Tensor:
 
 def autoencoder_map(autoencoder: Callable, x: torch.Tensor) -> torch.Tensor:
     """The reconstruction error ``|x − D(E(x))|`` of an autoencoder trained on healthy images, ``(N, 1, H, W)``; a
-    baseline of §5.3.
+    baseline of §5.1.4.
 
     Args:
         autoencoder: a callable returning the reconstruction of ``x`` (e.g. :class:`diffu.nn.Autoencoder`, whose
@@ -350,7 +350,7 @@ def anoddpm_map(
     model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """AnoDDPM (Wyatt et al. 2022): noise the test image to an intermediate level ``t_λ``, denoise, ``|x − x̂|``.
-    A baseline of §5.3.
+    A baseline of §5.1.4.
 
     ``x_{t_λ} = √ᾱ_{t_λ} x + √(1 − ᾱ_{t_λ}) ε`` (Eq. 4 of Ho et al. 2020), then the reverse process from ``t_λ``
     to 0 with a model of healthy images: small anomalies are drowned by the noise and replaced by healthy tissue,
@@ -530,7 +530,7 @@ def masked_dps_map(
         unsquared norm of the whole batch), and scores ``|x − x̂|`` plus a ResNet feature distance, averaged over
         repeats. Its mask is not random: a first guided reconstruction, thresholded at 12 % of its map's range,
         marks the pixels to regenerate, and outside them the state is replaced by the test image noised with one
-        fixed ε at every step (RePaint-style). We follow the brief of §5.3 instead — random patch masks, soft DPS
+        fixed ε at every step (RePaint-style). We follow the brief of §5.1.4 instead — random patch masks, soft DPS
         consistency on the observed pixels (per-image norm, as :func:`diffu.inverse.dps`), pixel differences only —
         and keep the code's partial start, DDIM grid, ε-shift form of the guidance and its 2 NFE per step. The
         paper's remaining details (mask statistics, the perceptual term's weight) are not known to us.
@@ -586,7 +586,7 @@ def _scored_pixels(scores, mask, region, name: str = "scores") -> tuple[torch.Te
 
 
 def pixel_auroc(scores: torch.Tensor, mask: torch.Tensor, *, region: torch.Tensor | None = None) -> float:
-    """The pixel-level area under the ROC curve of an anomaly map, pooled over all pixels of the batch (§5.3).
+    """The pixel-level area under the ROC curve of an anomaly map, pooled over all pixels of the batch (§5.1.4).
 
     By the rank (Mann–Whitney) formula ``AUROC = (R₊ − P(P + 1)/2) / (P Q)``, where ``R₊`` is the sum of the ranks
     of the ``P`` anomalous pixels among all ``P + Q`` scores, tied scores sharing their average rank: the

@@ -1,4 +1,4 @@
-"""Cross-modality translation T1 → T2 (chapter §5.5): two diffusion routes and the baselines they must beat.
+"""Cross-modality translation T1 → T2 (chapter §5.2): two diffusion routes and the baselines they must beat.
 
 * **unpaired** — :func:`ddib`, dual diffusion implicit bridges (Su, Song, Meng & Ermon 2023): two models trained
   separately, one per modality, bridged through the deterministic DDIM latent: encode the T1 image to ``x_T`` with
@@ -50,7 +50,7 @@ def ddib(
     callback: Callable[[SamplerState], None] | None = None,
 ) -> torch.Tensor:
     """Dual diffusion implicit bridges (Su et al. 2023): ``x_b = ODE_b^{T→0}(ODE_a^{0→T}(x_a))``; unpaired T1 → T2
-    translation in §5.5.
+    translation in §5.2.
 
     Both halves are deterministic DDIM (η = 0, Song et al. 2021, Eq. 12 — the Euler discretisation of the
     probability-flow ODE): model A's ODE run from data to noise (:func:`diffu.samplers.ddim_invert`), then model B's

@@ -1,4 +1,4 @@
-"""Uncertainty from posterior samples (chapter §5.4, after McCann, Chung, Ye & Klasky 2023).
+"""Uncertainty from posterior samples (chapter §5.1.3, after McCann, Chung, Ye & Klasky 2023).
 
 A posterior sampler (DPS, DDS, a predictor–corrector with data consistency) run ``K`` times on one measurement gives
 ``K`` plausible reconstructions ``(K, N, C, H, W)``. Their mean is the estimate and their spread the uncertainty —
@@ -16,7 +16,7 @@ A posterior sampler (DPS, DDS, a predictor–corrector with data consistency) ru
 * :func:`average_ranks` — ranks with ties averaged (Spearman's correlation, the AUROC of
   :func:`diffu.medical.anomaly.pixel_auroc`).
 
-§5.4 uses the quantile interval (``method="quantile"``) with ``K = 21, 41, 101`` samples: at those ``K`` its reference
+§5.1.3 uses the quantile interval (``method="quantile"``) with ``K = 21, 41, 101`` samples: at those ``K`` its reference
 :func:`expected_coverage` is exact for any continuous posterior, not only a Gaussian one (between them it is a linear
 approximation, 1.5 points off for a Gaussian at ``K = 10``); ``method="gaussian"`` is the ``mean ± 1.645·std``
 reading, whose Student-t reference is exact at every ``K`` but only for Gaussian posteriors.
@@ -119,7 +119,7 @@ def _check_level(level) -> None:
 
 
 def posterior_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-pixel posterior mean and standard deviation of ``K`` samples (§5.4).
+    """The per-pixel posterior mean and standard deviation of ``K`` samples (§5.1.3).
 
     ``mean = (1/K) Σ_k x_k`` — the estimate of the posterior mean (MMSE) — and
     ``std = √(Σ_k (x_k − mean)² / (K − 1))`` (Bessel's correction), the uncertainty map of McCann et al. 2023.
@@ -140,11 +140,11 @@ def posterior_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def error_correlation(
     std: torch.Tensor, error: torch.Tensor, *, method: str = "pearson", region: torch.Tensor | None = None
 ) -> float:
-    """The correlation, pooled over pixels, between a predicted uncertainty and the actual error (§5.4).
+    """The correlation, pooled over pixels, between a predicted uncertainty and the actual error (§5.1.3).
 
     Pearson: ``Σ (s − s̄)(e − ē) / √(Σ (s − s̄)² Σ (e − ē)²)``; Spearman: the same on :func:`average_ranks` (any
     monotone relation scores 1). With ``error = |mean − truth|`` and ``std`` from :func:`posterior_moments` this is
-    §5.4's check that the uncertainty map is informative (it should point where the errors are).
+    §5.1.3's check that the uncertainty map is informative (it should point where the errors are).
 
     Args:
         std: the uncertainty map (any shape), finite floating point.
@@ -181,7 +181,7 @@ def error_correlation(
 def posterior_interval(
     samples: torch.Tensor, *, level: float = 0.9, method: str = "quantile"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-pixel central ``level`` interval ``(lo, hi)`` of ``K`` posterior samples (§5.4).
+    """The per-pixel central ``level`` interval ``(lo, hi)`` of ``K`` posterior samples (§5.1.3).
 
     "quantile": the empirical quantiles ``(1 − level)/2`` and ``(1 + level)/2`` of each pixel's samples
     (``torch.quantile``, linear interpolation between order statistics; ``K >= 1``); "gaussian":

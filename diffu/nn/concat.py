@@ -1,4 +1,4 @@
-"""A UNet conditioned by channel concatenation: ``model(x_t, t, cond=image)`` (chapter §5.5, paired translation).
+"""A UNet conditioned by channel concatenation: ``model(x_t, t, cond=image)`` (chapter §5.2, paired translation).
 
 The simplest way to condition a diffusion network on an image of the same size — SR3 (Saharia et al. 2022) for
 super-resolution, Palette (Saharia et al. 2022) for image-to-image translation, Wolleb et al. 2021 for segmentation —
@@ -68,7 +68,7 @@ class ConcatUNet(nn.Module):
     Notes:
         Palette (``Janspiry/Palette-Image-to-Image-Diffusion-Models``, ``models/network.py``) concatenates
         ``torch.cat([y_cond, y_t], dim=1)`` — condition first; we put the state first. The order is a convention
-        of the weights, not of the method. Used for the paired T1 → T2 model of §5.5 (and reusable for
+        of the weights, not of the method. Used for the paired T1 → T2 model of §5.2 (and reusable for
         segmentation, with the mask as the state and the image as ``cond``).
     """
 

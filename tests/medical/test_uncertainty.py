@@ -158,7 +158,7 @@ def test_exact_posterior_samples_cover_as_student_t_predicts_gaussian(k):
 
 def test_quantile_reference_is_approximate_between_exact_counts():
     """At K = 10 the positions 0.45 and 8.55 are interpolated: for a Gaussian posterior the coverage is 0.751, not
-    the linear reference 0.736 (measured; a 1.5-point bias, 4.8σ) — why §5.4 quotes K = 21, 41, 101."""
+    the linear reference 0.736 (measured; a 1.5-point bias, 4.8σ) — why §5.1.3 quotes K = 21, 41, 101."""
     x, s = gaussian_posterior(10, seed=3)
     c, e = interval_coverage(s, x), expected_coverage(10)
     assert 0.01 < c - e < 0.03
