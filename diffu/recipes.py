@@ -364,6 +364,25 @@ RECIPES["mni_t1_prior"] = {
 }
 
 
+def _mni_autoencoder_data(x, y):
+    """The 20 000 augmented T1 slices of mni_t1_prior; Fashion-MNIST is ignored."""
+    return _mni_data("t1")(x, y)
+
+
+RECIPES["mni_autoencoder"] = {
+    "description": "KL-regularised convolutional autoencoder (as fmnist_autoencoder) for the 32×32 augmented MNI152 "
+    "T1 slices: 1×32×32 ↔ 3×8×8, L1 + 1e-6 KL, scale_factor making the training latents unit-std; the anomaly "
+    "baseline and the first stage of mni_latent_dit (chapter §5)",
+    "build": Autoencoder,
+    "data": _mni_autoencoder_data,
+    "config": TrainConfig(
+        steps=3000, batch_size=64, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0, ckpt_every=250
+    ),
+    "loss": autoencoder_loss,
+    "use_ema": False,  # the scale_factor buffer is tracked on the raw weights' latents
+}
+
+
 def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
     ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is

@@ -15,7 +15,8 @@ measurement of the [-1, 1] image (noise 2σ_y, :func:`~diffu.medical.measurement
 
 Methods: the analytic baseline (FBP for CT, zero-filled for MRI, on the physical scale), total variation (λ chosen
 on validation images), DPS (ζ chosen on validation images, per modality; ``dps_steps``, official 1000), DDS (50
-steps, η = 0.85, 5 CG iterations, γ = 1 for noisy data, as the official solver), and the score-SDE predictor–corrector
+steps, η = 0.85, 5 CG iterations; γ = 1 for CT's noisy data and the projection (the noiseless form) for
+single-coil MRI, as the official solver), and the score-SDE predictor–corrector
 with a data-consistency projection (the official tuned snr and λ: CT 0.246 and 0.841, MRI 0.517 and 1).
 Validation images are *training* images (phantoms of seed 0, MNI training slices), never test images. Every row
 stores the per-image PSNR and SSIM (so a page can put a spread on each mean), NFE, and seconds per image on the
@@ -129,7 +130,9 @@ def _dds(y, op, model, g, knob, steps):
 
     n = steps["dds"]
     ys = signed_measurement(op, y, _shape(y, op))
-    x = dds(model, ys, op, linear_schedule(), steps=n, gamma=1.0, generator=g, progress=False, x_T=_shape(y, op))
+    # the official data step: γ = 1 for noisy sparse-view CT, the projection (noiseless form) for single-coil MRI
+    gamma = None if isinstance(op, MRI) else 1.0
+    x = dds(model, ys, op, linear_schedule(), steps=n, gamma=gamma, generator=g, progress=False, x_T=_shape(y, op))
     return x.clamp(-1, 1), n
 
 
@@ -200,7 +203,7 @@ def bench_medical_recon(n=8, n_val=4, tasks=TASKS, methods=None, dps_steps=1000,
         if on_row is not None:
             on_row(rows)
         examples[f"{task}/{m.name}"] = x.cpu()
-        examples.setdefault(f"{task}/ground_truth", x_test.cpu())
+        examples.setdefault(f"{task}/ground_truth", x_test.cpu().clone())  # not shared between tasks: safetensors
     return {"n_per_kind": n, "n_val": n_val, "sigma_y": SIGMA_Y, "size": SIZE, "steps": steps, "rows": rows,
             **environment(dev), "_examples": examples}  # fmt: skip
 

@@ -388,3 +388,30 @@ def test_bench_medical_recon_with_tiny_priors():
     assert rows["ct8", "DPS"]["nfe"] == 2 and rows["ct8", "PC + projection"]["nfe"] == 4
     assert rows["ct8", "FBP / zero-filled"]["nfe"] == 0 and rows["ct8", "TV"]["knob"] in (0.003, 0.01, 0.03, 0.1)
     assert res["_examples"]["ct8/DDS"].shape == (4, 1, 32, 32)
+
+
+def test_bench_medical_recon_examples_save_and_dds_uses_the_official_data_step(monkeypatch):
+    """Two tasks of one modality share their test images: the stored ground truths must not share memory (safetensors
+    refuses tensors that do), and DDS's data step is γ = 1 for CT, the projection (γ = None) for MRI."""
+    import torch
+    from safetensors.torch import save_file
+
+    import diffu.inverse
+    from diffu.bench.medical import bench_medical_recon
+    from diffu.nn import UNet, UNetConfig
+
+    gammas = []
+    real = diffu.inverse.dds
+
+    def spy(*args, **kwargs):
+        gammas.append((type(args[2]).__name__, kwargs["gamma"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(diffu.inverse, "dds", spy)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = UNet(UNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=32))
+    res = bench_medical_recon(n=1, n_val=1, tasks=("ct8", "ct16", "mri4"), methods=["DDS"], dds_steps=2,
+                              progress=False, models={"ct": net.eval(), "mri": net.eval()})  # fmt: skip
+    assert gammas == [("Radon", 1.0), ("Radon", 1.0), ("MRI", None)]
+    save_file({k: v.contiguous() for k, v in res["_examples"].items()}, "/dev/null")
