@@ -126,6 +126,9 @@ def test_augmented_slices_are_consistent():
     assert torch.allclose(d["t2"], mni.synthetic_t2(d["fractions"]) * 2 - 1)
     assert torch.equal(d["labels"], d["fractions"].argmax(1))
     assert torch.equal(mni.augmented_slices(40, 16, seed=1, chunk=16)["t1"], d["t1"])
+    # whole chunks are reproduced by a shorter call (the docstring's promise), a partial chunk is not
+    assert torch.equal(mni.augmented_slices(32, 16, seed=1, chunk=16)["t1"], d["t1"][:32])
+    assert not torch.equal(mni.augmented_slices(24, 16, seed=1, chunk=16)["t1"], d["t1"][:24])
 
 
 def test_ellipse_phantoms():

@@ -6,9 +6,11 @@ and nothing is downloaded. Facts the loaders are designed around:
 
 - the T1 is skull-stripped and stored as 8 bits (0…255), 197 × 233 × 189 voxels of 1 mm; the brain occupies
   x 26…170, y 27…207 and the axial slices z 0…154 (the 155 non-empty ones); neighbouring axial slices differ by
-  about 4 % (mean absolute difference over mean intensity);
-- the template is exactly left–right symmetric, so a left–right flip is no augmentation (and a mirror difference is
-  an anomaly detector that is exact on this template: chapter §5.1.3 uses it as a baseline);
+  about 5.5 % at 1 mm and about 4 % at the priors' 32 × 32 (mean absolute difference over mean intensity, measured
+  on chapter §5.1.1's page);
+- the template is exactly left–right symmetric in the file (its 32 × 32 slices to float rounding, ~1e-6, from the
+  resize), so a left–right flip is no augmentation (and a mirror difference is an anomaly detector that is exact on
+  this template: chapter §5.1.4 uses it as a baseline);
 - there is no CSF map: the CSF fraction is what the brain mask (T1 > 0) leaves after grey and white matter,
   ``csf = clip(1 − gm − wm, 0, 1)`` inside the mask (about 8 % of brain voxels have gm + wm < 0.5);
 - it is one subject (an average of 152), so a prior trained on its slices can only memorise unless the slices are
@@ -17,7 +19,7 @@ and nothing is downloaded. Facts the loaders are designed around:
 
 **Held-out band.** Axial slices ``HELD_OUT = (72, 96)`` (24 mm through the lateral ventricles and basal ganglia) are
 the test set of every §5 reconstruction, translation and anomaly number, and ``GUARD = 4`` slices on either side of
-them are excluded from training too (neighbours differ by only ~4 %). ``split="train"`` gives the other slices,
+them are excluded from training too (neighbours differ by only ~4–6 %). ``split="train"`` gives the other slices,
 ``split="test"`` the band. Coronal and sagittal slices cross the band; models are trained on axial slices only.
 
 **Tissue labels** (:data:`TISSUES`): 0 background, 1 CSF, 2 grey matter, 3 white matter: the tissue with the largest
@@ -385,7 +387,9 @@ def augmented_slices(n: int, size: int = 32, *, seed: int = 0, oversample: int =
     """``n`` augmented training slices (axial, ``split="train"``) at ``size`` × ``size``: :func:`augment` runs at
     ``oversample`` × the resolution and the result is area-averaged down, so that the deformation does not blur the
     slices (resampling at the final resolution would). ``params`` go to :func:`augment`; the copies are made in chunks
-    of ``chunk`` with seeds ``seed``, ``seed + 1``, …
+    of ``chunk`` with seeds ``seed``, ``seed + 1``, … — so a call reproduces another's first images only in whole
+    chunks (``augment``'s random stream depends on its batch size: ``augmented_slices(500)`` is not the first 500
+    images of ``augmented_slices(20_000)``, while ``augmented_slices(1000)`` is the first 1000).
 
     Returns:
         ``{"t1", "t2", "labels", "fractions"}``: (n, 1, size, size) T1 and T2 in [-1, 1], (n, size, size) int64
