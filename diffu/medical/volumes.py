@@ -110,6 +110,13 @@ def _within_exact(dim: int, rel: float) -> float:
     return float(hi - lo)
 
 
+def _outside_exact(dim: int, rel: float) -> float:
+    """P(|‖ε‖/√D − 1| > rel), the two tails added directly (``1 − within`` rounds to 0 in float64 once the tails are
+    below ~1e-16, from a 64² slice up at rel = 0.1)."""
+    a = torch.tensor(dim / 2, dtype=torch.float64)
+    return float(torch.special.gammainc(a, a * (1 - rel) ** 2) + torch.special.gammaincc(a, a * (1 + rel) ** 2))
+
+
 def noise_norm_stats(
     dims: Sequence[int] | int,
     n: int = 1000,
@@ -138,7 +145,9 @@ def noise_norm_stats(
 
     Returns:
         One dict per dimension (Python numbers, JSON-ready): ``dim``, ``n``; ``mean``, ``mean_exact``, ``std``,
-        ``std_exact`` of ``‖ε‖/√D``; ``within``, ``within_exact`` (fractions within ``±rel``); ``cos_mean``,
+        ``std_exact`` of ``‖ε‖/√D``; ``within``, ``within_exact`` (fractions within ``±rel``); ``outside_exact``
+        (the exact probability of falling outside, from the two tails: accurate where ``1 − within_exact`` rounds
+        to 0); ``cos_mean``,
         ``cos_std``, ``cos_std_exact`` (``1/√D``); ``angle_mean_deg``, ``angle_std_deg``.
 
     Raises:
@@ -181,6 +190,7 @@ def noise_norm_stats(
             "mean": float(r.mean()), "mean_exact": mean_exact / math.sqrt(d),
             "std": float(r.std()), "std_exact": math.sqrt(max(var_exact, 0.0) / d),
             "within": float(((r - 1).abs() <= rel).to(dtype).mean()), "within_exact": _within_exact(d, rel),
+            "outside_exact": _outside_exact(d, rel),
             "cos_mean": float(cos.mean()), "cos_std": float(cos.std()) if cos.numel() > 1 else float("nan"),
             "cos_std_exact": 1 / math.sqrt(d),
             "angle_mean_deg": float(angle.mean()),

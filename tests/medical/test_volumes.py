@@ -100,6 +100,20 @@ def test_the_norm_concentrates_as_the_dimension_grows(stats):
     assert stats[-1]["within"] == 1.0 and stats[-1]["angle_std_deg"] < 1.0  # measured 0.57° at D = 10⁴ (≈ 180/(π√D))
 
 
+def test_outside_probability_is_the_two_chi_square_tails():
+    """``outside_exact`` adds the tails directly: it equals 1 − within where that is representable, and stays
+    accurate where 1 − within rounds to 0 (scipy's chi-square gives 2.6e-19 at D = 64², rel = 0.1)."""
+    from scipy.stats import chi2
+
+    for d in (1, 10, 100, 4096):
+        r = noise_norm_stats(d, 2, generator=g(1))[0]
+        ref = chi2.cdf(0.81 * d, d) + chi2.sf(1.21 * d, d)
+        assert r["outside_exact"] == pytest.approx(ref, rel=1e-9, abs=1e-300)
+        if d <= 100:
+            assert r["outside_exact"] == pytest.approx(1 - r["within_exact"], rel=1e-9)
+    assert 1 - r["within_exact"] == 0.0 and r["outside_exact"] == pytest.approx(2.6e-19, rel=0.05)
+
+
 def test_noise_norm_stats_is_deterministic_and_chunks_large_dimensions():
     # 2.2·10⁶ > 2²¹: two rows per chunk, and n = 3 leaves a last chunk of one row (no pair in it)
     a = noise_norm_stats([5, 2_200_000], 3, generator=g(3))
