@@ -364,6 +364,17 @@ RECIPES["mni_t1_prior"] = {
 }
 
 
+RECIPES["mni_t2_prior"] = {
+    "description": "as mni_t1_prior, on the synthetic T2-weighted contrast of the same augmented slices "
+    "(diffu.data.mni.synthetic_t2): the second modality of chapter §5 (unpaired translation, DDIB)",
+    "build": _medical_unet,
+    "data": _mni_data("t2"),
+    "config": _medical_train(3000),
+    "loss": _unconditional_loss,
+    "use_ema": True,
+}
+
+
 def _mni_autoencoder_data(x, y):
     """The 20 000 augmented T1 slices of mni_t1_prior; Fashion-MNIST is ignored."""
     return _mni_data("t1")(x, y)
