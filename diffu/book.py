@@ -46,6 +46,7 @@ _BENCHMARKS = {
     "guidance.json": "guidance",
     "inverse.json": "inverse",
     "inverse_examples.safetensors": "inverse",
+    "medical_anomaly.json": "medical_anomaly",
     "medical_cost.json": "medical_cost",
     "medical_recon.json": "medical",
     "medical_recon_examples.safetensors": "medical",

@@ -8,6 +8,8 @@ The heavy runs behind the numbers that the chapters show from committed result f
 - :mod:`diffu.bench.inverse` (§4.3): ``inverse``;
 - :mod:`diffu.bench.medical` (§5): ``medical`` (sparse-view CT and accelerated MRI);
 - :mod:`diffu.bench.medical_cost` (§5.1): ``medical_cost`` (2D vs 3D denoisers as the volume grows);
+- :mod:`diffu.bench.medical_anomaly` (§5.1.4): ``medical_anomaly`` (masked DPS against AnoDDPM, an autoencoder and the
+  mirror difference on synthetic lesions);
 - :mod:`diffu.bench.medical_volume` (§5.1.3): ``medical_volume`` (3D reconstruction with a 2D prior, stability,
   uncertainty);
 - :mod:`diffu.bench.notebooks` (the project's time budgets): ``notebooks``, ``suite``;

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from . import arch, guidance, inverse, medical, medical_cost, medical_volume, notebooks, sampling
+from . import arch, guidance, inverse, medical, medical_anomaly, medical_cost, medical_volume, notebooks, sampling
 from .common import DEFAULT_OUT
 
 #: Every command of ``python -m diffu.bench`` and the function that runs it.
@@ -34,6 +34,7 @@ COMMANDS = {
     "inverse": inverse.run_inverse,
     "medical": medical.run_medical,
     "medical_cost": medical_cost.run_medical_cost,
+    "medical_anomaly": medical_anomaly.run_medical_anomaly,
     "medical_volume": medical_volume.run_medical_volume,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
