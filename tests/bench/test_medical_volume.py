@@ -77,7 +77,7 @@ def test_stability_rows(res):
     assert [(r["method"], r["knob"], r["steps"]) for r in rows] == [("DPS", 1.0, 2), ("DDS", 0, 2), ("DDS", 3, 2)]
     for r in rows:
         assert len(r["psnr"]) == len(r["diverged"]) == 2  # 1 image × 2 seeds
-    assert len(res["stability_info"]["zero_filled_psnr"]) == 1
+    assert len(res["stability_info"]["fbp_psnr"]) == 1
 
 
 def test_uncertainty_rows(res):
