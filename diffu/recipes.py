@@ -394,6 +394,28 @@ RECIPES["mni_autoencoder"] = {
 }
 
 
+def _mni_latent_dit():
+    return DiT(DiTConfig(image_size=8, patch_size=1, in_channels=3, hidden_size=96, depth=4, num_heads=4,
+                         num_classes=None))  # fmt: skip
+
+
+def _mni_latent_data(x, y):
+    """The augmented T1 slices of mni_t1_prior encoded by the SHIPPED mni_autoencoder (retrain it first)."""
+    return (encode_images(load("mni_autoencoder"), _mni_data("t1")(x, y)[0]),)
+
+
+RECIPES["mni_latent_dit"] = {
+    "description": "unconditional ε-prediction DiT (patch 1, width 96, depth 4) on the unit-std 3×8×8 latents of "
+    "mni_autoencoder (the augmented MNI152 T1 slices), linear schedule T = 1000: the latent diffusion model of "
+    "chapter §5",
+    "build": _mni_latent_dit,
+    "data": _mni_latent_data,
+    "config": _denoiser_train(4000),
+    "loss": _unconditional_loss,
+    "use_ema": True,
+}
+
+
 def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
     ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is
