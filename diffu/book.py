@@ -50,6 +50,7 @@ _BENCHMARKS = {
     "medical_cost.json": "medical_cost",
     "medical_recon.json": "medical",
     "medical_recon_examples.safetensors": "medical",
+    "medical_volume.json": "medical_volume",
     "nfe_2d.json": "nfe",
     "nfe_fmnist.json": "nfe",
     "t2i.json": "t2i",
