@@ -344,6 +344,7 @@ SHIPPED = {
         [-0.4220946, -0.6446201, 0.4948532, -0.0176065, 1.3869480, -0.1066429], 0.7375385, 0.9418251),
     "fmnist_latent_dit": ([-0.1452772, -0.0268347, 1.0391089, 0.0413238, 0.3442161, -0.2719179], 0.6561425, 0.9159939),
     "fmnist_t2i": ([-0.1347915, -0.2436791, 0.6971390, 0.0162361, 1.3694996, -0.0945120], 0.6836625, 0.9117846),
+    "mni_latent_dit": ([-0.7639411, -0.3766110, 0.6149939, 0.2223817, -1.0923735, -0.2540557], 0.7448684, 1.0011034),
 }  # fmt: skip
 
 
@@ -353,6 +354,8 @@ def _shipped_input(model, gen):
     t = torch.tensor([3.0, 250.0, 611.0, 999.0])
     if hasattr(model, "tokenizer"):  # the MMDiT
         return x, t, dict(text=["a photo of a bag", "", "an image of a dark ankle boot", "a light t-shirt"])
+    if cfg.num_classes is None:  # unconditional (the §5 latent model)
+        return x, t, {}
     return x, t, dict(y=torch.tensor([0, 3, 7, 10]))
 
 
