@@ -62,7 +62,7 @@ from ..medical.anomaly import (
 )
 from ..schedules import linear_schedule
 from .common import environment, resolve_device, results_dir, write_json
-from .medical import SIZE
+from .medical import SIZE, _mean
 
 #: The lesions of every set (:func:`diffu.medical.anomaly.insert_lesions`): one per image (and its mirror copy in
 #: the symmetric set), semi-major axis 5–12 % of the width, contrast 0.3–0.7 on the [-1, 1] scale, either polarity.
@@ -261,10 +261,6 @@ def bench_medical_anomaly(n: int = 12, seeds: int = 2, *, n_val: int = 6, masks:
                                           "chosen": list(mdps_knob)},
                            "AnoDDPM": {"grid": list(anoddpm_grid), "auroc": ano_val, "chosen": ano_knob}},
             "rows": rows, **environment(dev)}  # fmt: skip
-
-
-def _mean(v):
-    return sum(v) / len(v)
 
 
 def run_medical_anomaly(args) -> dict:
