@@ -10,6 +10,7 @@ code: :func:`diffu.guidance.class_batches` and :func:`diffu.guidance.balanced_la
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -45,6 +46,15 @@ def timed(fn: Callable, repeats: int = 1) -> tuple[float, object]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def finite_mean(values) -> float:
+    """The mean of the non-NaN entries of ``values`` (a diverged run stores NaN); NaN when none is left.
+
+    The benchmarks' summary lines print it; the stored JSON keeps every value, NaN included."""
+    v = [float(a) for a in values]
+    v = [a for a in v if a == a]
+    return sum(v) / len(v) if v else math.nan
 
 
 def environment(device: str | torch.device | None = None) -> dict:

@@ -40,6 +40,7 @@ from ..medical.measurements import analytic_reconstruction, measure_physical, si
 from ..metrics import psnr, ssim
 from ..schedules import linear_schedule
 from .common import environment, resolve_device, results_dir, write_json
+from .common import finite_mean as _avg
 
 #: Measurement noise σ_y of every task, on the physical scale (``y = A μ``, μ = (x + 1)/2 in [0, 1]).
 SIGMA_Y = 0.01
@@ -208,10 +209,6 @@ def bench_medical_recon(n=8, n_val=4, tasks=TASKS, methods=None, dps_steps=1000,
             **environment(dev), "_examples": examples}  # fmt: skip
 
 
-def _mean(v):
-    return sum(v) / len(v)
-
-
 def run_medical(args) -> dict:
     """``python -m diffu.bench medical``: :func:`bench_medical_recon` (``--n-images``, ``--dps-steps``,
     ``--methods``, ``--tasks``; tiny: 2 images, two tasks, 3-step samplers), printed and written to ``--out`` as
@@ -240,7 +237,7 @@ def run_medical(args) -> dict:
     print(f"  {'task':6s} {'method':20s} {'knob':>8s} {'PSNR':>6s} {'SSIM':>6s} {'NFE':>5s} {'s/img':>7s}")
     for r in res["rows"]:
         knob = "" if r["knob"] is None else str(r["knob"])
-        print(f"  {r['task']:6s} {r['method']:20s} {knob:>8s} {_mean(r['psnr']):6.2f} {_mean(r['ssim']):6.3f} "
+        print(f"  {r['task']:6s} {r['method']:20s} {knob:>8s} {_avg(r['psnr']):6.2f} {_avg(r['ssim']):6.3f} "
               f"{r['nfe']:5d} {r['seconds_per_image']:7.3f}")  # fmt: skip
     if out is not None:
         write_json(out / "medical_recon.json", res)

@@ -62,7 +62,8 @@ from ..medical.anomaly import (
 )
 from ..schedules import linear_schedule
 from .common import environment, resolve_device, results_dir, write_json
-from .medical import SIZE, _mean
+from .common import finite_mean as _avg
+from .medical import SIZE
 
 #: The lesions of every set (:func:`diffu.medical.anomaly.insert_lesions`): one per image (and its mirror copy in
 #: the symmetric set), semi-major axis 5–12 % of the width, contrast 0.3–0.7 on the [-1, 1] scale, either polarity.
@@ -284,7 +285,7 @@ def run_medical_anomaly(args) -> dict:
           f"{'large':>6s} {'NFE':>5s} {'s/img':>7s} {'CPU s':>7s}")  # fmt: skip
     for r in res["rows"]:
         sp = r["auroc_split"]
-        print(f"  {r['set']:10s} {r['method']:26s} {r['auroc_pooled']:6.3f} {_mean(r['auroc']):16.3f} "
+        print(f"  {r['set']:10s} {r['method']:26s} {r['auroc_pooled']:6.3f} {_avg(r['auroc']):16.3f} "
               f"{r['dice_pooled']:6.3f} {sp['small/faint']:6.3f} {sp['large/strong']:6.3f} {r['nfe']:5d} "
               f"{r['seconds_per_image']:7.3f} {r['cpu_seconds_per_image']:7.3f}")  # fmt: skip
     if out is not None:

@@ -28,7 +28,6 @@ each mean) to ``--out``.
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -42,6 +41,7 @@ from ..medical.volumes import slice_inconsistency, to_volume, z_roughness
 from ..metrics import psnr
 from ..schedules import linear_schedule
 from .common import environment, resolve_device, results_dir, write_json
+from .common import finite_mean as _avg
 from .medical import SIGMA_Y, SIZE, make_operator, measure, test_images
 
 #: The 3D methods: name → z_weight of :func:`diffu.inverse.dds.dds_volume` (None: FBP slice by slice).
@@ -209,11 +209,6 @@ def bench_medical_volume(*, depth=8, seeds=3, views=(8, 16), n_stab=4, n_unc=8, 
             "stability_info": stab_info, "uncertainty": unc_rows, **environment(dev)}  # fmt: skip
 
 
-def _mean(v):
-    v = [a for a in v if a == a]  # drop NaN (diverged runs)
-    return sum(v) / len(v) if v else math.nan
-
-
 def run_medical_volume(args) -> dict:
     """``python -m diffu.bench medical_volume``: :func:`bench_medical_volume` (tiny: two 12-slice blocks at 8 views,
     one seed, 3-step samplers, K = 4), printed and written to ``--out`` as ``medical_volume.json``."""
@@ -228,15 +223,15 @@ def run_medical_volume(args) -> dict:
     res["command"] = command
     print(f"[medical_volume] sigma_y = {res['sigma_y']}, {res['size']}x{res['size']}, {res['machine']}")
     for r in res["volume"]:
-        print(f"  3D  views {r['views']:3d} {r['method']:18s} seed {r['seed']} PSNR {_mean(r['psnr']):6.2f} "
-              f"inconsistency {_mean(r['inconsistency']):.4f} roughness {_mean(r['roughness']):.4f}")  # fmt: skip
+        print(f"  3D  views {r['views']:3d} {r['method']:18s} seed {r['seed']} PSNR {_avg(r['psnr']):6.2f} "
+              f"inconsistency {_avg(r['inconsistency']):.4f} roughness {_avg(r['roughness']):.4f}")  # fmt: skip
     for r in res["stability"]:
-        print(f"  stab {r['method']} knob {r['knob']:<5g} steps {r['steps']:4d} PSNR {_mean(r['psnr']):6.2f} "
+        print(f"  stab {r['method']} knob {r['knob']:<5g} steps {r['steps']:4d} PSNR {_avg(r['psnr']):6.2f} "
               f"diverged {sum(r['diverged'])}/{len(r['diverged'])}")  # fmt: skip
     for r in res["uncertainty"]:
-        cov = ", ".join(f"K={kk}: {_mean(v):.3f} (calibrated {r['expected_coverage'][kk]:.3f})"
+        cov = ", ".join(f"K={kk}: {_avg(v):.3f} (calibrated {r['expected_coverage'][kk]:.3f})"
                         for kk, v in r["coverage"].items())  # fmt: skip
-        print(f"  unc {r['method']}: corr {_mean(r['pearson']):.3f} (Spearman {_mean(r['spearman']):.3f}); {cov}")
+        print(f"  unc {r['method']}: corr {_avg(r['pearson']):.3f} (Spearman {_avg(r['spearman']):.3f}); {cov}")
     if out is not None:
         write_json(out / "medical_volume.json", res)
     return res

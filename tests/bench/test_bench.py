@@ -2,6 +2,7 @@
 only where ``--out`` says (never next to the package), and the committed results cover what the chapters read."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -416,3 +417,9 @@ def test_bench_medical_recon_examples_save_and_dds_uses_the_official_data_step(m
                               progress=False, models={"ct": net.eval(), "mri": net.eval()})  # fmt: skip
     assert gammas == [("Radon", 1.0), ("Radon", 1.0), ("MRI", None)]
     save_file({k: v.contiguous() for k, v in res["_examples"].items()}, "/dev/null")
+
+
+def test_finite_mean_skips_nan_and_is_nan_when_nothing_is_left():
+    assert common.finite_mean([1.0, float("nan"), 3.0]) == 2.0  # a diverged run (NaN) does not poison the summary
+    assert common.finite_mean([2, 4]) == 3.0
+    assert math.isnan(common.finite_mean([float("nan")])) and math.isnan(common.finite_mean([]))
