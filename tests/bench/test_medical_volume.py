@@ -50,7 +50,10 @@ def test_volume_rows(res):
     rows = res["volume"]
     assert [(r["method"], r["seed"]) for r in rows] == [("FBP (slice-wise)", 0), ("DDS (slice-wise)", 0),
                                                         ("DDS (slice-wise)", 1), ("DDS + TV-z", 0),
-                                                        ("DDS + TV-z", 1)]  # fmt: skip
+                                                        ("DDS + TV-z", 1), ("DDS + TV-z, 5 ADMM", 0),
+                                                        ("DDS + TV-z, 5 ADMM", 1)]  # fmt: skip
+    assert [(r["z_weight"], r["admm_iters"]) for r in rows[3:]] == [(0.04, 1)] * 2 + [(0.04, 5)] * 2
+    assert rows[3]["psnr"] != rows[5]["psnr"]  # more ADMM iterations change the reconstruction
     for r in rows:
         assert len(r["psnr"]) == len(r["inconsistency"]) == len(r["roughness"]) == 2  # two 12-slice blocks
         assert all(v >= 0 for v in r["inconsistency"])
