@@ -47,6 +47,7 @@ _BENCHMARKS = {
     "inverse.json": "inverse",
     "inverse_examples.safetensors": "inverse",
     "medical_anomaly.json": "medical_anomaly",
+    "medical_memorisation.json": "medical_memorisation",
     "medical_cost.json": "medical_cost",
     "medical_recon.json": "medical",
     "medical_recon_examples.safetensors": "medical",

@@ -15,7 +15,18 @@ import sys
 
 import torch
 
-from . import arch, guidance, inverse, medical, medical_anomaly, medical_cost, medical_volume, notebooks, sampling
+from . import (
+    arch,
+    guidance,
+    inverse,
+    medical,
+    medical_anomaly,
+    medical_cost,
+    medical_memorisation,
+    medical_volume,
+    notebooks,
+    sampling,
+)
 from .common import DEFAULT_OUT
 
 #: Every command of ``python -m diffu.bench`` and the function that runs it.
@@ -36,6 +47,7 @@ COMMANDS = {
     "medical_cost": medical_cost.run_medical_cost,
     "medical_anomaly": medical_anomaly.run_medical_anomaly,
     "medical_volume": medical_volume.run_medical_volume,
+    "medical_memorisation": medical_memorisation.run_medical_memorisation,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
 ALL = ("speed", "notebooks", "suite")
