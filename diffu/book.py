@@ -51,6 +51,8 @@ _BENCHMARKS = {
     "medical_cost.json": "medical_cost",
     "medical_recon.json": "medical",
     "medical_recon_examples.safetensors": "medical",
+    "medical_translation.json": "medical_translation",
+    "medical_translation_examples.safetensors": "medical_translation",
     "medical_volume.json": "medical_volume",
     "nfe_2d.json": "nfe",
     "nfe_fmnist.json": "nfe",

@@ -23,6 +23,7 @@ from . import (
     medical_anomaly,
     medical_cost,
     medical_memorisation,
+    medical_translation,
     medical_volume,
     notebooks,
     sampling,
@@ -48,6 +49,7 @@ COMMANDS = {
     "medical_anomaly": medical_anomaly.run_medical_anomaly,
     "medical_volume": medical_volume.run_medical_volume,
     "medical_memorisation": medical_memorisation.run_medical_memorisation,
+    "medical_translation": medical_translation.run_medical_translation,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
 ALL = ("speed", "notebooks", "suite")
