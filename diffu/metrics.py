@@ -1,4 +1,5 @@
-"""Image and sample-quality metrics: PSNR, SSIM, MMD for 2D samples and FD-FMNIST (chapters §2.1, §2.2, §3, §4).
+"""Image and sample-quality metrics: PSNR, SSIM, MMD for 2D samples and FD-FMNIST (chapters §2.1, §2.2, §3, §4);
+Dice and IoU of segmentation label maps (chapter §6).
 
 FD-FMNIST is the Fréchet distance (Heusel et al. 2017) between Gaussian fits of the 128-d penultimate features of a
 small Fashion-MNIST classifier that this project trains and ships (``diffu.pretrained`` "fmnist_classifier").
@@ -14,6 +15,7 @@ from scipy import linalg
 
 from .checks import (
     UINT8_HINT,
+    check_bool,
     check_device,
     check_finite,
     check_floating,
@@ -27,9 +29,11 @@ from .checks import (
 
 __all__ = [
     "FDFMNIST",
+    "dice",
     "fd_fmnist",
     "frechet_distance",
     "gaussian_stats",
+    "iou",
     "mmd",
     "nearest_neighbour",
     "psnr",
@@ -487,3 +491,85 @@ class FDFMNIST:
 def fd_fmnist(samples: torch.Tensor, reference: torch.Tensor | None = None) -> float:
     """One-shot FD-FMNIST of ``samples`` against the shipped test split (or ``reference``); see :class:`FDFMNIST`."""
     return FDFMNIST(reference)(samples)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Segmentation: Dice and IoU of label maps (chapter §6)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _overlaps(pred, target, num_classes, ignore_background):
+    """Checked per-image, per-class counts ``(|P ∩ T|, |P|, |T|)``, each ``(N, K)`` float64 (``K = num_classes``, or
+    ``num_classes − 1`` without the background class 0)."""
+    check_int("num_classes", num_classes, 2)
+    check_bool("ignore_background", ignore_background)
+    check_rank(target, 3, "target", "(N, H, W) label maps")
+    check_labels(target, num_classes, name="target")
+    check_rank(pred, (3, 4), "pred", "(N, H, W) label maps or (N, num_classes, H, W) scores")
+    if pred.device != target.device:
+        raise ValueError(f"pred must be on target's device {target.device}, got {pred.device}")
+    if pred.ndim == 4:
+        check_floating(pred, "pred")  # class scores or probabilities: the label is their argmax
+        n, k, h, w = pred.shape
+        if k != num_classes or (n, h, w) != tuple(target.shape):
+            want = (target.shape[0], num_classes, *target.shape[1:])
+            raise ValueError(
+                f"pred scores must have shape (N, num_classes, H, W) = {want} (target's N, H, W), got "
+                f"{tuple(pred.shape)}"
+            )
+        check_finite(pred, "pred")
+        pred = pred.argmax(1)
+    else:
+        if tuple(pred.shape) != tuple(target.shape):
+            raise ValueError(f"pred must have target's shape {tuple(target.shape)}, got {tuple(pred.shape)}")
+        check_labels(pred, num_classes, name="pred")
+    first = 1 if ignore_background else 0
+    classes = torch.arange(first, num_classes, device=target.device)
+    p = pred.flatten(1)[:, None, :] == classes[None, :, None]  # (N, K, H·W)
+    t = target.flatten(1)[:, None, :] == classes[None, :, None]
+    return (p & t).sum(2).double(), p.sum(2).double(), t.sum(2).double()
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int, *, ignore_background: bool = True):
+    """Dice coefficient ``2 |P ∩ T| / (|P| + |T|)`` per image and class (Dice 1945; Sørensen 1948), ``(N, K)``.
+
+    The overlap measure of medical segmentation (ACDC, the Medical Segmentation Decathlon), computed exactly: no
+    smoothing ε. A class absent from both ``pred`` and ``target`` of an image has no Dice: its entry is **NaN**, so
+    that averages skip it — ``d.nanmean(0)`` is each class's mean over the images, ``d.nanmean(1)`` each image's
+    mean over its classes (the convention of the Decathlon and of MONAI's ``ignore_empty``; counting it as 1 would
+    reward predicting nothing). A class predicted but absent from the target (or the reverse) scores 0.
+
+    Args:
+        pred: ``(N, H, W)`` integer label maps, or ``(N, num_classes, H, W)`` floating class scores or probabilities
+            (finite), whose argmax over the classes is the label (ties to the lower class).
+        target: ``(N, H, W)`` integer label maps in ``[0, num_classes)``, on ``pred``'s device.
+        num_classes: the number of classes, background included (>= 2).
+        ignore_background: leave out class 0 (the default, as segmentation papers report): ``K = num_classes − 1``
+            columns for classes 1, 2, …; else ``K = num_classes`` columns for classes 0, 1, ….
+
+    Returns:
+        ``(N, K)`` float32 on ``target``'s device, in [0, 1] or NaN.
+
+    Raises:
+        ValueError: ``num_classes`` not an integer >= 2; ``target`` or integer ``pred`` not of rank 3, not integer,
+            or with labels outside ``[0, num_classes)``; scores of the wrong shape, not floating or not finite;
+            shapes or devices that disagree (each named in the message).
+        TypeError: ``ignore_background`` not a bool.
+
+    Used in chapter §6 (segmentation).
+    """
+    inter, p, t = _overlaps(pred, target, num_classes, ignore_background)
+    return (2 * inter / (p + t)).float()  # 0 / 0 = NaN where the class is in neither
+
+
+def iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, *, ignore_background: bool = True):
+    """Intersection over union (Jaccard index) ``|P ∩ T| / |P ∪ T|`` per image and class, ``(N, K)``.
+
+    Arguments, shapes, errors and the empty-class convention (**NaN** where a class is in neither map) as
+    :func:`dice`; the two are one function of each other, ``IoU = Dice / (2 − Dice)``, so IoU ≤ Dice with equality
+    at 0 and 1.
+
+    Used in chapter §6 (segmentation).
+    """
+    inter, p, t = _overlaps(pred, target, num_classes, ignore_background)
+    return (inter / (p + t - inter)).float()

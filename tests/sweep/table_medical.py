@@ -1,6 +1,7 @@
 """Probes of chapter §5: the medical data (diffu.data.mni, .phantoms, .scans), diffu.medical (volumes, anomaly
 detection, uncertainty, translation), the networks diffu.nn.concat and diffu.nn.unet3d, the reconstruction solvers
-diffu.inverse.dds and diffu.inverse.score_pc, and diffu.metrics.nearest_neighbour.
+diffu.inverse.dds and diffu.inverse.score_pc, and diffu.metrics.nearest_neighbour; and of chapter §6's data and
+metrics: diffu.data.cardiac and diffu.metrics.dice / iou.
 
 MNI loaders run at ``size=8`` on the held-out band (24 slices): the template is read once per worker (about 1 s)
 and cached, after which a call takes a few tenths of a second, so only a handful of valid calls reach it.
@@ -48,6 +49,7 @@ from .kit import (
 MN = "diffu.data.mni:"
 PH = "diffu.data.phantoms:"
 SC = "diffu.data.scans:"
+CA = "diffu.data.cardiac:"
 VO = "diffu.medical.volumes:"
 AN = "diffu.medical.anomaly:"
 UN = "diffu.medical.uncertainty:"
@@ -399,6 +401,33 @@ def build_data(T):
         ok_pred=lambda x: x.shape == (1, 1, 8, 8) and in_range(-1, 1)(x),
     )
 
+    M = "data.cardiac"
+    T.sweep(
+        M,
+        CA + "cardiac_phantoms",
+        "n size",
+        dict(n=2, size=8, seed=0, noise=0.05, bias=0.2, oversample=1),
+        dict(
+            n=INT(1),
+            size=INT(8),
+            seed=INT(0),
+            noise=NONNEG(extra=[B("1.5", 1.5)]),
+            bias=NONNEG(extra=[B("3", 3.0)]),
+            oversample=INT(1) + [B("9", 9)],
+        ),
+        ok_pred=lambda r: r[0].shape == (2, 1, 8, 8) and in_range(-1, 1)(r[0]) and r[1].shape == (2, 8, 8),
+    )
+    T.case(
+        M,
+        "data.cardiac.cardiac_phantoms: the same seed gives the same phantoms and labels",
+        CA + "cardiac_phantoms",
+        lambda: all(
+            torch.equal(a, b)
+            for a, b in zip(get(CA + "cardiac_phantoms")(3, 8, seed=4), get(CA + "cardiac_phantoms")(3, 8, seed=4))
+        ),
+        Doc(bool, "deterministic in seed"),
+    )
+
     M = "data.scans"
     T.sweep(
         M,
@@ -456,6 +485,54 @@ def build_data(T):
     def offset():
         ref = 50 + 0.01 * randn(10, 1, 4, 4, seed=3)
         return get(ME + "nearest_neighbour")(ref[[1, 2]] + 1e-3, ref)
+
+    def labels(seed, k=4):
+        return L(lambda: torch.randint(0, k, (2, 8, 8), generator=gen(seed)))
+
+    for name in ("dice", "iou"):
+        T.sweep(
+            M,
+            ME + name,
+            "pred target num_classes",
+            dict(pred=labels(6), target=labels(7), num_classes=4, ignore_background=True),
+            dict(
+                pred=[
+                    B("float labels", TM(lambda x: x.float())),
+                    B("bool", TM(lambda x: x > 1)),
+                    B("label 4", TM(lambda x: x + 4)),
+                    B("rank-2", TM(lambda x: x[0])),
+                    B("nan scores", L(lambda: nan_at(randn(2, 4, 8, 8)))),
+                    B("int scores", L(lambda: torch.zeros(2, 4, 8, 8, dtype=torch.long))),
+                    B("5-class scores", L(lambda: randn(2, 5, 8, 8))),
+                    B("list", TM(lambda x: x.tolist())),
+                    B("None", None),
+                    SHAPE(),
+                ],
+                target=[
+                    B("float labels", TM(lambda x: x.float())),
+                    B("label -1", TM(lambda x: x - 1)),
+                    B("label 4", TM(lambda x: x + 4)),
+                    B("rank+1", TM(lambda x: x[None])),
+                    B("list", TM(lambda x: x.tolist())),
+                    B("None", None),
+                    SHAPE(),
+                ],
+                num_classes=INT(2),
+                ignore_background=BOOL,
+            ),
+            alias=dict(pred=("pred",), target=("target", "pred")),
+            ok_pred=lambda r: r.shape == (2, 3) and bool(((r >= 0) & (r <= 1) | r.isnan()).all()),
+        )
+        T.case(
+            M,
+            f"metrics.{name}: a class in neither map is NaN (documented), a perfect map 1",
+            ME + name,
+            lambda name=name: (
+                get(ME + name)(torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long), 3),
+                get(ME + name)(torch.ones(1, 4, 4, dtype=torch.long), torch.ones(1, 4, 4, dtype=torch.long), 2),
+            ),
+            Doc(lambda r: bool(r[0].isnan().all()) and r[1].item() == 1.0, "empty-class convention"),
+        )
 
     T.case(
         M,
