@@ -8,7 +8,7 @@ modules whose ``__all__`` the coverage test walks, and :data:`EXEMPT` the public
 
 from __future__ import annotations
 
-from . import table_core, table_inverse, table_issue, table_medical, table_nn, table_rest
+from . import table_core, table_inverse, table_issue, table_medical, table_nn, table_rest, table_segmentation
 from .kit import Probe, Table
 
 #: Every module of diffu with a public ``__all__`` (the coverage test checks that each name has a probe).
@@ -46,6 +46,10 @@ MODULES = (
     "diffu.medical.uncertainty",
     "diffu.medical.volumes",
     "diffu.medical.measurements",
+    "diffu.segmentation",
+    "diffu.segmentation.masks",
+    "diffu.segmentation.ensemble",
+    "diffu.segmentation.recursive",
     "diffu.nn",
     "diffu.nn.autoencoder",
     "diffu.nn.classifier",
@@ -93,6 +97,7 @@ EXEMPT = {
     "diffu.data.mni.TISSUES": "constant (the label names of mni_slices)",
     "diffu.data.scans.SCANS": "constant (the choices of scan)",
     "diffu.data.cardiac.CARDIAC_CLASSES": "constant (the label names of cardiac_phantoms)",
+    "diffu.segmentation.masks.ENCODINGS": "constant (the choices of encode_masks)",
     "diffu.medical.anomaly.POLARITIES": "constant (the choices of insert_lesions)",
     "diffu.medical.anomaly.SIDES": "constant (the choices of insert_lesions)",
     "diffu.medical.uncertainty.COVERAGE_METHODS": "constant (the choices of posterior_interval and the coverages)",
@@ -118,6 +123,6 @@ EXEMPT = {
 def all_probes() -> list[Probe]:
     """The whole probe table, in a fixed order."""
     t = Table()
-    for table in (table_core, table_nn, table_inverse, table_rest, table_medical, table_issue):
+    for table in (table_core, table_nn, table_inverse, table_rest, table_medical, table_segmentation, table_issue):
         table.build(t)
     return t.probes

@@ -1,0 +1,42 @@
+"""Segmentation with diffusion models (chapter §6.2).
+
+* :mod:`diffu.segmentation.masks` — mask encodings (one-hot and analog bits on the [-1, 1] scale, exact inverses)
+  and :func:`~diffu.segmentation.masks.segmentation_loss`, cross-entropy + soft Dice for the plain UNet baseline.
+* :mod:`diffu.segmentation.ensemble` — Wolleb et al. 2022: diffuse only the mask, the image concatenated at every
+  step; :func:`~diffu.segmentation.ensemble.segment` returns the ensemble mean, labels and per-pixel variance.
+* :mod:`diffu.segmentation.recursive` — recursive noise diffusion (Kolbeinsson & Mikolajczyk 2024): the softmaxed
+  previous prediction, noised and refined for ``T`` levels; the ground truth is never an input.
+
+The package re-exports the public names of its submodules.
+"""
+
+from .ensemble import Segmentation, mask_diffusion_loss, segment
+from .masks import (
+    ENCODINGS,
+    analog_bits,
+    decode_masks,
+    encode_masks,
+    encoding_channels,
+    from_analog_bits,
+    from_one_hot,
+    one_hot,
+    segmentation_loss,
+)
+from .recursive import recursive_segment, recursive_train_step
+
+__all__ = [
+    "ENCODINGS",
+    "Segmentation",
+    "analog_bits",
+    "decode_masks",
+    "encode_masks",
+    "encoding_channels",
+    "from_analog_bits",
+    "from_one_hot",
+    "mask_diffusion_loss",
+    "one_hot",
+    "recursive_segment",
+    "recursive_train_step",
+    "segment",
+    "segmentation_loss",
+]

@@ -1,0 +1,239 @@
+"""Probes of chapter §6.2's segmentation package: diffu.segmentation.masks (encodings and the baseline loss),
+.ensemble (Wolleb et al.'s implicit ensembles) and .recursive (recursive noise diffusion).
+
+The ensemble probes use the sweep's one-channel ``concat`` network with two classes in analog bits (one channel);
+the recursive probes build a two-class :class:`~diffu.nn.concat.ConcatUNet` of their own (training changes it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .fixtures import GEN, F, rand_img
+from .kit import BOOL, CALL, CHOICE, IMAGE, INT, NONNEG, TM, B, Doc, L, Table, get
+from .kit import GEN as BADGEN
+
+MA = "diffu.segmentation.masks:"
+EN = "diffu.segmentation.ensemble:"
+RE = "diffu.segmentation.recursive:"
+SCHED = L(lambda: get("diffu.schedules:linear_schedule")(20))
+
+
+def labels(n=2, size=8, k=4, seed=0):
+    return torch.randint(0, k, (n, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+LAB = L(labels)
+LAB2 = L(lambda: labels(k=2))
+BAD_LABELS = [
+    B("float", TM(lambda y: y.float())),
+    B("out of range", TM(lambda y: y + 4)),
+    B("rank-1", TM(lambda y: y[0])),
+    B("list", TM(lambda y: y.tolist())),
+    B("None", None),
+]
+
+
+def net2():
+    with get("diffu.train:seeded")(0):
+        return get("diffu.nn.concat:ConcatUNet")(
+            in_channels=2, out_channels=2, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+            image_size=8, time_scale=1000.0,
+        )  # fmt: skip
+
+
+def build(T: Table) -> None:
+    M = "segmentation.masks"
+    for name in ("one_hot", "analog_bits"):
+        T.sweep(
+            M,
+            MA + name,
+            "labels num_classes",
+            dict(labels=LAB, num_classes=4),
+            dict(labels=BAD_LABELS, num_classes=INT(2), dtype=[B("int64", torch.int64), B("'float'", "float")]),
+            ok_pred=lambda x: x.ndim == 4 and set(x.unique().tolist()) <= {-1.0, 1.0},
+        )
+    OH = L(lambda: get(MA + "one_hot")(labels(), 4))
+    BITS = L(lambda: get(MA + "analog_bits")(labels(), 4))
+    T.sweep(M, MA + "from_one_hot", "x", dict(x=OH), dict(x=IMAGE(nan="err", rank=True)),
+            ok_pred=lambda y: torch.equal(y, labels()))  # fmt: skip
+    T.sweep(
+        M,
+        MA + "from_analog_bits",
+        "x num_classes",
+        dict(x=BITS, num_classes=4),
+        dict(x=IMAGE(nan="err", channels=True), num_classes=INT(2) + [B("8", 8)]),
+        ok_pred=lambda y: torch.equal(y, labels()),
+    )
+    T.sweep(
+        M,
+        MA + "encode_masks",
+        "labels num_classes encoding",
+        dict(labels=LAB, num_classes=4, encoding="bits"),
+        dict(labels=BAD_LABELS, num_classes=INT(2), encoding=CHOICE()),
+        ok_pred=lambda x: x.shape == (2, 2, 8, 8),
+    )
+    T.sweep(
+        M,
+        MA + "decode_masks",
+        "x num_classes encoding",
+        dict(x=OH, num_classes=4, encoding="onehot"),
+        dict(x=IMAGE(nan="err", channels=True), num_classes=INT(2) + [B("5", 5)], encoding=CHOICE()),
+        ok_pred=lambda y: torch.equal(y, labels()),
+    )
+    T.sweep(
+        M,
+        MA + "encoding_channels",
+        "num_classes encoding",
+        dict(num_classes=5, encoding="bits"),
+        dict(num_classes=INT(2), encoding=CHOICE()),
+        ok_pred=lambda c: c == 3,
+    )
+    T.sweep(
+        M,
+        MA + "segmentation_loss",
+        "logits labels",
+        dict(logits=L(lambda: rand_img(2, 4, 8, 8, seed=3)), labels=LAB),
+        dict(
+            logits=IMAGE(nan="either") + [B("channels-3", TM(lambda x: x[:, :1]))],
+            labels=BAD_LABELS + [B("shape", TM(lambda y: y[:, :4]))],
+            dice_weight=NONNEG(),
+            eps=NONNEG() + [B("0", 0.0)],
+        ),
+        ok_pred=lambda v: v.ndim == 0 and bool(torch.isfinite(v)),
+    )
+
+    M = "segmentation.ensemble"
+    MASK = L(lambda: get(MA + "analog_bits")(labels(k=2), 2))
+    T.sweep(
+        M,
+        EN + "mask_diffusion_loss",
+        "model schedule masks_encoded images",
+        dict(
+            model=F("concat"),
+            schedule=SCHED,
+            masks_encoded=MASK,
+            images=L(lambda: rand_img(2, 1, 8, 8, seed=4)),
+            generator=GEN,
+        ),  # fmt: skip
+        dict(
+            model=CALL,
+            schedule=[B("'linear'", "linear")],
+            masks_encoded=IMAGE(nan=None),
+            images=IMAGE(nan=None) + [B("batch+1", TM(lambda c: torch.cat([c, c[:1]])))],
+            generator=BADGEN,
+        ),
+        ok_pred=lambda v: v.ndim == 0,
+    )
+    T.sweep(
+        M,
+        EN + "segment",
+        "model images schedule",
+        dict(
+            model=F("concat"),
+            images=L(lambda: rand_img(2, 1, 8, 8, seed=5)),
+            schedule=SCHED,
+            num_classes=2,
+            encoding="bits",
+            steps=2,
+            ensemble=2,
+            generator=GEN,
+            progress=False,
+        ),  # fmt: skip
+        dict(
+            model=CALL,
+            images=IMAGE(nan="err"),
+            schedule=[B("'linear'", "linear")],
+            num_classes=INT(2),
+            encoding=CHOICE(),
+            steps=INT(1, big=21),
+            sampler=CHOICE(),
+            ensemble=INT(1),
+            generator=BADGEN,
+            progress=BOOL,
+            callback=[B("'cb'", "cb")],
+        ),
+        names=(EN + "segment", EN + "Segmentation"),
+        ok_pred=lambda s: s.samples.shape == (2, 2, 1, 8, 8) and s.labels.shape == (2, 8, 8),
+    )
+    T.case(
+        M,
+        "segmentation.ensemble.segment: the same generator seed gives the same ensemble",
+        EN + "segment",
+        lambda: torch.equal(
+            *[
+                get(EN + "segment")(
+                    fx_concat(),
+                    rand_img(1, 1, 8, 8, seed=6),
+                    SCHED.fn(),
+                    num_classes=2,
+                    encoding="bits",
+                    steps=2,
+                    ensemble=2,
+                    progress=False,
+                    generator=torch.Generator().manual_seed(1),
+                ).samples  # fmt: skip
+                for _ in range(2)
+            ]
+        ),
+        Doc(bool, "deterministic in the generator"),
+    )
+
+    M = "segmentation.recursive"
+    NET = L(net2)
+    T.sweep(
+        M,
+        RE + "recursive_train_step",
+        "model optimizer images labels",
+        dict(
+            model=NET,
+            optimizer=L(lambda: torch.optim.SGD(net2().parameters(), lr=1e-3)),
+            images=L(lambda: rand_img(2, 1, 8, 8, seed=7)),
+            labels=LAB2,
+            num_classes=2,
+            steps=2,
+            generator=GEN,
+        ),  # fmt: skip
+        dict(
+            model=CALL,
+            optimizer=[B("'adam'", "adam")],
+            images=IMAGE(nan="err"),
+            labels=BAD_LABELS + [B("batch-1", TM(lambda y: y[:1]))],
+            num_classes=INT(2),
+            steps=INT(1),
+            ce_weight=NONNEG(),
+            generator=BADGEN,
+        ),
+        ok_pred=lambda v: v.shape == (2,) and bool(torch.isfinite(v).all()),
+    )
+    T.sweep(
+        M,
+        RE + "recursive_segment",
+        "model images",
+        dict(
+            model=NET,
+            images=L(lambda: rand_img(2, 1, 8, 8, seed=8)),
+            num_classes=2,
+            steps=2,
+            ensemble=2,
+            generator=GEN,
+            progress=False,
+        ),  # fmt: skip
+        dict(
+            model=CALL,
+            images=IMAGE(nan="err"),
+            num_classes=INT(2),
+            steps=INT(1),
+            ensemble=INT(1),
+            generator=BADGEN,
+            progress=BOOL,
+            callback=[B("'cb'", "cb")],
+        ),
+        ok_pred=lambda s: s.samples.shape == (2, 2, 2, 8, 8),
+    )
+
+
+def fx_concat():
+    from .fixtures import fx
+
+    return fx("concat")
