@@ -1,5 +1,7 @@
 """The §5 data: MNI152 slices and volumes from the nilearn wheel, their augmentation, CT phantoms and bundled scans."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,25 @@ def test_resize_square_averages():
     assert torch.equal(mni.resize_square(x, 2), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))  # 2×2 block means
     y = mni.resize_square(torch.ones(2, 3, 9, 9), 4)  # 4 does not divide 9: antialiased bilinear keeps constants
     assert y.shape == (2, 3, 4, 4) and torch.allclose(y, torch.ones_like(y))
+
+
+def test_ellipse_mask_closed_form():
+    """Points on the axes: (±a, 0) rotated by φ are on the boundary (inside), 1 % beyond them outside; broadcasting
+    over a batch of ellipses; the phantoms' renderers use it (their outputs are unchanged: test_phantoms_*)."""
+    from diffu.data.phantoms import ellipse_mask
+
+    a, b, phi = 0.6, 0.3, torch.tensor([0.0, math.pi / 2, math.pi / 4])
+    xs = torch.stack([torch.cos(phi) * a, -torch.sin(phi) * b, torch.cos(phi) * a * 1.01])  # (3 points, 3 ellipses)
+    ys = torch.stack([torch.sin(phi) * a, torch.cos(phi) * b, torch.sin(phi) * a * 1.01])
+    for e in range(3):
+        m = ellipse_mask(xs[:, e : e + 1], ys[:, e : e + 1], 0.0, 0.0, a * (1 + 1e-6), b * (1 + 1e-6), phi[e])
+        assert m[:, 0].tolist() == [True, True, False]
+    c = torch.linspace(-1, 1, 9)
+    yy, xx = torch.meshgrid(-c, c, indexing="ij")
+    m = ellipse_mask(xx, yy, torch.zeros(2, 3), torch.zeros(1, 3), 0.5, 0.25, 0.0)
+    assert m.shape == (2, 3, 9, 9) and m.dtype == torch.bool
+    assert int(m[0, 0].sum()) == int(((xx / 0.5) ** 2 + (yy / 0.25) ** 2 <= 1).sum())
+    with pytest.raises(ValueError, match="xx and yy"):
+        ellipse_mask(xx[0], yy[0], 0.0, 0.0, 0.5, 0.5, 0.0)
+    with pytest.raises(ValueError, match="broadcast"):
+        ellipse_mask(xx, yy, torch.zeros(2), torch.zeros(3), 0.5, 0.5, 0.0)

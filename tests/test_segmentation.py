@@ -19,6 +19,7 @@ from diffu.segmentation import (
     from_one_hot,
     mask_diffusion_loss,
     one_hot,
+    RecursiveLevelLoss,
     recursive_segment,
     recursive_train_step,
     segment,
@@ -208,6 +209,58 @@ def test_recursive_training_never_feeds_the_ground_truth():
     s0 = torch.rand(2, K, 8, 8, generator=g)
     x0 = (s0.softmax(1) + torch.randn(2, K, 8, 8, generator=g)).clamp(0, 1)
     torch.testing.assert_close(spy.inputs[0], x0, rtol=0, atol=0)
+
+
+def test_level_loss_is_the_recursive_train_step_one_level_per_call():
+    """T calls of RecursiveLevelLoss with an optimiser step after each = recursive_train_step on the first batch: the
+    same losses and the same weights (the later calls' batches are ignored); call T + 1 starts a new recursion."""
+    images, y = torch.randn(2, 1, 8, 8), labels_of(4)
+    a, b = tiny(K, K, time_scale=1000).train(), tiny(K, K, time_scale=1000).train()
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.05), torch.optim.SGD(b.parameters(), lr=0.05)
+    ref = recursive_train_step(a, opt_a, images, y, num_classes=K, steps=3, ce_weight=0.5,
+                               generator=torch.Generator().manual_seed(7))  # fmt: skip
+    loss_fn, g, got = RecursiveLevelLoss(K, steps=3, ce_weight=0.5), torch.Generator().manual_seed(7), []
+    for k in range(3):
+        assert loss_fn.level == k
+        batch = (images, y) if k == 0 else (torch.randn(2, 1, 8, 8), labels_of(9))  # ignored after level 0
+        opt_b.zero_grad()
+        loss = loss_fn(b, *batch, generator=g)
+        loss.backward()
+        opt_b.step()
+        got.append(float(loss.detach()))
+    torch.testing.assert_close(torch.tensor(got), ref, rtol=1e-6, atol=0)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+    assert loss_fn.level == 0  # the next call starts a new recursion on its own batch
+    spy = Spy()
+    loss_fn(spy, torch.randn(1, 1, 8, 8), labels_of(3, n=1), generator=torch.Generator().manual_seed(0))
+    assert spy.inputs[0].shape == (1, K, 8, 8) and float(spy.levels[0][0]) == 1.0
+    loss_fn.reset()
+    assert loss_fn.level == 0
+
+
+def test_level_loss_trains_with_diffu_train():
+    """Through diffu.train.train (one optimiser step per call): finite losses, deterministic for a seed."""
+    from diffu.train import TrainConfig, train
+
+    images, y = torch.randn(16, 1, 8, 8), labels_of(5, n=16)
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-3, ema_decay=None, seed=0)
+    runs = [train(tiny(K, K, time_scale=1000).train(), RecursiveLevelLoss(K, steps=3), (images, y), cfg,
+                  progress=False).losses for _ in range(2)]  # fmt: skip
+    assert runs[0] == runs[1] and len(runs[0]) == 6 and all(map(torch.isfinite, torch.tensor(runs[0])))
+
+
+def test_level_loss_errors_name_the_argument():
+    for kwargs, name in (({"num_classes": 1}, "num_classes"), ({"num_classes": K, "steps": 0}, "steps"),
+                         ({"num_classes": K, "ce_weight": -1.0}, "ce_weight")):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            RecursiveLevelLoss(**kwargs)
+    loss_fn = RecursiveLevelLoss(K)
+    with pytest.raises(ValueError, match="labels"):
+        loss_fn(Spy(), torch.randn(2, 1, 8, 8), labels_of(1, n=1))
+    with pytest.raises(TypeError, match="model"):
+        loss_fn(None, torch.randn(2, 1, 8, 8), labels_of(1))
+    assert loss_fn.level == 0  # a failed call does not advance the recursion
 
 
 def test_recursive_inputs_follow_the_models_own_predictions():

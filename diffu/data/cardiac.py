@@ -64,20 +64,12 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import check_int, check_real
+from .phantoms import ellipse_mask
 
 __all__ = ["CARDIAC_CLASSES", "cardiac_phantoms"]
 
 #: Class names of the label maps of :func:`cardiac_phantoms`, indexed by label (the classes of ACDC and M&Ms).
 CARDIAC_CLASSES = ("background", "LV blood pool", "myocardium", "RV")
-
-
-def _ellipse(xx, yy, x0, y0, a, b, phi):
-    """Indicator of ellipses with centres ``(x0, y0)``, semi-axes ``a`` (along ``phi``) and ``b``: (n,) → (n, H, W)."""
-    cos, sin = phi.cos()[:, None, None], phi.sin()[:, None, None]
-    dx, dy = xx - x0[:, None, None], yy - y0[:, None, None]
-    p = (dx * cos + dy * sin) / a[:, None, None]
-    q = (-dx * sin + dy * cos) / b[:, None, None]
-    return p * p + q * q <= 1
 
 
 def cardiac_phantoms(
@@ -155,12 +147,12 @@ def cardiac_phantoms(
     for i in range(0, n, chunk):  # 2. render a chunk of phantoms at a time
         j = slice(i, i + chunk)
         k = len(range(n)[j])
-        body = _ellipse(xx, yy, bx[j], by[j], ba[j], bb[j], bphi[j])
-        inner = _ellipse(xx, yy, bx[j], by[j], ba[j] * (1 - fat[j]), bb[j] * (1 - fat[j]), bphi[j])
+        body = ellipse_mask(xx, yy, bx[j], by[j], ba[j], bb[j], bphi[j])
+        inner = ellipse_mask(xx, yy, bx[j], by[j], ba[j] * (1 - fat[j]), bb[j] * (1 - fat[j]), bphi[j])
         lungs, vessels = torch.zeros_like(inner), torch.zeros_like(inner)
         for s, side in enumerate((-1.0, 1.0)):
             lx, ly = bx[j] + side * lung_dx[j, s] * ba[j], by[j] + lung_dy[j, s]
-            lungs |= _ellipse(xx, yy, lx, ly, lung_a[j, s], lung_b[j, s], side * lung_phi[j, s])
+            lungs |= ellipse_mask(xx, yy, lx, ly, lung_a[j, s], lung_b[j, s], side * lung_phi[j, s])
         for v in range(3):
             side = torch.where(v_lung[j, v] == 0, -1.0, 1.0)
             s = v_lung[j, v]
@@ -168,7 +160,7 @@ def cardiac_phantoms(
             lx = bx[j] + side * lung_dx[j].gather(1, s[:, None])[:, 0] * ba[j] + v_r[j, v] * v_ang[j, v].cos() * la
             ly = by[j] + lung_dy[j].gather(1, s[:, None])[:, 0] + v_r[j, v] * v_ang[j, v].sin() * lb
             on = (v < n_vessels[j])[:, None, None]
-            vessels |= _ellipse(xx, yy, lx, ly, v_rad[j, v], v_rad[j, v], 0 * lx) & on
+            vessels |= ellipse_mask(xx, yy, lx, ly, v_rad[j, v], v_rad[j, v], 0 * lx) & on
         vessels &= lungs
         # heart: polar coordinates around the LV centre
         dx, dy = xx - cx[j, None, None], yy - cy[j, None, None]
@@ -183,17 +175,17 @@ def cardiac_phantoms(
         ex = cx[j] + rv_d[j] * R * ca - rv_shift[j] * R * sa
         ey = cy[j] + rv_d[j] * R * sa + rv_shift[j] * R * ca
         ra, rb = R * (1 - rv_d[j]) + rv_w[j], R * rv_wrap[j]
-        rv = _ellipse(xx, yy, ex, ey, ra, rb, alpha[j]) & ~epi & inner
-        rv_wall = _ellipse(xx, yy, ex, ey, ra + 0.03, rb + 0.03, alpha[j]) & ~epi & ~rv & inner
+        rv = ellipse_mask(xx, yy, ex, ey, ra, rb, alpha[j]) & ~epi & inner
+        rv_wall = ellipse_mask(xx, yy, ex, ey, ra + 0.03, rb + 0.03, alpha[j]) & ~epi & ~rv & inner
         myo, lv = epi & ~lv & inner, lv & inner
         pap = torch.zeros_like(lv)
         for p in range(2):
             px = cx[j] + 0.75 * r0[j] * pap_ang[j, p].cos()
             py = cy[j] + 0.75 * r0[j] * pap_ang[j, p].sin()
-            pap |= _ellipse(xx, yy, px, py, pap_rad[j, p], pap_rad[j, p], 0 * px) & (p < n_pap[j])[:, None, None]
-        aorta = _ellipse(xx, yy, cx[j] + ao_dx[j], cy[j] - R - ao_gap[j] - ao_rad[j], ao_rad[j], ao_rad[j], 0 * R)
+            pap |= ellipse_mask(xx, yy, px, py, pap_rad[j, p], pap_rad[j, p], 0 * px) & (p < n_pap[j])[:, None, None]
+        aorta = ellipse_mask(xx, yy, cx[j] + ao_dx[j], cy[j] - R - ao_gap[j] - ao_rad[j], ao_rad[j], ao_rad[j], 0 * R)
         spine_y = by[j] - bb[j] * (1 - fat[j]) + sp_dy[j]
-        spine = _ellipse(xx, yy, bx[j] + sp_dx[j], spine_y, sp_rad[j], sp_rad[j], 0 * R)
+        spine = ellipse_mask(xx, yy, bx[j] + sp_dx[j], spine_y, sp_rad[j], sp_rad[j], 0 * R)
 
         # 3. paint back to front (the heart last, so that the labels are exactly the painted regions)
         def level(v, j=j):

@@ -21,7 +21,39 @@ import torch.nn.functional as F
 from ..checks import check_int
 from .mni import resize_square
 
-__all__ = ["ellipse_phantoms", "shepp_logan"]
+__all__ = ["ellipse_mask", "ellipse_phantoms", "shepp_logan"]
+
+
+def ellipse_mask(xx: torch.Tensor, yy: torch.Tensor, x0, y0, a, b, phi) -> torch.Tensor:
+    """Indicator of rotated ellipses on a grid: ``((x − x0)cos φ + (y − y0)sin φ)² / a² + (−(x − x0)sin φ + (y −
+    y0)cos φ)² / b² ≤ 1``.
+
+    Args:
+        xx, yy: ``(H, W)`` coordinates of the grid points (e.g. from ``torch.meshgrid``).
+        x0, y0, a, b, phi: tensors of one shape ``S`` (broadcastable to each other): centres, the semi-axis ``a``
+            along the direction ``phi`` (radians, counter-clockwise from the x axis) and ``b`` across it (> 0).
+
+    Returns:
+        A bool tensor ``(*S, H, W)``: True inside (and on) each ellipse.
+
+    Raises:
+        ValueError: ``xx``/``yy`` not two tensors of one 2-D shape, parameters that do not broadcast.
+
+    Used by :func:`ellipse_phantoms` and :func:`diffu.data.cardiac.cardiac_phantoms` (chapters §5, §6).
+    """
+    if not (isinstance(xx, torch.Tensor) and isinstance(yy, torch.Tensor)) or xx.ndim != 2 or xx.shape != yy.shape:
+        raise ValueError(f"xx and yy must be two (H, W) tensors of one shape, got {getattr(xx, 'shape', xx)!s:.40} "
+                         f"and {getattr(yy, 'shape', yy)!s:.40}")  # fmt: skip
+    try:
+        x0, y0, a, b, phi = (
+            v[..., None, None] for v in torch.broadcast_tensors(*map(torch.as_tensor, (x0, y0, a, b, phi)))
+        )
+    except RuntimeError as e:
+        raise ValueError(f"x0, y0, a, b, phi must broadcast to one shape: {e}") from None
+    cos, sin = phi.cos(), phi.sin()
+    dx, dy = xx - x0, yy - y0
+    p, q = (dx * cos + dy * sin) / a, (-dx * sin + dy * cos) / b
+    return p * p + q * q <= 1
 
 
 def ellipse_phantoms(
@@ -59,11 +91,7 @@ def ellipse_phantoms(
         return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
     def ellipse(x0, y0, a, b, phi):  # (n, E) parameters -> (n, E, big, big) indicator
-        cos, sin = phi.cos()[..., None, None], phi.sin()[..., None, None]
-        dx, dy = xx - x0[..., None, None], yy - y0[..., None, None]
-        p = (dx * cos + dy * sin) / a[..., None, None]
-        q = (-dx * sin + dy * cos) / b[..., None, None]
-        return (p * p + q * q <= 1).float()
+        return ellipse_mask(xx, yy, x0, y0, a, b, phi).float()
 
     # 1. every random parameter first (so the phantoms do not depend on how they are rendered in chunks)
     ba, bb = u(n, 1, lo=0.70, hi=0.92), u(n, 1, lo=0.70, hi=0.92)  # body semi-axes

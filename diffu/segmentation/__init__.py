@@ -22,9 +22,10 @@ from .masks import (
     one_hot,
     segmentation_loss,
 )
-from .recursive import recursive_segment, recursive_train_step
+from .recursive import RecursiveLevelLoss, recursive_segment, recursive_train_step
 
 __all__ = [
+    "RecursiveLevelLoss",
     "ENCODINGS",
     "Segmentation",
     "analog_bits",

@@ -23,7 +23,7 @@ from ..sampling import SamplerState, check_sampler_args, noise_like
 from .ensemble import Segmentation
 from .masks import one_hot
 
-__all__ = ["recursive_segment", "recursive_train_step"]
+__all__ = ["RecursiveLevelLoss", "recursive_segment", "recursive_train_step"]
 
 
 def _levels(steps: int) -> list[float]:
@@ -52,6 +52,30 @@ def _check_generator_on(generator, images: torch.Tensor) -> None:
     if generator is not None and generator.device.type != images.device.type:
         raise ValueError(f"generator is on {generator.device.type} but images are on {images.device.type}: pass a "
                          f"generator of the images' device (torch.Generator(device=...))")  # fmt: skip
+
+
+def _check_batch(images, labels, num_classes: int) -> torch.Tensor:
+    """Check a training batch; return the one-hot ground truth ``y`` ``(N, K, H, W)`` on the [0, 1] scale."""
+    check_image(images, "images")
+    check_finite(images, "images")
+    y = (one_hot(labels, num_classes, images.dtype) + 1) / 2  # (N, K, H, W) in {0, 1}
+    if labels.shape[0] != images.shape[0] or labels.shape[1:] != images.shape[2:] or labels.device != images.device:
+        raise ValueError(f"labels must be (N, H, W) with images' batch and size {images.shape[0]} × "
+                         f"{tuple(images.shape[2:])} on {images.device}, got {tuple(labels.shape)} on "
+                         f"{labels.device}")  # fmt: skip
+    return y
+
+
+def _level_loss(model, s, level: float, images, labels, y, ce_weight: float, generator):
+    """One level of the training recursion: ``(L_k, s_{k+1})`` from the previous refined map ``s_k``."""
+    # 1. the previous prediction (detached), softmaxed and noised to level τ
+    x = _diffuse(s.detach(), level, generator)
+    # 2. the predicted residual and its target: noise plus the previous error
+    r = _refine(model, x, level, images)
+    loss = F.mse_loss(r, x - y)
+    if ce_weight > 0:
+        loss = loss + ce_weight * F.cross_entropy(x - r, labels.long())
+    return loss, (x - r).detach()
 
 
 def recursive_train_step(
@@ -109,13 +133,7 @@ def recursive_train_step(
     check_callable("model", model)
     if not (callable(getattr(optimizer, "zero_grad", None)) and callable(getattr(optimizer, "step", None))):
         raise TypeError(f"optimizer must have zero_grad() and step(), got {type(optimizer).__name__}")
-    check_image(images, "images")
-    check_finite(images, "images")
-    y = (one_hot(labels, num_classes, images.dtype) + 1) / 2  # (N, K, H, W) in {0, 1}
-    if labels.shape[0] != images.shape[0] or labels.shape[1:] != images.shape[2:] or labels.device != images.device:
-        raise ValueError(f"labels must be (N, H, W) with images' batch and size {images.shape[0]} × "
-                         f"{tuple(images.shape[2:])} on {images.device}, got {tuple(labels.shape)} on "
-                         f"{labels.device}")  # fmt: skip
+    y = _check_batch(images, labels, num_classes)
     check_int("steps", steps, 1)
     check_real("ce_weight", ce_weight, 0)
     check_generator(generator)
@@ -123,20 +141,63 @@ def recursive_train_step(
     s = torch.rand(y.shape, generator=generator, device=images.device, dtype=images.dtype)
     losses = []
     for level in _levels(steps):
-        # 1. the previous prediction (detached), softmaxed and noised to level τ
-        x = _diffuse(s.detach(), level, generator)
-        # 2. the predicted residual and its target: noise plus the previous error
         optimizer.zero_grad()
-        r = _refine(model, x, level, images)
-        loss = F.mse_loss(r, x - y)
-        if ce_weight > 0:
-            loss = loss + ce_weight * F.cross_entropy(x - r, labels.long())
+        loss, s = _level_loss(model, s, level, images, labels, y, ce_weight, generator)
         # 3. one update per level; the refined map is the next level's input
         loss.backward()
         optimizer.step()
-        s = (x - r).detach()
         losses.append(float(loss.detach()))
     return torch.tensor(losses)
+
+
+class RecursiveLevelLoss:
+    """The recursion of :func:`recursive_train_step` as a loss for :func:`diffu.train.train`: one level per call.
+
+    ``train`` takes one optimiser step per loss call; the official procedure takes one per recursion level. This
+    callable keeps the recursion's state between calls: a call at level 0 starts a new recursion on the batch it is
+    given (``s_0 ~ U[0, 1)``); the next ``T − 1`` calls ignore their batch and continue the stored one — the previous
+    refined map, softmaxed and noised to ``τ_k = (T − k)/T`` — and return ``L_k``. ``T`` consecutive calls with an
+    optimiser step after each are therefore :func:`recursive_train_step` on the first batch (same draws from the
+    generator, same losses; tested), and a run of ``S`` training steps trains ``S / T`` recursions.
+
+    Args:
+        num_classes: ``K`` >= 2; steps: ``T`` >= 1; ce_weight: as :func:`recursive_train_step`.
+
+    The call ``loss(model, images, labels, generator=None)`` returns ``L_k`` (a 0-d differentiable tensor) and
+    checks its arguments as :func:`recursive_train_step` does. ``level`` is the next call's ``k``; :meth:`reset`
+    starts a new recursion at the next call. The state is not in training checkpoints: a resumed run starts a new
+    recursion at its first step.
+
+    Raises:
+        ValueError: bad ``num_classes``, ``steps`` or ``ce_weight``; at the call, as :func:`recursive_train_step`.
+
+    Used for the shipped ``cardiac_recursive`` model of chapter §6.2.
+    """
+
+    def __init__(self, num_classes: int, steps: int = 10, ce_weight: float = 0.0):
+        check_int("num_classes", num_classes, 2)
+        check_int("steps", steps, 1)
+        check_real("ce_weight", ce_weight, 0)
+        self.num_classes, self.steps, self.ce_weight = num_classes, steps, float(ce_weight)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new recursion (on the next call's batch)."""
+        self.level, self._batch, self._state = 0, None, None
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+        check_callable("model", model)
+        check_generator(generator)
+        if self.level == 0:
+            y = _check_batch(images, labels, self.num_classes)
+            _check_generator_on(generator, images)
+            self._batch = (images, labels, y)
+            self._state = torch.rand(y.shape, generator=generator, device=images.device, dtype=images.dtype)
+        images, labels, y = self._batch
+        level = _levels(self.steps)[self.level]
+        loss, self._state = _level_loss(model, self._state, level, images, labels, y, self.ce_weight, generator)
+        self.level = (self.level + 1) % self.steps
+        return loss
 
 
 def recursive_segment(

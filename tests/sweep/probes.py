@@ -61,6 +61,7 @@ MODULES = (
     "diffu.nn.inputs",
     "diffu.nn.mlp",
     "diffu.nn.mmdit",
+    "diffu.nn.segnet",
     "diffu.nn.text",
     "diffu.nn.transformer",
     "diffu.nn.unet",

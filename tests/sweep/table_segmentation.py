@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .fixtures import GEN, F, rand_img
-from .kit import BOOL, CALL, CHOICE, IMAGE, INT, NONNEG, TM, B, Doc, L, Table, get
+from .kit import BOOL, CALL, CHOICE, IMAGE, INT, NONNEG, TM, B, Doc, Err, L, Table, get
 from .kit import GEN as BADGEN
 
 MA = "diffu.segmentation.masks:"
@@ -230,6 +230,95 @@ def build(T: Table) -> None:
             callback=[B("'cb'", "cb")],
         ),
         ok_pred=lambda s: s.samples.shape == (2, 2, 2, 8, 8),
+    )
+    T.sweep(
+        M,
+        RE + "RecursiveLevelLoss",
+        "num_classes",
+        dict(num_classes=2, steps=2),
+        dict(num_classes=INT(2), steps=INT(1), ce_weight=NONNEG()),
+        ok_pred=lambda f: f.level == 0 and f.steps == 2,
+    )
+
+    def level_loss(*args, **kw):
+        return get(RE + "RecursiveLevelLoss")(2, steps=2)(*args, **kw)
+
+    T.sweep(
+        M,
+        L(lambda: level_loss),
+        "model images labels",
+        dict(model=NET, images=L(lambda: rand_img(2, 1, 8, 8, seed=7)), labels=LAB2, generator=GEN),
+        dict(
+            model=CALL,
+            images=IMAGE(nan="err"),
+            labels=BAD_LABELS + [B("batch-1", TM(lambda y: y[:1]))],
+            generator=BADGEN,
+        ),  # fmt: skip
+        names=(RE + "RecursiveLevelLoss",),
+        label="RecursiveLevelLoss()",
+        ok_pred=lambda v: v.ndim == 0 and bool(torch.isfinite(v)),
+    )
+    build_extra(T)
+
+
+def build_extra(T: Table) -> None:
+    """diffu.data.phantoms.ellipse_mask (the phantoms' shared ellipse) and diffu.nn.segnet (the UNet baseline)."""
+    M = "data.phantoms"
+    PH = "diffu.data.phantoms:"
+
+    def grid():
+        c = torch.linspace(-1, 1, 8)
+        return torch.meshgrid(-c, c, indexing="ij")
+
+    T.sweep(
+        M,
+        PH + "ellipse_mask",
+        "xx yy x0 y0 a b phi",
+        dict(
+            xx=L(lambda: grid()[1]),
+            yy=L(lambda: grid()[0]),
+            x0=L(lambda: torch.zeros(3)),
+            y0=L(lambda: torch.zeros(3)),
+            a=L(lambda: torch.full((3,), 0.5)),
+            b=L(lambda: torch.full((3,), 0.3)),
+            phi=L(lambda: torch.tensor([0.0, 0.5, 1.0])),
+        ),  # fmt: skip
+        dict(
+            xx=[B("rank-1", TM(lambda x: x[0])), B("list", TM(lambda x: x.tolist())), B("None", None)],
+            yy=[B("shape", TM(lambda x: x[:, :4]))],
+            x0=[B("length 2", L(lambda: torch.zeros(2)))],
+        ),
+        ok_pred=lambda m: m.shape == (3, 8, 8) and m.dtype == torch.bool and bool(m[:, 3:5, 3:5].all()),
+    )
+
+    M = "nn.segnet"
+    SN = "diffu.nn.segnet:SegmentationUNet"
+
+    def segnet():
+        with get("diffu.train:seeded")(0):
+            return get(SN)(in_channels=1, out_channels=3, channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                           attn_resolutions=(), image_size=8)  # fmt: skip
+
+    T.sweep(
+        M,
+        L(lambda: segnet()),
+        "x",
+        dict(x=L(lambda: rand_img(2, 1, 8, 8, seed=9))),
+        dict(
+            x=IMAGE(nan=None, channels=True),
+            t=[B("5.0", 5.0)],
+            y=[B("labels", L(lambda: torch.tensor([0, 1])))],
+        ),
+        names=(SN,),
+        label="SegmentationUNet",
+        ok_pred=lambda z: z.shape == (2, 3, 8, 8),
+    )
+    T.case(
+        M,
+        "nn.segnet.SegmentationUNet(out_channels=1)",
+        SN,
+        lambda: get(SN)(out_channels=1, image_size=8, channel_mult=(1, 2)),
+        Err("out_channels"),
     )
 
 
