@@ -6,11 +6,14 @@
   step; :func:`~diffu.segmentation.ensemble.segment` returns the ensemble mean, labels and per-pixel variance.
 * :mod:`diffu.segmentation.recursive` — recursive noise diffusion (Kolbeinsson & Mikolajczyk 2024): the softmaxed
   previous prediction, noised and refined for ``T`` levels; the ground truth is never an input.
+* :mod:`diffu.segmentation.evaluation` — Dice against the ensemble size, and how well the ensemble variance predicts
+  the errors (correlation, AUROC, the uncertainty–error curve).
 
 The package re-exports the public names of its submodules.
 """
 
 from .ensemble import Segmentation, mask_diffusion_loss, segment
+from .evaluation import UncertaintyError, ensemble_dice, uncertainty_error
 from .masks import (
     ENCODINGS,
     analog_bits,
@@ -25,13 +28,15 @@ from .masks import (
 from .recursive import RecursiveLevelLoss, recursive_segment, recursive_train_step
 
 __all__ = [
-    "RecursiveLevelLoss",
     "ENCODINGS",
+    "RecursiveLevelLoss",
     "Segmentation",
+    "UncertaintyError",
     "analog_bits",
     "decode_masks",
     "encode_masks",
     "encoding_channels",
+    "ensemble_dice",
     "from_analog_bits",
     "from_one_hot",
     "mask_diffusion_loss",
@@ -40,4 +45,5 @@ __all__ = [
     "recursive_train_step",
     "segment",
     "segmentation_loss",
+    "uncertainty_error",
 ]

@@ -26,10 +26,12 @@ and the map of the word at token positions ``W`` (one position, or two for "ankl
 :func:`attention_iou_table` measures the IoU against true masks by timestep and layer, with a global-threshold
 baseline on the images themselves (data: :func:`diffu.data.textured.textured_fashion`).
 
-**What to expect from the tiny model** (measured on 64 textured test images, t = 600): the word's map localises the
-item only through the *joint* share, because in this small model every text token draws almost the same spatial
-pattern (image positions on the item attend more to the text as a whole); renormalised over the text keys
-(``keys="text"``) the word-specific part is close to chance. Chapter §6 shows both.
+**What to expect from the tiny model** (chapter §6 measures it on textured test images): the word's map localises
+the item only through the *joint* share, at high noise (t ≈ 600) and in the last block, because in this small model
+every text token draws almost the same spatial pattern (image positions on the item attend more to the text as a
+whole: the map of "photo" or "a" does as well as the noun's); renormalised over the text keys (``keys="text"``) the
+word-specific part is close to chance. At low noise the textured background, which the model never saw in
+training, draws the attention instead.
 
 **Bad input** raises ``ValueError``/``TypeError`` naming the argument (:mod:`diffu.checks`); images are checked
 finite and in [-1, 1].
@@ -150,7 +152,7 @@ def _index_list(name: str, value, size: int) -> list[int]:
     return [int(v) for v in vals]
 
 
-def _check_model_inputs(model, images, schedule, t) -> list[int]:
+def _check_model_inputs(model, images, schedule, t, t_name: str = "t") -> list[int]:
     if not isinstance(model, MMDiT):
         raise TypeError(f"model must be a diffu.nn.MMDiT (joint attention over image and text), got "
                         f"{type(model).__name__}")  # fmt: skip
@@ -161,11 +163,15 @@ def _check_model_inputs(model, images, schedule, t) -> list[int]:
     if tuple(images.shape[1:]) != want or images.shape[0] == 0:
         raise ValueError(f"images must be (N, {want[0]}, {want[1]}, {want[2]}) for this model, got "
                          f"{tuple(images.shape)}")  # fmt: skip
+    param = next(model.parameters())
+    if images.device != param.device or images.dtype != param.dtype:
+        raise ValueError(f"images must have the model's device and dtype ({param.device}, {param.dtype}), got "
+                         f"{images.device}, {images.dtype}: move one of them with .to()")  # fmt: skip
     check_finite(images, "images")
     check_range(images, -1.0, 1.0, "images", "diffu's image range")
-    ts = schedule.check_t(t, "t").reshape(-1)
+    ts = schedule.check_t(t, t_name).reshape(-1)
     if ts.numel() == 0:
-        raise ValueError("t must hold at least one timestep, got none")
+        raise ValueError(f"{t_name} must hold at least one timestep, got none")
     return ts.tolist()
 
 
@@ -188,7 +194,15 @@ def _word_attention(model, images, ids, positions, schedule, ts, generator, keys
                   attention=att)  # fmt: skip
             a = torch.stack(att, 1)[:, :, :, :tx, tx:]  # (n, blocks, heads, T_x, L): image queries → text keys
             word = (a * pick[s : s + _CHUNK, None, None, None, :]).sum(-1)  # (n, blocks, heads, T_x)
-            out.append(word / a.sum(-1) if keys == "text" else word)
+            if keys == "text":
+                text = a.sum(-1)  # (n, blocks, heads, T_x): the text's share of each query's attention
+                if not bool((text > 0).all()):
+                    raise ValueError(
+                        f"keys='text' is undefined for these inputs: some image queries' attention to the text "
+                        f"underflows to 0 in {images.dtype} (use keys='joint', or the model and images in float64)"
+                    )
+                word = word / text
+            out.append(word)
         if images.device.type == "cuda":
             torch.cuda.synchronize(images.device)
         if seconds is not None:
@@ -257,9 +271,10 @@ def attention_masks(
     Raises:
         TypeError: ``model`` not an MMDiT, a bad ``schedule``, ``captions``, ``token`` or ``generator``,
             ``normalize`` not a bool.
-        ValueError: ``images`` not a finite ``(N, C, H, W)`` batch in [-1, 1] of the model's shape; captions not
-            one per image, outside the vocabulary or without the word; ``t``, ``layers`` or ``heads`` out of range
-            or repeated; an unknown ``keys`` or ``upsample``; a generator on another device.
+        ValueError: ``images`` not a finite ``(N, C, H, W)`` batch in [-1, 1] of the model's shape, device and
+            dtype; captions not one per image, outside the vocabulary or without the word; ``t``, ``layers`` or
+            ``heads`` out of range or repeated; an unknown ``keys`` or ``upsample``; a generator on another device;
+            ``keys="text"`` where an image query's attention to the whole text underflows to 0 (0 / 0).
 
     Used in chapter §6 (interpretable segmentation).
 
@@ -410,7 +425,7 @@ def attention_iou_table(
     """
     if isinstance(timesteps, (int, str)) or not isinstance(timesteps, (list, tuple, range)):
         raise TypeError(f"timesteps must be a list of integer timesteps, got {type(timesteps).__name__}")
-    ts = _check_model_inputs(model, images, schedule, list(timesteps))
+    ts = _check_model_inputs(model, images, schedule, list(timesteps), "timesteps")
     check_choice("keys", keys, KEYS)
     check_choice("upsample", upsample, UPSAMPLING)
     check_bool("progress", progress)

@@ -112,8 +112,9 @@ def segment(
     The ``E = ensemble`` members of every image are one batch of ``E · N`` states (member-major: the batch is the
     image batch repeated ``E`` times) handed to one sampler call, each with its own noise ``x_T`` and the image as
     ``cond``. ``labels`` decodes the ensemble mean (argmax for one-hot, nearest codeword for bits), not a majority
-    vote of the members: it is the official evaluation (mean of the samples, then threshold), it has no ties to
-    break at ``E = 2``, and for one-hot it is the argmax of the mean class score.
+    vote of the members: it is the official evaluation (mean of the samples, then threshold), and the
+    members' continuous values break the ties a vote of two would have (how much an ensemble of 2, 5 or 10 gains:
+    :func:`~diffu.segmentation.evaluation.ensemble_dice`); for one-hot it is the argmax of the mean class score.
 
     Args:
         model: ``model(x_t, t, cond=images)`` trained with :func:`mask_diffusion_loss`.

@@ -50,6 +50,7 @@ MODULES = (
     "diffu.segmentation.masks",
     "diffu.segmentation.ensemble",
     "diffu.segmentation.recursive",
+    "diffu.segmentation.evaluation",
     "diffu.nn",
     "diffu.nn.autoencoder",
     "diffu.nn.classifier",

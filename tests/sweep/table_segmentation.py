@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .fixtures import GEN, F, rand_img
-from .kit import BOOL, CALL, CHOICE, IMAGE, INT, NONNEG, TM, B, Doc, Err, L, Table, get
+from .kit import BOOL, CALL, CHOICE, IMAGE, INT, NONNEG, TENSOR, TM, B, Doc, Err, L, Table, get
 from .kit import GEN as BADGEN
 
 MA = "diffu.segmentation.masks:"
@@ -259,6 +259,7 @@ def build(T: Table) -> None:
         ok_pred=lambda v: v.ndim == 0 and bool(torch.isfinite(v)),
     )
     build_extra(T)
+    build_evaluation(T)
 
 
 def build_extra(T: Table) -> None:
@@ -319,6 +320,42 @@ def build_extra(T: Table) -> None:
         SN,
         lambda: get(SN)(out_channels=1, image_size=8, channel_mult=(1, 2)),
         Err("out_channels"),
+    )
+
+
+def build_evaluation(T: Table) -> None:
+    M = "segmentation.evaluation"
+    EV = "diffu.segmentation.evaluation:"
+    SAMPLES = L(lambda: get(MA + "one_hot")(labels(), 4)[None].repeat(4, 1, 1, 1, 1))
+    T.sweep(
+        M,
+        EV + "ensemble_dice",
+        "samples target num_classes",
+        dict(samples=SAMPLES, target=LAB, num_classes=4, sizes=(1, 2, 4)),
+        dict(
+            samples=TENSOR(nan="err") + [B("batch+1", TM(lambda x: torch.cat([x, x[:, :1]], 1)))],
+            target=BAD_LABELS,
+            num_classes=INT(2),
+            encoding=CHOICE(),
+            sizes=[B("(5,)", (5,)), B("()", ()), B("3", 3), B("(0,)", (0,))],
+            ignore_background=BOOL,
+        ),
+        ok_pred=lambda d: sorted(d) == [1, 2, 4] and all(v.shape == (2, 3) for v in d.values()),
+    )
+    U = L(lambda: rand_img(2, 1, 8, 8, seed=11)[:, 0].abs())
+    T.sweep(
+        M,
+        EV + "uncertainty_error",
+        "uncertainty pred target",
+        dict(uncertainty=U, pred=LAB, target=L(lambda: labels(seed=1)), bins=4),
+        dict(
+            uncertainty=TENSOR(nan="err", ints=False) + [B("int64", TM(lambda u: u.long()))],
+            pred=[B("float", TM(lambda y: y.float())), B("shape", TM(lambda y: y[:, :4])), B("None", None)],
+            target=[B("bool", TM(lambda y: y > 0)), B("list", TM(lambda y: y.tolist()))],
+            bins=INT(1) + [B("too many", 10_000)],
+        ),
+        names=(EV + "uncertainty_error", EV + "UncertaintyError"),
+        ok_pred=lambda r: r.bin_error.shape == (4,) and 0 <= r.auroc <= 1,
     )
 
 
