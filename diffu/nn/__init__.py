@@ -1,6 +1,7 @@
 """Networks: embeddings, the DDPM UNet, DiT, an MLP denoiser and the FD-FMNIST classifier (chapters §2.1–§2.6);
 every network's forward checks its input first (:mod:`diffu.nn.inputs`)."""
 
+from .adapter import AdaptedUNet, T2IAdapter, T2IAdapterConfig, adapter_levels
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
 from .concat import ConcatUNet, ConcatUNetConfig
@@ -36,6 +37,10 @@ from .unet import KernelUNet, KernelUNetConfig, UNet, UNetConfig, group_norm
 from .unet3d import UNet3D, UNet3DConfig
 
 __all__ = [
+    "AdaptedUNet",
+    "T2IAdapter",
+    "T2IAdapterConfig",
+    "adapter_levels",
     "AdaLNBlock",
     "AdaLNZeroBlock",
     "Attention",

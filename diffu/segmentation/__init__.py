@@ -8,10 +8,13 @@
   previous prediction, noised and refined for ``T`` levels; the ground truth is never an input.
 * :mod:`diffu.segmentation.evaluation` — Dice against the ensemble size, and how well the ensemble variance predicts
   the errors (correlation, AUROC, the uncertainty–error curve).
+* :mod:`diffu.segmentation.attention` — Dombrowski et al.: foreground masks from a text-to-image model's attention to
+  the object's word, without segmentation labels.
 
 The package re-exports the public names of its submodules.
 """
 
+from .attention import AttentionIoU, attention_iou_table, attention_masks, threshold_maps, word_positions
 from .ensemble import Segmentation, mask_diffusion_loss, segment
 from .evaluation import UncertaintyError, ensemble_dice, uncertainty_error
 from .masks import (
@@ -29,10 +32,13 @@ from .recursive import RecursiveLevelLoss, recursive_segment, recursive_train_st
 
 __all__ = [
     "ENCODINGS",
+    "AttentionIoU",
     "RecursiveLevelLoss",
     "Segmentation",
     "UncertaintyError",
     "analog_bits",
+    "attention_iou_table",
+    "attention_masks",
     "decode_masks",
     "encode_masks",
     "encoding_channels",
@@ -45,5 +51,7 @@ __all__ = [
     "recursive_train_step",
     "segment",
     "segmentation_loss",
+    "threshold_maps",
     "uncertainty_error",
+    "word_positions",
 ]

@@ -74,10 +74,10 @@ __all__ = [
     "word_positions",
 ]
 
-#: How the word's share of attention is read: ``"joint"`` (of all keys, image and text) or ``"text"`` (of the text
+#: How the word's share of attention is read, ``"joint"`` (of all keys, image and text) or ``"text"`` (of the text
 #: keys only, the cross-attention probability).
 KEYS = ("joint", "text")
-#: How the patch-grid map is brought to the image size: ``"bilinear"`` or ``"nearest"`` (the official code's repeat).
+#: How the patch-grid map is brought to the image size, ``"bilinear"`` or ``"nearest"`` (the official code's repeat).
 UPSAMPLING = ("bilinear", "nearest")
 _CHUNK = 256  # images per forward pass (the attention of a 28 × 28 MMDiT is ~60 kB per image and block)
 

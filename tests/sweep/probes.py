@@ -8,7 +8,17 @@ modules whose ``__all__`` the coverage test walks, and :data:`EXEMPT` the public
 
 from __future__ import annotations
 
-from . import table_core, table_inverse, table_issue, table_medical, table_nn, table_rest, table_segmentation
+from . import (
+    table_attention_masks,
+    table_control,
+    table_core,
+    table_inverse,
+    table_issue,
+    table_medical,
+    table_nn,
+    table_rest,
+    table_segmentation,
+)
 from .kit import Probe, Table
 
 #: Every module of diffu with a public ``__all__`` (the coverage test checks that each name has a probe).
@@ -47,11 +57,15 @@ MODULES = (
     "diffu.medical.volumes",
     "diffu.medical.measurements",
     "diffu.segmentation",
+    "diffu.control",
     "diffu.segmentation.masks",
     "diffu.segmentation.ensemble",
     "diffu.segmentation.recursive",
     "diffu.segmentation.evaluation",
+    "diffu.segmentation.attention",
+    "diffu.data.textured",
     "diffu.nn",
+    "diffu.nn.adapter",
     "diffu.nn.autoencoder",
     "diffu.nn.classifier",
     "diffu.nn.concat",
@@ -100,6 +114,11 @@ EXEMPT = {
     "diffu.data.scans.SCANS": "constant (the choices of scan)",
     "diffu.data.cardiac.CARDIAC_CLASSES": "constant (the label names of cardiac_phantoms)",
     "diffu.segmentation.masks.ENCODINGS": "constant (the choices of encode_masks)",
+    "diffu.data.textured.TEXTURES": "constant (the choices of textured_fashion)",
+    "diffu.segmentation.attention.KEYS": "constant (the choices of attention_masks)",
+    "diffu.segmentation.attention.UPSAMPLING": "constant (the choices of attention_masks)",
+    "diffu.control.EDGE_THRESHOLD": "constant (edge_map's default threshold)",
+    "diffu.control.FOREGROUND_LEVEL": "constant (mask_fidelity's default level)",
     "diffu.medical.anomaly.POLARITIES": "constant (the choices of insert_lesions)",
     "diffu.medical.anomaly.SIDES": "constant (the choices of insert_lesions)",
     "diffu.medical.uncertainty.COVERAGE_METHODS": "constant (the choices of posterior_interval and the coverages)",
@@ -125,6 +144,16 @@ EXEMPT = {
 def all_probes() -> list[Probe]:
     """The whole probe table, in a fixed order."""
     t = Table()
-    for table in (table_core, table_nn, table_inverse, table_rest, table_medical, table_segmentation, table_issue):
+    for table in (
+        table_core,
+        table_nn,
+        table_inverse,
+        table_rest,
+        table_medical,
+        table_segmentation,
+        table_control,
+        table_attention_masks,
+        table_issue,
+    ):
         table.build(t)
     return t.probes
