@@ -29,6 +29,7 @@ from .embeddings import (
     unpatchify,
 )
 from .inputs import check_input, check_int_tuple, check_tokens, labels_for, make_config, timesteps_for
+from .medsegdiff import FFParser, MedSegDiffConfig, MedSegDiffUNet
 from .mlp import MLPDenoiser
 from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
 from .text import TextEncoder, WordTokenizer
@@ -58,11 +59,14 @@ __all__ = [
     "DiTConfig",
     "DRUNet",
     "DRUNetConfig",
+    "FFParser",
     "FMNISTClassifier",
     "InContextBlock",
     "KernelUNet",
     "KernelUNetConfig",
     "LabelEmbedder",
+    "MedSegDiffConfig",
+    "MedSegDiffUNet",
     "MLPDenoiser",
     "MMDiT",
     "MMDiTBlock",
