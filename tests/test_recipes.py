@@ -26,7 +26,7 @@ def _inputs(m):
         size = c.image_size
         x = torch.randn(3, c.in_channels, size, size, generator=g)
         return (x, t), ({"y": torch.tensor([0, 3, 10])} if m.num_classes else {})
-    if kind == "ConcatUNet":  # the paired T1 → T2 model of §5: the condition is concatenated to x_t
+    if kind in ("ConcatUNet", "MedSegDiffUNet"):  # the paired T1 → T2 model of §5: the condition is concatenated to x_t
         c = m.config
         x = torch.randn(3, c.in_channels, c.image_size, c.image_size, generator=g)
         return (x, t), {"cond": torch.randn(3, c.cond_channels, c.image_size, c.image_size, generator=g)}
@@ -168,3 +168,73 @@ def test_regression_train_command_refuses_nonpositive_steps(capsys):
         cli("train fmnist_classifier")
     with pytest.raises(TypeError, match="argv must be a list of strings"):
         recipes.main(["fmnist_classifier", 3])
+
+
+def test_a_monitored_recipe_trains_as_the_plain_one_and_records_its_curve(tmp_path, monkeypatch):
+    """A recipe with a ``monitor`` trains in chunks resumed from the checkpoint: the same weights as one plain run,
+    and a curve scored at step 0 and after every chunk (a resumed run scores from its resume point on)."""
+    base = dict(recipes.RECIPES["fmnist_restorer"])
+    base["config"] = TrainConfig(steps=5, batch_size=4, lr=1e-3, ema_decay=0.9, seed=0)
+    seen = []
+
+    def score(model):
+        seen.append(model.training)
+        return {"norm": float(sum(p.detach().double().square().sum() for p in model.parameters()))}
+
+    monkeypatch.setitem(recipes.RECIPES, "fmnist_restorer", base)
+    plain_path, _ = recipes.train_recipe("fmnist_restorer", out_dir=tmp_path / "a", workdir=tmp_path / "wa",
+                                         progress=False)  # fmt: skip
+    monkeypatch.setitem(recipes.RECIPES, "fmnist_restorer", {**base, "monitor": {"every": 2, "fn": score}})
+    path, e = recipes.train_recipe("fmnist_restorer", out_dir=tmp_path / "b", workdir=tmp_path / "wb",
+                                   progress=False)  # fmt: skip
+    a, b = load_file(str(plain_path)), load_file(str(path))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert [p["step"] for p in e["monitor"]] == [0, 2, 4, 5] and not any(seen)  # scored in eval mode
+    assert e["monitor"][-1]["norm"] == pytest.approx(float(sum(v.double().square().sum() for v in b.values()
+                                                                 if v.is_floating_point())), rel=1e-9)  # fmt: skip
+    assert len({p["norm"] for p in e["monitor"]}) == 4  # the weights change between the points
+    # interrupted after step 3 (a checkpoint at step 3): the rerun scores steps 4 and 5 only
+    from diffu.data import fashion_mnist
+    from diffu.train import train
+
+    with seeded(base["config"].seed):
+        m = base["build"]()
+    (tmp_path / "wc").mkdir()
+    ckpt = tmp_path / "wc" / "fmnist_restorer.ckpt.safetensors"
+    train(
+        m,
+        base["loss"],
+        base["data"](*fashion_mnist("train")),
+        base["config"],
+        checkpoint=ckpt,
+        progress=False,
+        stop_after=3,
+    )
+    path, e = recipes.train_recipe("fmnist_restorer", out_dir=tmp_path / "c", workdir=tmp_path / "wc",
+                                   progress=False)  # fmt: skip
+    assert [p["step"] for p in e["monitor"]] == [4, 5]
+    c = load_file(str(path))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_stateful_loss_is_made_fresh_for_every_run(tmp_path, monkeypatch):
+    """A recipe's ``make_loss`` (a loss that keeps state between steps, such as RecursiveLevelLoss) is called once
+    per training run, and that run trains with the object it returns."""
+    base = dict(recipes.RECIPES["fmnist_restorer"])
+    base["config"] = TrainConfig(steps=2, batch_size=4, lr=1e-3, ema_decay=None, seed=0)
+    made = []
+
+    def make_loss():
+        calls = []
+        made.append(calls)
+
+        def loss(m, x, generator):
+            calls.append(1)
+            return base["loss"](m, x, generator)
+
+        return loss
+
+    monkeypatch.setitem(recipes.RECIPES, "fmnist_restorer", {**base, "make_loss": make_loss, "use_ema": False})
+    for run in ("a", "b"):
+        recipes.train_recipe("fmnist_restorer", out_dir=tmp_path / run, workdir=tmp_path / run, progress=False)
+    assert [len(c) for c in made] == [2, 2]
