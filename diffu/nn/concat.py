@@ -96,8 +96,9 @@ class ConcatUNet(nn.Module):
         device (what :meth:`forward` checks; :func:`diffu.medical.translation.paired_loss` calls it too)."""
         want = (x.shape[0], self.config.cond_channels, *x.shape[2:])
         if cond is None:
-            raise ValueError(f"cond must be given: this ConcatUNet is conditioned on an image of shape {want} "
-                             f"(N, cond_channels, H, W); samplers take model_kwargs={{'cond': image}}")  # fmt: skip
+            raise ValueError(f"cond must be given: this {type(self).__name__} is conditioned on an image of shape "
+                             f"{want} (N, cond_channels, H, W); samplers take "
+                             f"model_kwargs={{'cond': image}}")  # fmt: skip
         if not isinstance(cond, torch.Tensor) or tuple(cond.shape) != want:
             got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
             raise ValueError(f"cond must be a tensor of shape {want} (N, cond_channels, H, W) matching x, got {got}")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_bool, check_int
+from .concat import ConcatUNet
 from .embeddings import timestep_embedding
 from .inputs import check_input, labels_for, make_config, timesteps_for
 from .unet import ResBlock, UNet, UNetConfig, group_norm
@@ -270,17 +271,9 @@ class MedSegDiffUNet(nn.Module):
 
     def check_cond(self, cond, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``cond`` is a float ``(N, cond_channels, H, W)`` of ``x``'s batch, size and
-        device (what :meth:`forward` checks)."""
-        want = (x.shape[0], self.config.cond_channels, *x.shape[2:])
-        if cond is None:
-            raise ValueError(f"cond must be given: this MedSegDiffUNet segments an image of shape {want} "
-                             f"(N, cond_channels, H, W); samplers take model_kwargs={{'cond': image}}")  # fmt: skip
-        if not isinstance(cond, torch.Tensor) or tuple(cond.shape) != want:
-            got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-            raise ValueError(f"cond must be a tensor of shape {want} (N, cond_channels, H, W) matching x, got {got}")
-        check_input(cond, (self.config.cond_channels, None, None), "cond")
-        if cond.device != x.device:
-            raise ValueError(f"cond must be on x's device {x.device}, got {cond.device}")
+        device (what :meth:`forward` checks): :meth:`diffu.nn.concat.ConcatUNet.check_cond`, which reads only the
+        config."""
+        ConcatUNet.check_cond(self, cond, x)
 
     def forward(self, x: torch.Tensor, t, cond: torch.Tensor | None = None, y: torch.Tensor | None = None):
         self.check_input(x)
