@@ -39,20 +39,21 @@ class T2IAdapterConfig:
     """Hyper-parameters of :class:`T2IAdapter` (stored next to shipped weights), validated on construction
     (``ValueError``/``TypeError`` naming the field otherwise).
 
-    Fields:
-        cond_channels: channels of the condition map (an integer ≥ 1).
-        num_res_blocks: adapter blocks per resolution level (an integer ≥ 1). The official SD-1 adapters use 2,
-            one per ResBlock of SD's encoder levels; ours default to 1, one per ResBlock of the shipped UNets
-            (``num_res_blocks=1``), which keeps the official adapter-to-ControlNet size ratio.
-        kernel_size: the second convolution of each block (odd, ≥ 1); 1 as in every released SD-1 adapter
-            (``ksize=1``; the class's own default is 3).
-        unshuffle: the pixel-unshuffle factor (an integer ≥ 1): the condition map is ``unshuffle`` times the UNet's
-            input resolution and is folded into ``cond_channels · unshuffle²`` channels at that resolution. The
-            official factor is 8 (512-pixel maps for SD's 64-latent UNet); our UNets work in pixel space, where
-            the map already has the UNet's resolution, so the default is 1 (no unshuffle).
-        zero_init: end each level with a zero-initialised 1×1 convolution (:func:`~diffu.nn.controlnet.zero_conv`)
-            so that the adapted UNet starts as the frozen UNet, exactly. The official adapter has none (its
-            features are random perturbations at initialisation): ``False`` is the official design.
+    The fields:
+
+    - ``cond_channels``: channels of the condition map (an integer ≥ 1).
+    - ``num_res_blocks``: adapter blocks per resolution level (an integer ≥ 1). The official SD-1 adapters use 2,
+      one per ResBlock of SD's encoder levels; ours default to 1, one per ResBlock of the shipped UNets
+      (``num_res_blocks=1``), which keeps the official adapter-to-ControlNet size ratio.
+    - ``kernel_size``: the second convolution of each block (odd, ≥ 1); 1 as in every released SD-1 adapter
+      (``ksize=1``; the class's own default is 3).
+    - ``unshuffle``: the pixel-unshuffle factor (an integer ≥ 1): the condition map is ``unshuffle`` times the UNet's
+      input resolution and is folded into ``cond_channels · unshuffle²`` channels at that resolution. The
+      official factor is 8 (512-pixel maps for SD's 64-latent UNet); our UNets work in pixel space, where
+      the map already has the UNet's resolution, so the default is 1 (no unshuffle).
+    - ``zero_init``: end each level with a zero-initialised 1×1 convolution (:func:`~diffu.nn.controlnet.zero_conv`)
+      so that the adapted UNet starts as the frozen UNet, exactly. The official adapter has none (its
+      features are random perturbations at initialisation): ``False`` is the official design.
     """
 
     cond_channels: int = 1

@@ -358,14 +358,12 @@ def threshold_maps(maps: torch.Tensor, threshold="otsu") -> torch.Tensor:
 class AttentionIoU(NamedTuple):
     """IoU of attention masks against true masks, by timestep and layer (:func:`attention_iou_table`).
 
-    Attributes:
-        timesteps: the timesteps, one per row of ``iou``.
-        layers: the blocks, one per column of ``iou``, then ``"mean"`` (all blocks averaged, then thresholded).
-        iou: ``(len(timesteps), len(layers), N)`` float64 IoU of the foreground class per image.
-        image_otsu: ``(N,)`` IoU of Otsu's threshold on the image itself, bright = foreground (the baseline).
-        image_otsu_best: ``(N,)`` the same with the better polarity per image (an oracle's upper bound for it).
-        all_foreground: ``(N,)`` IoU of calling every pixel foreground (the mask's area share: chance level).
-        seconds_per_image: wall time of the forward passes per image and timestep.
+    ``timesteps``: the timesteps, one per row of ``iou``; ``layers``: the blocks, one per column of ``iou``, then
+    ``"mean"`` (all blocks averaged, then thresholded); ``iou`` ``(len(timesteps), len(layers), N)``: float64 IoU of
+    the foreground class per image; ``image_otsu`` ``(N,)``: IoU of Otsu's threshold on the image itself, bright =
+    foreground (the baseline); ``image_otsu_best`` ``(N,)``: the same with the better polarity per image (an
+    oracle's upper bound for it); ``all_foreground`` ``(N,)``: IoU of calling every pixel foreground (the mask's
+    area share: chance level); ``seconds_per_image``: wall time of the forward passes per image and timestep.
     """
 
     timesteps: tuple
