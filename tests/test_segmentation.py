@@ -10,6 +10,7 @@ from diffu.nn.concat import ConcatUNet
 from diffu.schedules import linear_schedule
 from diffu.segmentation import (
     ENCODINGS,
+    RecursiveLevelLoss,
     Segmentation,
     analog_bits,
     decode_masks,
@@ -19,7 +20,6 @@ from diffu.segmentation import (
     from_one_hot,
     mask_diffusion_loss,
     one_hot,
-    RecursiveLevelLoss,
     recursive_segment,
     recursive_train_step,
     segment,
