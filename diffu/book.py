@@ -55,6 +55,7 @@ _BENCHMARKS = {
     "medical_translation_examples.safetensors": "medical_translation",
     "medical_volume.json": "medical_volume",
     "nfe_2d.json": "nfe",
+    "segmentation.json": "segmentation",
     "nfe_fmnist.json": "nfe",
     "t2i.json": "t2i",
     "unet_probe.json": "probe",

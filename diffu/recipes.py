@@ -51,11 +51,11 @@ from .nn.autoencoder import Autoencoder, autoencoder_loss, encode_images
 from .nn.concat import ConcatUNet, ConcatUNetConfig
 from .nn.drunet import DRUNet, drunet_data, drunet_loss, natural_patches
 from .nn.segnet import SegmentationUNet
-from .pretrained import DIT_ABLATION, WEIGHTS_DIR, load, sha256
+from .pretrained import DIT_ABLATION, WEIGHTS_DIR, build, info, load, sha256
 from .schedules import linear_schedule
 from .train import TrainConfig, classifier_loss, diffusion_loss, noisy_classifier_loss, seeded, train
 
-__all__ = ["RECIPES", "main", "network_entry", "train_recipe"]
+__all__ = ["MASK_MONITOR", "MASK_SHIFT", "RECIPES", "main", "mask_fidelity_score", "network_entry", "train_recipe"]
 
 
 def _unet_fmnist(**kwargs):
@@ -105,9 +105,12 @@ def _t2i_loss(m, x, y, level, generator):
 
 
 #: Name → recipe of each shipped weight, with the keys ``description``, ``build`` (the untrained network),
-#: ``config`` (a :class:`~diffu.train.TrainConfig`), ``loss``, ``use_ema``, optionally ``data`` (a hook mapping the
-#: Fashion-MNIST train tensors to the training tensors) and optionally ``network`` (what :func:`network_entry` cannot
-#: read off the built network: its ``config`` when it has no config dataclass, its shipped ``components``);
+#: ``config`` (a :class:`~diffu.train.TrainConfig`), ``loss`` (or ``make_loss``, a factory called once per run for a
+#: loss that keeps state between steps), ``use_ema``, optionally ``data`` (a hook mapping the Fashion-MNIST train
+#: tensors to the training tensors), ``network`` (what :func:`network_entry` cannot read off the built network: its
+#: ``config`` when it has no config dataclass, its shipped ``components``) and ``monitor`` (``{"every": k, "at":
+#: [steps], "fn": score}``: the weights that would ship are scored at step 0, every ``k`` steps, at the extra
+#: ``steps`` and at the end, into the manifest's ``monitor`` curve);
 #: ``python -m diffu.pretrained train NAME`` retrains from it.
 #:
 #: :meta hide-value:
@@ -411,6 +414,13 @@ RECIPES["mni_t1_to_t2"] = {
 }
 
 
+def _autoencoder_train(steps):
+    """The 32×32 autoencoders' recipe (mni_autoencoder, cardiac_mask_autoencoder): batch 64, lr 1e-3, no EMA (the
+    ``scale_factor`` buffer is tracked on the raw weights' latents)."""
+    return TrainConfig(steps=steps, batch_size=64, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0,
+                       ckpt_every=250)  # fmt: skip
+
+
 def _mni_autoencoder_data(x, y):
     """The 20 000 augmented T1 slices of mni_t1_prior; Fashion-MNIST is ignored."""
     return _mni_data("t1")(x, y)
@@ -422,9 +432,7 @@ RECIPES["mni_autoencoder"] = {
     "baseline and the first stage of mni_latent_dit (chapter §5)",
     "build": Autoencoder,
     "data": _mni_autoencoder_data,
-    "config": TrainConfig(
-        steps=3000, batch_size=64, lr=1e-3, warmup=100, grad_clip=1.0, ema_decay=None, seed=0, ckpt_every=250
-    ),
+    "config": _autoencoder_train(3000),
     "loss": autoencoder_loss,
     "use_ema": False,  # the scale_factor buffer is tracked on the raw weights' latents
 }
@@ -515,6 +523,214 @@ RECIPES["cardiac_unet"] = {
 }
 
 
+def _recursive_loss():
+    from .segmentation import RecursiveLevelLoss
+
+    return RecursiveLevelLoss(4, steps=10)
+
+
+RECIPES["cardiac_recursive"] = {
+    "description": "Kolbeinsson & Mikolajczyk's recursive noise diffusion: the UNet of cardiac_wolleb (time scaled "
+    "by 1000, τ ∈ (0, 1]) predicts the residual of the softmaxed, noised previous prediction with the image "
+    "concatenated; T = 10 linear levels, one recursion level per optimiser step (diffu.segmentation."
+    "RecursiveLevelLoss), so 3600 steps of batch 32 are 360 recursions; the same 20 000 cardiac phantoms "
+    "(chapter §6.2)",
+    "build": lambda: _seg_unet(4, 4, cond_channels=1, time_scale=1000.0),
+    "data": _cardiac_data,
+    "config": _seg_train(3600, batch_size=32),
+    "make_loss": _recursive_loss,
+    "use_ema": True,
+}
+
+
+def _brain_data(x, y):
+    """20 000 augmented MNI152 T1 slices and their 4-class tissue labels (:func:`~diffu.data.mni.augmented_slices`,
+    seed 0, the slices of mni_t1_prior; the held-out band and its guard are never seen); Fashion-MNIST is ignored."""
+    from .data.mni import augmented_slices
+
+    s = augmented_slices(20_000, 32, seed=0)
+    return s["t1"], s["labels"]
+
+
+RECIPES["brain_wolleb"] = {
+    "description": "cardiac_wolleb's recipe on brain MRI: the one-hot 4-class tissue mask (background, CSF, grey "
+    "and white matter) diffused with the T1 slice concatenated, on the 20 000 augmented MNI152 slices of "
+    "mni_t1_prior (diffu.data.mni.augmented_slices, seed 0) (chapter §6.2)",
+    "build": lambda: _seg_unet(4, 4, cond_channels=1),
+    "data": _brain_data,
+    "config": _seg_train(2000),
+    "loss": _wolleb_loss,
+    "use_ema": True,
+}
+
+#: The largest shift, in pixels, of the items the mask-control recipes of chapter §6.1 train and are scored on (a
+#: ControlNet and a T2I-Adapter on the frozen fmnist_unet, which only ever drew centred items).
+MASK_SHIFT = 6
+
+
+def _mask_data(x, y):
+    """The 20 000 training images shifted by up to :data:`MASK_SHIFT` pixels (seed 0), with their foreground
+    masks as two-channel label-map conditions (:func:`diffu.data.textured.shifted_items`,
+    :func:`diffu.control.label_map_condition`)."""
+    from .control import label_map_condition
+    from .data.textured import shifted_items
+
+    images, masks = shifted_items(x, MASK_SHIFT, seed=0)
+    return images, label_map_condition(masks, 2)
+
+
+def _mask_control_loss(m, images, cond, generator):
+    from .control import control_loss
+
+    return control_loss(m, images, cond, generator)
+
+
+def mask_fidelity_score(model, n: int = 64, steps: int = 20, seed: int = 1, *, per_image: bool = False) -> dict:
+    """How well ``model(x, t, cond=map)`` follows shifted masks: ``n`` test items shifted by up to
+    :data:`MASK_SHIFT` pixels (:func:`~diffu.data.textured.shifted_items`, ``seed``), one DDIM-``steps`` sample each
+    from its mask (noise seed 0), scored by :func:`diffu.control.mask_fidelity`. Returns ``{"dice", "iou"}``, the
+    means over the images (the monitor of the mask-control recipes, chapter §6.1), or with ``per_image`` the lists
+    of the ``n`` images' values."""
+    from .control import label_map_condition, mask_fidelity
+    from .data.textured import shifted_items
+    from .samplers import ddim
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module taking 2-channel mask maps as model(x, t, cond=c) (a "
+                        f"ControlledUNet or AdaptedUNet), got {type(model).__name__}")  # fmt: skip
+    check_int("n", n, 1)
+    check_int("steps", steps, 1)
+    check_int("seed", seed, 0)
+    check_bool("per_image", per_image)
+    dev = next(model.parameters()).device
+    _, masks = shifted_items(fashion_mnist("test")[0][:n], MASK_SHIFT, seed=seed)
+    cond = label_map_condition(masks, 2).to(dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = ddim(model, (n, 1, 28, 28), linear_schedule(), steps=steps, model_kwargs={"cond": cond}, generator=g,
+             progress=False)  # fmt: skip
+    fid = mask_fidelity(x, masks.to(dev))
+    if per_image:
+        return {"dice": fid.dice.tolist(), "iou": fid.iou.tolist()}
+    return {"dice": float(fid.dice.nanmean()), "iou": float(fid.iou.nanmean())}
+
+
+#: The monitor of the mask-control recipes, the fidelity of :func:`mask_fidelity_score` every 10 steps for the first
+#: 200 (where the control is learnt, too fast for a coarser log to time the rise), then every 100.
+MASK_MONITOR = {"every": 100, "at": list(range(10, 200, 10)), "fn": mask_fidelity_score}
+
+
+def _frozen_fmnist_unet():
+    """The shipped fmnist_unet for a control branch, after the draw :func:`diffu.pretrained.build` makes for a
+    component (its fresh initialisation, dropped), so that a recipe's build and ``pretrained.build`` of its manifest
+    entry start the control branch from the same random state."""
+    build(info("fmnist_unet"))
+    return load("fmnist_unet")
+
+
+def _mask_controlnet():
+    from .nn.controlnet import ControlledUNet
+
+    return ControlledUNet(_frozen_fmnist_unet(), cond_channels=2)
+
+
+def _mask_adapter():
+    from .nn.adapter import AdaptedUNet
+
+    return AdaptedUNet(_frozen_fmnist_unet(), cond_channels=2)
+
+
+def _mask_train():
+    """Both mask-control recipes: 1200 steps of batch 32, AdamW at ControlNet's rate scaled to our batch (1e-4), no
+    EMA (the fidelity curve scores the weights as they train)."""
+    return TrainConfig(steps=1200, batch_size=32, lr=1e-4, warmup=0, grad_clip=1.0, ema_decay=None, seed=0,
+                       ckpt_every=100)  # fmt: skip
+
+
+RECIPES["fmnist_mask_controlnet"] = {
+    "description": "ControlNet (trainable copy of fmnist_unet's encoder, zero convs) on the frozen fmnist_unet, "
+    "conditioned on the two-channel foreground mask of the training item shifted by up to ±6 pixels; ε-loss, "
+    "null label; mask fidelity (Dice/IoU, 64 shifted test masks, DDIM 20) logged every 10 steps up to 200, then every "
+    "100 (chapter §6.1). "
+    "The file holds only the control branch",
+    "build": _mask_controlnet,
+    "network": {"config": {"cond_channels": 2, "hint_channels": 16}, "components": {"base": "fmnist_unet"}},
+    "data": _mask_data,
+    "config": _mask_train(),
+    "loss": _mask_control_loss,
+    "monitor": MASK_MONITOR,
+    "use_ema": False,
+}
+
+RECIPES["fmnist_mask_adapter"] = {
+    "description": "T2I-Adapter (official design: no zero init, one block per level, features added to the frozen "
+    "encoder) on the frozen fmnist_unet, with fmnist_mask_controlnet's data, loss, steps and monitor (chapter §6.1). "
+    "The file holds only the adapter",
+    "build": _mask_adapter,
+    "network": {"components": {"base": "fmnist_unet"}},
+    "data": _mask_data,
+    "config": _mask_train(),
+    "loss": _mask_control_loss,
+    "monitor": MASK_MONITOR,
+    "use_ema": False,
+}
+
+
+# SDSeg (chapter §6.3): a mask autoencoder, then a structure-conditional latent denoiser on its latents
+
+
+def _structure_masks(x, y):
+    """The binary masks (±1) of the three structures of 20 000 cardiac phantoms (seed 0): 60 000 one-channel
+    32×32 images, phantom-major; Fashion-MNIST is ignored."""
+    _, labels = _cardiac_data(x, y)
+    return ((2.0 * torch.stack([labels == s for s in (1, 2, 3)], 1).float() - 1).flatten(0, 1)[:, None],)
+
+
+RECIPES["cardiac_mask_autoencoder"] = {
+    "description": "KL-regularised autoencoder (as mni_autoencoder, 1500 steps: 1×32×32 ↔ 3×8×8, L1 + 1e-6 KL, "
+    "scale_factor making the training latents unit-std) of the binary masks (±1) of the LV blood pool, myocardium "
+    "and RV of the 20 000 cardiac phantoms: the first stage of SDSeg (chapter §6.3)",
+    "build": Autoencoder,
+    "data": _structure_masks,
+    "config": _autoencoder_train(1500),
+    "loss": autoencoder_loss,
+    "use_ema": False,
+}
+
+
+def _sdseg_unet():
+    return ConcatUNet(ConcatUNetConfig(channels=32, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,),
+                                       image_size=8, in_channels=3, out_channels=3, cond_channels=16,
+                                       num_classes=3))  # fmt: skip
+
+
+def _sdseg_data(x, y):
+    """The 20 000 cardiac phantoms and their structures' mask latents under the SHIPPED cardiac_mask_autoencoder
+    (retrain it first): ``(images, latents (N, 3, 3, 8, 8))``."""
+    from .segmentation import encode_structures
+
+    images, labels = _cardiac_data(x, y)
+    return images, encode_structures(load("cardiac_mask_autoencoder"), labels, 4)
+
+
+def _sdseg_loss(m, images, latents, generator):
+    from .segmentation import sdseg_loss, sdseg_schedule
+
+    return sdseg_loss(m, sdseg_schedule(), images, latents, generator)
+
+
+RECIPES["cardiac_sdseg"] = {
+    "description": "SDSeg at toy scale: an ε-prediction UNet (width 32, attention at 4×4) over the 3×8×8 mask "
+    "latents of cardiac_mask_autoencoder, the image folded to 16×8×8 (pixel_unshuffle) concatenated, the structure "
+    "(LV blood pool, myocardium, RV) as its class label; L1 ε-loss + L1 latent x0 loss, SDSeg's schedule "
+    "(scaled_linear, β 0.0015 → 0.0155, T = 1000); the 20 000 cardiac phantoms (chapter §6.3)",
+    "build": _sdseg_unet,
+    "data": _sdseg_data,
+    "config": _seg_train(3000),
+    "loss": _sdseg_loss,
+    "use_ema": True,
+}
+
+
 def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
     ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is
@@ -541,18 +757,27 @@ def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     return entry
 
 
+def _monitor_steps(monitor: dict, steps: int) -> list[int]:
+    """The steps a monitor scores at (besides step 0): ``monitor["every"]`` k — every k-th step — and/or
+    ``monitor["at"]``, a list of extra steps (a denser start, say), always with the last step; sorted, unique."""
+    points = set(range(monitor["every"], steps, monitor["every"])) if "every" in monitor else set()
+    points |= {int(s) for s in monitor.get("at", ()) if 0 < int(s) < steps}
+    return sorted(points | {steps})
+
+
 def _monitored(model, loss, data, cfg, ckpt, progress, monitor, use_ema):
-    """Train in chunks of ``monitor["every"]`` steps (each chunk resumes from the checkpoint the previous one left,
-    so the run is the uninterrupted one, step for step) and score the weights that would ship after each chunk (and
-    at step 0, before training) with ``monitor["fn"](model) -> {name: float}``. Returns the last TrainResult and the
-    curve ``[{"step": s, **scores}, …]`` (a resumed run scores from its resume point on)."""
-    every, fn = monitor["every"], monitor["fn"]
+    """Train in chunks ending at the monitor's steps (:func:`_monitor_steps`; each chunk resumes from the checkpoint
+    the previous one left, so the run is the uninterrupted one, step for step) and score the weights that would
+    ship after each chunk (and at step 0, before training) with ``monitor["fn"](model) -> {name: float}``. Returns
+    the last TrainResult and the curve ``[{"step": s, **scores}, …]`` (a resumed run scores from its resume point
+    on)."""
+    fn = monitor["fn"]
     done = 0
     if ckpt.exists():
         with safe_open(str(ckpt), "pt") as f:
             done = int(f.metadata()["step"])
     curve = [] if done else [{"step": 0, **fn(copy.deepcopy(model).eval())}]
-    for stop in [s for s in [*range(every, cfg.steps, every), cfg.steps] if s > done]:
+    for stop in [s for s in _monitor_steps(monitor, cfg.steps) if s > done]:
         res = train(model, loss, data, cfg, checkpoint=ckpt, progress=progress, stop_after=stop)
         if not curve or res.step > curve[-1]["step"]:
             curve.append({"step": res.step, **fn(res.ema if use_ema else res.model)})

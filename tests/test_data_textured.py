@@ -151,3 +151,34 @@ def test_foreground_masks_errors():
         foreground_masks(bad)
     with pytest.raises(ValueError, match="threshold must"):
         foreground_masks(x, threshold=-0.1)
+
+
+def test_shifted_items_move_whole_items_and_keep_exact_masks():
+    from diffu.data.textured import shifted_items
+
+    x = -torch.ones(40, 1, 16, 16)
+    x[:, :, 6:10, 5:9] = torch.linspace(-0.5, 1, 16).view(4, 4)  # a 4×4 item well inside the frame
+    out, masks = shifted_items(x, 3, seed=7)
+    assert torch.equal(masks, foreground_masks(out)) and masks.dtype == torch.int64
+    assert torch.equal((out > -1).sum((1, 2, 3)), torch.full((40,), 16))  # nothing cut off, nothing added
+    # each image is the original rolled by one (dy, dx) in [-3, 3]², and the draws reach both ends of the range
+    seen = set()
+    for i in range(40):
+        hits = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                if torch.equal(out[i], torch.roll(x[i], (dy, dx), (1, 2)))]  # fmt: skip
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert {d for d, _ in seen} >= {-3, 3} and {d for _, d in seen} >= {-3, 3}
+    again, _ = shifted_items(x, 3, seed=7)
+    assert torch.equal(out, again) and not torch.equal(out, shifted_items(x, 3, seed=8)[0])
+    assert torch.equal(shifted_items(x, 0)[0], x)
+
+
+def test_shifted_items_cut_off_what_leaves_the_frame():
+    from diffu.data.textured import shifted_items
+
+    x = -torch.ones(30, 1, 8, 8)
+    x[:, :, :, 7] = 1.0  # an item on the right edge
+    out, masks = shifted_items(x, 2, seed=0)
+    assert (masks.sum((1, 2)) <= 8).all() and (masks.sum((1, 2)) == 0).any()  # moved right: gone
+    assert float(out.min()) == -1.0 and float(out.max()) == 1.0

@@ -6,13 +6,15 @@ from safetensors.torch import load_file
 
 from diffu import pretrained, recipes
 from diffu.pretrained.__main__ import main as cli
+from diffu.schedules import linear_schedule
 from diffu.train import TrainConfig, seeded
 
 
 def test_every_shipped_weight_has_a_recipe_and_back():
     assert sorted(recipes.RECIPES) == pretrained.available()
     for r in recipes.RECIPES.values():
-        assert {"description", "build", "config", "loss", "use_ema"} <= set(r) and isinstance(r["config"], TrainConfig)
+        assert {"description", "build", "config", "use_ema"} <= set(r) and isinstance(r["config"], TrainConfig)
+        assert callable(r.get("loss")) != callable(r.get("make_loss"))  # a loss, or a factory of a stateful one
 
 
 def _inputs(m):
@@ -37,7 +39,9 @@ def _inputs(m):
     if kind == "DRUNet":
         return (x, 0.1), {}
     if kind == "ControlledUNet":
-        return (x, t), {"cond": torch.rand(3, 1, 28, 28, generator=g)}
+        return (x, t), {"cond": torch.rand(3, m.control.cond_channels, 28, 28, generator=g)}
+    if kind == "AdaptedUNet":
+        return (x, t), {"cond": torch.rand(3, m.config.cond_channels, 28, 28, generator=g)}
     if kind == "KernelUNet":
         return (torch.randn(3, 1, 9, 9, generator=g), t), {}
     return (x,), {}  # FMNISTClassifier, Autoencoder, Restorer
@@ -217,6 +221,15 @@ def test_a_monitored_recipe_trains_as_the_plain_one_and_records_its_curve(tmp_pa
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_monitor_steps_every_and_at():
+    steps = recipes._monitor_steps
+    assert steps({"every": 100, "fn": None}, 350) == [100, 200, 300, 350]
+    assert steps({"every": 100, "at": [10, 20, 100, 999, 0], "fn": None}, 350) == [10, 20, 100, 200, 300, 350]
+    assert steps({"at": [3], "fn": None}, 5) == [3, 5]
+    m = recipes.MASK_MONITOR
+    assert steps(m, 1200)[:20] == [*range(10, 200, 10), 200] and steps(m, 1200)[-1] == 1200
+
+
 def test_a_stateful_loss_is_made_fresh_for_every_run(tmp_path, monkeypatch):
     """A recipe's ``make_loss`` (a loss that keeps state between steps, such as RecursiveLevelLoss) is called once
     per training run, and that run trains with the object it returns."""
@@ -238,3 +251,46 @@ def test_a_stateful_loss_is_made_fresh_for_every_run(tmp_path, monkeypatch):
     for run in ("a", "b"):
         recipes.train_recipe("fmnist_restorer", out_dir=tmp_path / run, workdir=tmp_path / run, progress=False)
     assert [len(c) for c in made] == [2, 2]
+
+
+class _MaskOracle(torch.nn.Module):
+    """An ε-model whose x̂_0 is ``sign`` × the requested foreground map (``cond[:, 1]``, +1 on the item): DDIM then
+    returns exactly that map, so a positive oracle follows every mask and a negative one draws nothing."""
+
+    def __init__(self, sign):
+        super().__init__()
+        self.sign, self.w = sign, torch.nn.Parameter(torch.zeros(()))
+        self.abar = linear_schedule().alpha_bar
+
+    def forward(self, x, t, cond):
+        a = self.abar[t.long()].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * self.sign * cond[:, 1:2]) / (1 - a).sqrt()
+
+
+def test_mask_fidelity_score_of_oracles():
+    """The monitor of the mask-control recipes: a model that draws exactly the requested mask scores 1, one that
+    draws nothing scores 0; the same seed gives the same score."""
+    good = recipes.mask_fidelity_score(_MaskOracle(1.0), n=6, steps=5)
+    assert good == pytest.approx({"dice": 1.0, "iou": 1.0})
+    assert recipes.mask_fidelity_score(_MaskOracle(-1.0), n=6, steps=5) == {"dice": 0.0, "iou": 0.0}
+    per = recipes.mask_fidelity_score(_MaskOracle(1.0), n=6, steps=5, per_image=True)
+    assert per == {"dice": [1.0] * 6, "iou": [1.0] * 6}
+    with pytest.raises(TypeError, match="model"):
+        recipes.mask_fidelity_score(lambda x, t, cond: x)
+
+
+def test_mask_recipe_data_are_shifted_pairs():
+    """The mask-control recipes train on items shifted by up to MASK_SHIFT pixels with the masks of the shifted items
+    as two-channel label-map conditions (+1 in channel 1 on the item)."""
+    from diffu.data import fashion_mnist
+    from diffu.data.textured import foreground_masks
+
+    x, y = fashion_mnist("train")
+    images, cond = recipes.RECIPES["fmnist_mask_controlnet"]["data"](x[:50], y[:50])
+    assert images.shape == (50, 1, 28, 28) and cond.shape == (50, 2, 28, 28)
+    assert torch.equal(cond[:, 1] > 0, foreground_masks(images).bool()) and torch.equal(cond[:, 0], -cond[:, 1])
+    # the items moved (centroids differ from the originals'), by at most MASK_SHIFT pixels
+    rows = torch.arange(28.0).view(1, 28, 1)
+    cy = lambda m: (m * rows).sum((1, 2)) / m.sum((1, 2))  # noqa: E731
+    moved = (cy(foreground_masks(images).float()) - cy(foreground_masks(x[:50]).float())).abs()
+    assert moved.max() > 2 and moved.max() <= recipes.MASK_SHIFT + 1

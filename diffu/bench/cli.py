@@ -27,6 +27,7 @@ from . import (
     medical_volume,
     notebooks,
     sampling,
+    segmentation,
 )
 from .common import DEFAULT_OUT
 
@@ -50,6 +51,7 @@ COMMANDS = {
     "medical_volume": medical_volume.run_medical_volume,
     "medical_memorisation": medical_memorisation.run_medical_memorisation,
     "medical_translation": medical_translation.run_medical_translation,
+    "segmentation": segmentation.run_segmentation,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
 ALL = ("speed", "notebooks", "suite")
@@ -107,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_int_at_least(1), default=384, help="fd, nfe, ablation: samples per configuration")
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument(
-        "--n-images", type=_int_at_least(1), default=64, help="inverse, medical: held-out test images per task"
+        "--n-images",
+        type=_int_at_least(1),
+        default=64,
+        help="inverse, medical, segmentation: held-out test images per task (dataset)",
     )
     p.add_argument(
         "--dps-steps",

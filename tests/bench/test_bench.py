@@ -49,7 +49,8 @@ def test_parser_keeps_the_old_flags_and_defaults_to_no_explicit_out():
     assert p.parse_args(["fd", "--out-dir", "x"]).out == "x" == p.parse_args(["fd", "--out", "x"]).out  # old spelling
     assert set(COMMANDS) == {"speed", "notebooks", "suite", "threads", "fd", "nfe", "dit", "ablation", "probe", "t2i",
                              "guidance", "inverse", "medical", "medical_cost", "medical_volume",
-                             "medical_anomaly", "medical_memorisation", "medical_translation"}  # fmt: skip
+                             "medical_anomaly", "medical_memorisation", "medical_translation",
+                             "segmentation"}  # fmt: skip
     with pytest.raises(SystemExit):
         p.parse_args(["no-such-command"])
 

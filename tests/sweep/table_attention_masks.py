@@ -86,6 +86,20 @@ def build(T: Table) -> None:
         ok_pred=lambda m: m.shape == (2, 8, 8) and m.dtype == torch.int64,
     )
 
+    T.sweep(
+        M,
+        TX + "shifted_items",
+        "images max_shift",
+        dict(images=IMGS, max_shift=2, seed=0, threshold=0.05),
+        dict(
+            images=IMAGE(nan="err", channels=True) + [B("0-255", TM(to_255))],
+            max_shift=INT(0) + [B("8 (the image size)", 8)],
+            seed=INT(0),
+            threshold=UNIT(extra=[B("1", 1.0)]),
+        ),
+        ok_pred=lambda r: r[0].shape == (2, 1, 8, 8) and r[1].shape == (2, 8, 8) and r[1].dtype == torch.int64,
+    )
+
     M = "segmentation.attention"
     T.sweep(
         M,

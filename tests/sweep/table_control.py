@@ -272,6 +272,16 @@ def build(T: Table) -> None:
         ok_pred=lambda v: v.sudden and v.start == 40.0 and v.end == 50.0,
     )
 
+    # diffu.recipes.mask_fidelity_score: the monitor of the mask-control recipes (28×28 Fashion-MNIST test items)
+    T.sweep(
+        "recipes",
+        "diffu.recipes:mask_fidelity_score",
+        "model",
+        dict(model=L(_adapted28), n=2, steps=2, seed=1),
+        dict(model=CALL + [B("None", None)], n=INT(1), steps=INT(1, big=1001), seed=INT(0), per_image=BOOL),
+        ok_pred=lambda r: set(r) == {"dice", "iou"} and all(0 <= v <= 1 for v in r.values()),
+    )
+
 
 def _wide():
     """A UNet of other widths (16 channels): an adapter built for it does not fit the 8-channel one."""
@@ -289,3 +299,13 @@ def _perturbed_base_adapted(**kw):
         for p in m.base.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=g))
     return m
+
+
+def _adapted28():
+    """A tiny AdaptedUNet for 28×28 images and 2-channel mask maps (mask_fidelity_score's Fashion-MNIST items)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        cfg = get("diffu.nn.unet:UNetConfig")(
+            channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=28
+        )
+        return get(AD + "AdaptedUNet")(get("diffu.nn.unet:UNet")(cfg), cond_channels=2).eval()

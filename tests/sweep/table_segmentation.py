@@ -260,6 +260,7 @@ def build(T: Table) -> None:
     )
     build_extra(T)
     build_evaluation(T)
+    build_latent(T)
 
 
 def build_extra(T: Table) -> None:
@@ -363,3 +364,90 @@ def fx_concat():
     from .fixtures import fx
 
     return fx("concat")
+
+
+def latent_net():
+    """A tiny structure-conditional ConcatUNet over the 2×2 latents (2 channels) of the sweep's autoencoder for 8×8
+    images: the folded image has 16 channels."""
+    with get("diffu.train:seeded")(0):
+        return get("diffu.nn.concat:ConcatUNet")(
+            in_channels=2, out_channels=2, cond_channels=16, channels=8, channel_mult=(1,), num_res_blocks=1,
+            attn_resolutions=(), image_size=2, num_classes=3,
+        ).eval()  # fmt: skip
+
+
+def build_latent(T: Table) -> None:
+    M = "segmentation.latent"
+    LA = "diffu.segmentation.latent:"
+    AE = L(lambda: fx_autoencoder())
+    IMG8 = L(lambda: rand_img(2, 1, 8, 8, seed=12))
+    T.sweep(M, LA + "sdseg_schedule", "T", dict(T=10), dict(T=INT(1)), ok_pred=lambda s: s.T == 10)
+    T.sweep(
+        M,
+        LA + "image_condition",
+        "images size",
+        dict(images=IMG8, size=2),
+        dict(images=IMAGE(nan="err"), size=INT(1) + [B("3 (no divisor)", 3), B("16", 16)]),
+        ok_pred=lambda c: c.shape == (2, 16, 2, 2),
+    )
+    T.sweep(
+        M,
+        LA + "encode_structures",
+        "autoencoder labels num_classes",
+        dict(autoencoder=AE, labels=LAB, num_classes=4, batch_size=3),
+        dict(
+            autoencoder=[B("None", None), B("'ae'", "ae")], labels=BAD_LABELS, num_classes=INT(2), batch_size=INT(1)
+        ),  # fmt: skip
+        ok_pred=lambda z: z.shape == (2, 3, 2, 2, 2),
+    )
+    LAT = L(lambda: get(LA + "encode_structures")(fx_autoencoder(), labels(), 4))
+    T.sweep(
+        M,
+        LA + "sdseg_loss",
+        "model schedule images mask_latents",
+        dict(model=L(latent_net), schedule=SCHED, images=IMG8, mask_latents=LAT, generator=GEN, x0_weight=1.0),
+        dict(
+            model=CALL,
+            schedule=[B("None", None), B("'linear'", "linear")],
+            images=IMAGE(nan="err") + [B("batch+1", TM(lambda x: torch.cat([x, x[:1]])))],
+            mask_latents=TENSOR(nan="err") + [B("rank 4", TM(lambda z: z[:, 0]))],
+            generator=BADGEN,
+            x0_weight=NONNEG(),
+        ),
+        ok_pred=lambda v: v.ndim == 0 and bool(torch.isfinite(v)),
+    )
+    T.sweep(
+        M,
+        LA + "sdseg_segment",
+        "model autoencoder images schedule",
+        dict(
+            model=L(latent_net),
+            autoencoder=AE,
+            images=IMG8,
+            schedule=SCHED,
+            num_structures=3,
+            structures=[0, 2],
+            steps=2,
+            generator=GEN,
+            progress=False,
+        ),  # fmt: skip
+        dict(
+            model=CALL,
+            autoencoder=[B("None", None), B("'ae'", "ae")],
+            images=IMAGE(nan="err"),
+            schedule=[B("None", None)],
+            num_structures=INT(1),
+            structures=[B("[]", []), B("[3]", [3]), B("[0, 0]", [0, 0]), B("'0'", "0"), B("[0.5]", [0.5])],
+            steps=INT(1) + [B("21", 21)],
+            generator=BADGEN,
+            progress=BOOL,
+        ),
+        names=(LA + "sdseg_segment", LA + "LatentSegmentation"),
+        ok_pred=lambda r: r.scores.shape == (2, 2, 8, 8) and r.structures == (0, 2) and r.labels.shape == (2, 8, 8),
+    )
+
+
+def fx_autoencoder():
+    from .fixtures import fx
+
+    return fx("autoencoder")
