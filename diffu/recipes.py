@@ -563,6 +563,17 @@ RECIPES["brain_wolleb"] = {
     "use_ema": True,
 }
 
+RECIPES["brain_unet"] = {
+    "description": "cardiac_unet's recipe (the plain UNet baseline, cross-entropy + soft Dice) on the augmented "
+    "MNI152 T1 slices and tissue labels of brain_wolleb (chapter §6.2)",
+    "build": lambda: _seg_unet(1, 4),
+    "data": _brain_data,
+    "config": _seg_train(2000),
+    "loss": _baseline_loss,
+    "use_ema": True,
+}
+
+
 #: The largest shift, in pixels, of the items the mask-control recipes of chapter §6.1 train and are scored on (a
 #: ControlNet and a T2I-Adapter on the frozen fmnist_unet, which only ever drew centred items).
 MASK_SHIFT = 6
