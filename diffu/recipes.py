@@ -558,6 +558,8 @@ def _medsegdiff(ff_parser, cond_attention):
 _MEDSEGDIFF_ABLATION = {
     "cardiac_medsegdiff": (True, True, "with the FF-Parser and the attentive (dynamic conditional) fusion"),
     "cardiac_medsegdiff_noff": (False, True, "without the FF-Parser (the attentive fusion kept)"),
+    "cardiac_medsegdiff_noattn": (True, False, "without the attentive fusion (the FF-Parser kept; features added)"),
+    "cardiac_medsegdiff_plain": (False, False, "with neither (the conditioning encoder's features added)"),
 }
 
 for _name, (_ff, _attn, _what) in _MEDSEGDIFF_ABLATION.items():
