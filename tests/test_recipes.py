@@ -279,6 +279,67 @@ def test_mask_fidelity_score_of_oracles():
         recipes.mask_fidelity_score(lambda x, t, cond: x)
 
 
+class _TissueOracle(torch.nn.Module):
+    """An ε-model whose x̂_0 paints each tissue of the requested one-hot map (``cond``, ±1) with one intensity
+    (``means[k]`` for class k): with the T1 slices' mean intensities it draws a cartoon of the requested anatomy."""
+
+    def __init__(self, means):
+        super().__init__()
+        self.means, self.w = torch.as_tensor(means, dtype=torch.float32), torch.nn.Parameter(torch.zeros(()))
+        self.abar = linear_schedule().alpha_bar.float()
+
+    def forward(self, x, t, cond):
+        a = self.abar[t.long()].view(-1, 1, 1, 1)
+        x0 = ((cond + 1) / 2 * self.means.view(1, 4, 1, 1)).sum(1, keepdim=True)
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+def test_label_fidelity_score_of_oracles():
+    """The monitor of mni_label_controlnet: a model painting the requested map with the tissues' mean T1 intensities
+    (measured on augmented slices: background −0.98, CSF −0.17, GM 0.27, WM 0.63) is segmented by brain_unet as that
+    map (Dice > 0.9 on each image); one that ignores the map and draws background scores 0."""
+    from diffu.data.mni import augmented_slices
+
+    s = augmented_slices(100, seed=100)
+    means = [float(s["t1"][:, 0][s["labels"] == k].mean()) for k in range(4)]
+    per = recipes.label_fidelity_score(_TissueOracle(means), n=6, steps=5, per_image=True)
+    assert len(per["dice"]) == 6 and min(per["dice"]) > 0.9
+    assert [len(r) for r in per["per_class"]] == [3] * 6
+    mean = recipes.label_fidelity_score(_TissueOracle(means), n=6, steps=5)
+    assert mean["dice"] == pytest.approx(sum(per["dice"]) / 6)
+    assert recipes.label_fidelity_score(_TissueOracle([-1.0] * 4), n=6, steps=5) == {"dice": 0.0}
+    with pytest.raises(TypeError, match="model"):
+        recipes.label_fidelity_score(lambda x, t, cond: x)
+    with pytest.raises(ValueError, match="steps"):
+        recipes.label_fidelity_score(_TissueOracle(means), steps=0)
+
+
+def test_label_control_recipe_pairs_slices_with_their_tissue_maps(monkeypatch):
+    """mni_label_controlnet trains on the slices of brain_unet/mni_t1_prior (20 000 augmented slices, seed 0; 64 of
+    them here, to keep the test short) with their own 4-class maps, one-hot on the ±1 scale, and its control branch
+    starts from the frozen prior (zero convolutions: the same output)."""
+    from diffu.data import mni
+    from diffu.pretrained import load
+
+    calls, real = [], mni.augmented_slices
+
+    def few(n, size=32, **kw):
+        calls.append((n, size, kw))
+        return real(64, size, **kw)
+
+    monkeypatch.setattr(mni, "augmented_slices", few)
+    r = recipes.RECIPES["mni_label_controlnet"]
+    images, cond = r["data"](None, None)
+    t1, labels = recipes.RECIPES["brain_unet"]["data"](None, None)
+    assert calls == [(20_000, 32, {"seed": 0})] * 2
+    assert torch.equal(images, t1) and cond.shape == (64, 4, 32, 32)
+    assert torch.equal(cond.argmax(1), labels) and set(cond.unique().tolist()) == {-1.0, 1.0}
+    m = r["build"]()
+    x, t = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 900])
+    with torch.no_grad():
+        assert torch.equal(m(x, t, cond=cond[:2]), load("mni_t1_prior")(x, t))
+
+
 def test_mask_recipe_data_are_shifted_pairs():
     """The mask-control recipes train on items shifted by up to MASK_SHIFT pixels with the masks of the shifted items
     as two-channel label-map conditions (+1 in channel 1 on the item)."""

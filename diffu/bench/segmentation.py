@@ -30,6 +30,13 @@ Three more parts share the command (each skipped, and listed under ``missing``, 
   the threshold baselines (:func:`diffu.segmentation.attention_iou_table`), and the same with a caption naming
   another class (is the map about the word?).
 
+* **Synthesis** (§6.1, ``synthesis``): ``mni_label_controlnet`` draws a slice for each tissue map of the brain test
+  set at the control strengths above; ``brain_unet`` segments it, and its Dice against the requested map says
+  whether the generated anatomy follows the map (the same segmenter on the real images is the ceiling).
+* **Augmentation** (``augmentation``): a segmenter with only 50 labelled slices, trained alone, with 500
+  synthetic pairs from ``mni_label_controlnet`` added, and with the real images of the same 500 maps added instead,
+  three seeds each (:data:`AUGMENTATION`); Dice on the brain test set.
+
 Writes ``segmentation.json`` (per-image values throughout, so that a page can put a spread on each mean) to
 ``--out``.
 """
@@ -81,8 +88,19 @@ CONTROL_MODELS = (("ControlNet", "fmnist_mask_controlnet"), ("T2I-Adapter", "fmn
 CONTROL_SCALES = (0.0, 0.5, 1.0, 1.5)
 #: Timesteps of the attention-mask table.
 ATTENTION_TIMESTEPS = (50, 200, 400, 600, 800)
+#: The label-map ControlNet of §6.1 (anatomy-conditioned synthesis) and the segmenter that judges its slices.
+SYNTHESIS_MODEL, SYNTHESIS_SEGMENTER = "mni_label_controlnet", "brain_unet"
+#: The label-scarce experiment of §6.1: a segmenter trained on ``n_real`` labelled slices, alone, with
+#: ``n_synthetic`` synthetic pairs added, or with the real slices of the same maps added (the reference);
+#: ``steps`` at batch ``batch_size`` from ``seeds`` initialisations. Seeds of the slice draws (training band, never
+#: the held-out one; far from the chunk seeds 0–19 of the shipped models' 20 000 slices): ``real_seed``,
+#: ``extra_seed`` (the maps of the added pairs).
+AUGMENTATION = {"n_real": 50, "n_synthetic": 500, "steps": 300, "batch_size": 32, "seeds": 3, "real_seed": 100,
+                "extra_seed": 200, "ddim_steps": 20}  # fmt: skip
+#: The arms of the augmentation experiment.
+AUGMENTATION_ARMS = ("real", "real + synthetic", "real + real")
 #: The parts of :func:`bench_segmentation`.
-PARTS = ("segmentation", "sdseg", "control", "attention")
+PARTS = ("segmentation", "sdseg", "control", "attention", "synthesis", "augmentation")
 
 
 def held_out_set(dataset: str, n: int = 64, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,15 +268,120 @@ def bench_attention(model, *, n: int = 64, timesteps=ATTENTION_TIMESTEPS, device
             "all_foreground": tab.all_foreground.tolist(), "n": n}  # fmt: skip
 
 
+def _synthesize(model, labels: torch.Tensor, steps: int, scale: float = 1.0, batch: int = 128) -> torch.Tensor:
+    """One DDIM-``steps`` slice per tissue map of ``labels`` from the label-map ControlNet at control strength
+    ``scale``, in batches of ``batch`` maps, batch ``i`` with noise seed ``i`` (a map's draw does not depend on how
+    many maps follow it)."""
+    from ..control import label_map_condition
+    from ..samplers import ddim
+
+    dev = next(model.parameters()).device
+    m = _Strength(model, scale).eval()
+    out = []
+    for i, start in enumerate(range(0, labels.shape[0], batch)):
+        lab = labels[start : start + batch].to(dev)
+        g = torch.Generator(dev).manual_seed(i)
+        out.append(ddim(m, (lab.shape[0], 1, *lab.shape[1:]), linear_schedule(), steps=steps, generator=g,
+                        model_kwargs={"cond": label_map_condition(lab, 4)}, progress=False))  # fmt: skip
+    return torch.cat(out)
+
+
+def bench_synthesis(model, segmenter, *, n: int = 64, steps: int = 20, scales=CONTROL_SCALES) -> dict:
+    """The ``synthesis`` part (§6.1, label → image): one slice per tissue map of the ``n`` held-out brain images
+    (:func:`held_out_set`) from ``model`` (``mni_label_controlnet``) at each control strength (0: the frozen prior,
+    which ignores the map), segmented by ``segmenter`` (``brain_unet``): Dice per image and class against the
+    requested map (:func:`diffu.control.label_fidelity`). ``real`` is the segmenter on the real images of the same
+    maps, the ceiling of the measure; ``curve`` the manifest's training log."""
+    from ..control import label_fidelity
+    from ..metrics import dice
+    from ..pretrained import available, info
+
+    segmenter = segmenter.eval()
+    dev = next(segmenter.parameters()).device
+    images, labels = (t.to(dev) for t in held_out_set("brain", n))
+    with torch.no_grad():
+        real = dice(segmenter(images).argmax(1), labels, 4)
+    fid = {}
+    for sc in scales:
+        x = _synthesize(model.eval(), labels, steps, sc)
+        fid[str(sc)] = label_fidelity(x.to(dev), labels, segmenter, 4).dice.tolist()
+    curve = info(SYNTHESIS_MODEL).get("monitor", []) if SYNTHESIS_MODEL in available() else []
+    return {"classes": list(TISSUES[1:]), "n": n, "steps": steps, "real": real.tolist(), "fidelity": fid,
+            "curve": curve, "trainable_parameters": _control_parameters(model)}  # fmt: skip
+
+
+def _default_segmenter():
+    from ..pretrained import build, info
+
+    return build(info(SYNTHESIS_SEGMENTER))
+
+
+def bench_augmentation(generator, *, n: int = 64, build_segmenter=None, device=None, progress: bool = True,
+                       **config) -> dict:  # fmt: skip
+    """The ``augmentation`` part (§6.1 → §6.2): does label → image synthesis help a segmenter that has only a few
+    labelled slices? Per seed, the same network (``build_segmenter()``, default: a fresh ``brain_unet``
+    architecture, initialised under ``torch.manual_seed(seed)``) is trained with :func:`diffu.train.train`
+    (cross-entropy + soft Dice, AdamW 3e-4, no EMA) on each arm of :data:`AUGMENTATION_ARMS`: the ``n_real``
+    labelled slices alone; with ``n_synthetic`` pairs (tissue maps of other slices, their images generated by
+    ``generator`` with DDIM ``ddim_steps``) added; with the real images of those same maps added instead (what the
+    synthetic images stand in for). ``config`` overrides :data:`AUGMENTATION`. Dice per seed, image and class on the
+    ``n`` held-out brain images."""
+    from tqdm.auto import tqdm
+
+    from ..data.mni import augmented_slices
+    from ..metrics import dice
+    from ..segmentation import segmentation_loss
+    from ..train import TrainConfig, train
+
+    unknown = set(config) - set(AUGMENTATION)
+    if unknown:
+        raise TypeError(f"config: unknown keys {sorted(unknown)}; the keys are {sorted(AUGMENTATION)}")
+    cfg = {**AUGMENTATION, **config}
+    for k, v in cfg.items():
+        check_int(k, v, 1)
+    build_segmenter = build_segmenter or _default_segmenter
+    dev = resolve_device(device)
+    real = augmented_slices(cfg["n_real"], seed=cfg["real_seed"])
+    extra = augmented_slices(cfg["n_synthetic"], seed=cfg["extra_seed"])
+    start = time.perf_counter()
+    synthetic = _synthesize(generator.to(dev).eval(), extra["labels"], cfg["ddim_steps"]).cpu()
+    synth_seconds = time.perf_counter() - start
+    arms = {
+        "real": (real["t1"], real["labels"]),
+        "real + synthetic": (torch.cat([real["t1"], synthetic]), torch.cat([real["labels"], extra["labels"]])),
+        "real + real": (torch.cat([real["t1"], extra["t1"]]), torch.cat([real["labels"], extra["labels"]])),
+    }
+    images, labels = (t.to(dev) for t in held_out_set("brain", n))
+
+    def loss(m, x, y, generator=None):
+        return segmentation_loss(m(x), y)
+
+    out = {a: [] for a in AUGMENTATION_ARMS}
+    jobs = [(seed, a) for seed in range(cfg["seeds"]) for a in AUGMENTATION_ARMS]
+    for seed, a in tqdm(jobs, disable=not progress, desc="augmentation"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_segmenter().to(dev)
+        tc = TrainConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], lr=3e-4, warmup=min(50, cfg["steps"] // 5),
+                         grad_clip=1.0, ema_decay=None, seed=seed, ckpt_every=0)  # fmt: skip
+        net = train(net, loss, arms[a], tc, progress=False).model.eval()
+        with torch.no_grad():
+            out[a].append(dice(net(images).argmax(1), labels, 4).tolist())
+    return {"classes": list(TISSUES[1:]), "n": n, "config": cfg, "arms": list(AUGMENTATION_ARMS), "dice": out,
+            "synthesis_seconds": synth_seconds}  # fmt: skip
+
+
 def bench_segmentation(*, n: int = 64, ensemble: int = 10, steps: int = 10, datasets=tuple(DATASETS), parts=PARTS,
                        sdseg_steps=SDSEG_STEPS, seeds: int = 3, n_control: int = 256, control_steps: int = 20,
-                       attention_timesteps=ATTENTION_TIMESTEPS, device=None, progress: bool = True,
-                       models: dict | None = None) -> dict:  # fmt: skip
+                       attention_timesteps=ATTENTION_TIMESTEPS, augmentation: dict | None = None, device=None,
+                       progress: bool = True, models: dict | None = None) -> dict:  # fmt: skip
     """Every part of :data:`PARTS` asked for, with the shipped models (or those given in ``models``:
     ``{model name: network}``, used by the tests). ``segmentation``: every method of :data:`METHODS` on ``n``
     held-out images of each dataset, ``steps`` DDIM steps for the mask-diffusion models, ``ensemble`` members per
     image; ``sdseg``: ``n`` cardiac test images, ``sdseg_steps`` × ``seeds``; ``control``: ``n_control`` shifted masks,
-    DDIM ``control_steps``; ``attention``: ``n`` textured items at ``attention_timesteps``."""
+    DDIM ``control_steps``; ``attention``: ``n`` textured items at ``attention_timesteps``; ``synthesis``: the ``n``
+    held-out brain maps, DDIM ``control_steps``; ``augmentation``: :func:`bench_augmentation` with ``augmentation``
+    (overrides of :data:`AUGMENTATION`)."""
     from tqdm.auto import tqdm
 
     from ..pretrained import available, load
@@ -305,6 +428,16 @@ def bench_segmentation(*, n: int = 64, ensemble: int = 10, steps: int = 10, data
         missing += [name for _, name in CONTROL_MODELS if not have(name)]
         control = {name: get(name) for _, name in CONTROL_MODELS if have(name)}
         res["control"] = bench_control(control, n=n_control, steps=control_steps)
+    if "synthesis" in parts or "augmentation" in parts:
+        need = (SYNTHESIS_MODEL, SYNTHESIS_SEGMENTER)
+        missing += [m for m in need if not have(m)]
+        if all(have(m) for m in need):
+            if "synthesis" in parts:
+                res["synthesis"] = bench_synthesis(get(SYNTHESIS_MODEL), get(SYNTHESIS_SEGMENTER), n=n,
+                                                   steps=control_steps)  # fmt: skip
+            if "augmentation" in parts:
+                res["augmentation"] = bench_augmentation(get(SYNTHESIS_MODEL), n=n, device=dev, progress=progress,
+                                                         **(augmentation or {}))  # fmt: skip
     if "attention" in parts:
         if have("fmnist_t2i"):
             res["attention"] = bench_attention(get("fmnist_t2i"), n=n, timesteps=attention_timesteps, device=dev,
@@ -333,7 +466,8 @@ def run_segmentation(args) -> dict:
     command = " ".join(["python -m diffu.bench segmentation", *(args.argv or [])])
     if args.tiny:
         kw = dict(n=4, ensemble=2, steps=2, sdseg_steps=(1, 2), seeds=1, n_control=2, control_steps=2,
-                  attention_timesteps=(400,))  # fmt: skip
+                  attention_timesteps=(400,), augmentation=dict(n_real=4, n_synthetic=4, steps=2, seeds=1,
+                                                                ddim_steps=2))  # fmt: skip
     else:
         kw = dict(n=args.n_images)
     res = bench_segmentation(**kw, device=args.device, progress=not args.tiny)
@@ -376,5 +510,15 @@ def print_summary(res: dict) -> None:
         print(f"  attention: best IoU {float(best[i, j]):.3f} (t = {a['timesteps'][i]}, block {a['layers'][j]}); "
               f"other class's word {float(other):.3f}; Otsu {_avg(a['image_otsu']):.3f}, best polarity "
               f"{_avg(a['image_otsu_best']):.3f}, all foreground {_avg(a['all_foreground']):.3f}")  # fmt: skip
+    if "synthesis" in res:
+        sy = res["synthesis"]
+        fid = ", ".join(f"s={k}: {_avg([_avg(r) for r in v]):.3f}" for k, v in sy["fidelity"].items())
+        print(f"  label -> image: brain_unet Dice against the requested map by strength {fid}; real images "
+              f"{_avg([_avg(r) for r in sy['real']]):.3f}")  # fmt: skip
+    if "dice" in (res.get("augmentation") or {}):  # (a result, not the part's configuration)
+        au = res["augmentation"]
+        arms = ", ".join(f"{a} {_avg([_avg(r) for s in au['dice'][a] for r in s]):.3f}" for a in au["arms"])
+        print(f"  augmentation ({au['config']['n_real']} real slices, {au['config']['n_synthetic']} added, "
+              f"{au['config']['seeds']} seeds): Dice {arms}")  # fmt: skip
     if res["missing"]:
         print("  not shipped (skipped):", ", ".join(res["missing"]))

@@ -70,6 +70,7 @@ def others():
             ),  # fmt: skip
             "fmnist_mask_controlnet": ControlledUNet(base, cond_channels=2),
             "fmnist_mask_adapter": AdaptedUNet(base, cond_channels=2),
+            "mni_label_controlnet": ControlledUNet(UNet(UNetConfig(**KW)), cond_channels=4),
             "fmnist_t2i": MMDiT(
                 MMDiTConfig(
                     vocab=tuple(vocabulary()),
@@ -222,6 +223,78 @@ def test_attention_part(others, res_others):
     assert all(b >= o for b, o in zip(a["image_otsu_best"], a["image_otsu"]))
 
 
+def _tiny_segmenter():
+    return SegmentationUNet(UNetConfig(**KW, in_channels=1, out_channels=4))
+
+
+@pytest.fixture(scope="module")
+def res_synthesis(nets, others):
+    models = {"mni_label_controlnet": others["mni_label_controlnet"], "brain_unet": nets["brain_unet"]}
+    return sb.bench_segmentation(n=3, parts=("synthesis",), control_steps=2, progress=False, models=models)
+
+
+def test_synthesis_part(nets, others, res_synthesis):
+    """Fidelity per strength is brain_unet's Dice of the slice drawn for each held-out map against that map;
+    strength 0 is the frozen prior (a ControlNet at strength 0 adds nothing); ``real`` is the ceiling."""
+    from diffu.control import label_fidelity, label_map_condition
+    from diffu.samplers import ddim
+    from diffu.schedules import linear_schedule
+
+    sy = res_synthesis["synthesis"]
+    assert sy["classes"] == list(sb.DATASETS["brain"][1:]) and sy["n"] == 3 and sy["steps"] == 2
+    assert list(sy["fidelity"]) == [str(s) for s in sb.CONTROL_SCALES]
+    images, labels = sb.held_out_set("brain", 3)
+    seg, cn = nets["brain_unet"], others["mni_label_controlnet"]
+    with torch.no_grad():
+        assert torch.allclose(torch.tensor(sy["real"]), dice(seg(images).argmax(1), labels, 4), equal_nan=True)
+    base = cn.base
+    x = ddim(base, (3, 1, 32, 32), linear_schedule(), steps=2, generator=torch.Generator().manual_seed(0),
+             progress=False)  # fmt: skip
+    want = label_fidelity(x, labels, seg, 4).dice
+    assert torch.allclose(torch.tensor(sy["fidelity"]["0.0"]), want, equal_nan=True)
+    x = ddim(cn, (3, 1, 32, 32), linear_schedule(), steps=2, generator=torch.Generator().manual_seed(0),
+             model_kwargs={"cond": label_map_condition(labels, 4)}, progress=False)  # fmt: skip
+    want = label_fidelity(x, labels, seg, 4).dice
+    assert torch.allclose(torch.tensor(sy["fidelity"]["1.0"]), want, equal_nan=True)
+    assert sy["trainable_parameters"] == sum(p.numel() for p in cn.parameters()) - sum(
+        p.numel() for p in base.parameters()
+    )
+
+
+def test_augmentation_arms_differ_only_in_the_added_pairs(others, monkeypatch):
+    """Each arm trains the same initialisation on its own pairs: real only, real + synthetic, real + the real slices
+    of the synthetic pairs' maps. The run is deterministic; a bad configuration names its key."""
+    from diffu import train as train_module
+
+    seen = []
+    real_train = train_module.train
+
+    def spy(model, loss, data, config, **kw):
+        seen.append((data, config, [p.detach().clone() for p in model.parameters()]))
+        return real_train(model, loss, data, config, **kw)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    cfg = dict(n_real=3, n_synthetic=4, steps=2, batch_size=4, seeds=2, ddim_steps=2)
+    gen = others["mni_label_controlnet"]
+    out = sb.bench_augmentation(gen, n=3, build_segmenter=_tiny_segmenter, progress=False, **cfg)
+    assert out["arms"] == list(sb.AUGMENTATION_ARMS) and out["config"] == {**sb.AUGMENTATION, **cfg}
+    assert all(len(out["dice"][a]) == 2 and all(len(r) == 3 for r in out["dice"][a]) for a in out["arms"])
+    assert len(seen) == 6  # seeds × arms, seed-major
+    (r, _, w0), (rs, _, w1), (rr, c2, w2) = seen[:3]
+    assert r[0].shape[0] == 3 and rs[0].shape[0] == rr[0].shape[0] == 7
+    assert torch.equal(rs[0][:3], r[0]) and torch.equal(rr[0][:3], r[0])  # the same labelled slices
+    assert torch.equal(rs[1], rr[1]) and not torch.equal(rs[0][3:], rr[0][3:])  # same maps, other images
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1)) and all(torch.equal(a, b) for a, b in zip(w0, w2))
+    assert not all(torch.equal(a, b) for a, b in zip(w0, seen[3][2]))  # seed 1: another initialisation
+    assert c2.steps == 2 and c2.batch_size == 4 and c2.ema_decay is None and c2.seed == 0
+    again = sb.bench_augmentation(gen, n=3, build_segmenter=_tiny_segmenter, progress=False, **cfg)
+    assert again["dice"] == out["dice"]
+    with pytest.raises(TypeError, match="epochs"):
+        sb.bench_augmentation(gen, epochs=3)
+    with pytest.raises(ValueError, match="n_real"):
+        sb.bench_augmentation(gen, n_real=0)
+
+
 def test_parts_choose_what_runs(nets):
     out = sb.bench_segmentation(n=2, parts=(), progress=False, models=nets)
     assert out["parts"] == [] and "rows" not in out and out["missing"] == []
@@ -237,7 +310,8 @@ def test_committed_results_cover_every_shipped_segmenter():
     want = [(d, name) for d in sb.DATASETS for _, name, _ in sb.METHODS[d] if name in shipped]
     assert [(row["dataset"], row["model"]) for row in r["rows"]] == want
     every = [name for d in sb.DATASETS for _, name, _ in sb.METHODS[d]]
-    every += ["cardiac_sdseg", "cardiac_mask_autoencoder", *(name for _, name in sb.CONTROL_MODELS), "fmnist_t2i"]
+    every += ["cardiac_sdseg", "cardiac_mask_autoencoder", *(name for _, name in sb.CONTROL_MODELS)]
+    every += [sb.SYNTHESIS_MODEL, "fmnist_t2i"]
     assert r["missing"] == [name for name in every if name not in shipped]
     assert r["parts"] == list(sb.PARTS) and r["command"] == "python -m diffu.bench segmentation"
     assert (r["n"], r["ensemble"], r["steps"]) == (64, 10, 10)
@@ -256,3 +330,12 @@ def test_committed_results_cover_every_shipped_segmenter():
         assert c["sudden_convergence"] == sudden_convergence(steps, d)._asdict()
         progress = [(x - d[0]) / (max(d) - d[0]) for x in d]
         assert c["sudden_convergence_progress"] == sudden_convergence(steps, progress)._asdict()
+    assert ("synthesis" in r) == ("augmentation" in r) == (sb.SYNTHESIS_MODEL in shipped)
+    if sb.SYNTHESIS_MODEL in shipped:
+        sy, au = r["synthesis"], r["augmentation"]
+        assert sy["curve"] == pretrained.info(sb.SYNTHESIS_MODEL)["monitor"] and (sy["n"], sy["steps"]) == (64, 20)
+        assert list(sy["fidelity"]) == [str(s) for s in sb.CONTROL_SCALES] and len(sy["real"]) == 64
+        assert all(len(v) == 64 for v in sy["fidelity"].values())
+        assert sy["trainable_parameters"] == pretrained.info(sb.SYNTHESIS_MODEL)["parameters"]
+        assert au["config"] == sb.AUGMENTATION and au["arms"] == list(sb.AUGMENTATION_ARMS) and au["n"] == 64
+        assert all(len(au["dice"][a]) == sb.AUGMENTATION["seeds"] for a in au["arms"])

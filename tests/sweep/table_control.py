@@ -282,6 +282,17 @@ def build(T: Table) -> None:
         ok_pred=lambda r: set(r) == {"dice", "iou"} and all(0 <= v <= 1 for v in r.values()),
     )
 
+    # diffu.recipes.label_fidelity_score: the monitor of mni_label_controlnet (32×32 held-out brain tissue maps,
+    # judged by the shipped brain_unet)
+    T.sweep(
+        "recipes",
+        "diffu.recipes:label_fidelity_score",
+        "model",
+        dict(model=L(_controlled32), n=2, steps=2, seed=1),
+        dict(model=CALL + [B("None", None)], n=INT(1), steps=INT(1, big=1001), seed=INT(0), per_image=BOOL),
+        ok_pred=lambda r: set(r) == {"dice"} and 0 <= r["dice"] <= 1,
+    )
+
 
 def _wide():
     """A UNet of other widths (16 channels): an adapter built for it does not fit the 8-channel one."""
@@ -309,3 +320,13 @@ def _adapted28():
             channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=28
         )
         return get(AD + "AdaptedUNet")(get("diffu.nn.unet:UNet")(cfg), cond_channels=2).eval()
+
+
+def _controlled32():
+    """A tiny ControlledUNet for 32×32 slices and 4-channel tissue maps (label_fidelity_score's brain maps)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        cfg = get("diffu.nn.unet:UNetConfig")(
+            channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=32
+        )
+        return get("diffu.nn.controlnet:ControlledUNet")(get("diffu.nn.unet:UNet")(cfg), cond_channels=4).eval()
