@@ -74,6 +74,7 @@ METHODS = {
     "brain": (
         ("UNet (baseline)", "brain_unet", "unet"),
         ("Wolleb et al.", "brain_wolleb", "wolleb"),
+        ("recursive noise diffusion", "brain_recursive", "recursive"),
     ),
 }
 #: The ensemble sizes of the Dice-against-ensemble-size curve.

@@ -156,7 +156,7 @@ def test_missing_models_are_listed_not_fatal(nets, monkeypatch):
     out = sb.bench_segmentation(n=2, ensemble=2, steps=1, progress=False, models=few, datasets=("brain",),
                                 parts=("segmentation", "sdseg"))  # fmt: skip
     assert [r["model"] for r in out["rows"]] == ["brain_unet"] and "sdseg" not in out
-    assert out["missing"] == ["brain_wolleb", "cardiac_sdseg", "cardiac_mask_autoencoder"]
+    assert out["missing"] == ["brain_wolleb", "brain_recursive", "cardiac_sdseg", "cardiac_mask_autoencoder"]
 
 
 @pytest.mark.parametrize(
