@@ -610,14 +610,11 @@ RECIPES["brain_unet"] = {
 }
 
 RECIPES["brain_recursive"] = {
+    **RECIPES["cardiac_recursive"],
     "description": "cardiac_recursive's recipe (recursive noise diffusion, T = 10, 3600 steps of batch 32) on the "
     "augmented MNI152 T1 slices and 4-class tissue labels of brain_wolleb: the diffusion method closest to the "
     "plain UNet on the cardiac phantoms, run on brain MRI (chapter §6.2)",
-    "build": lambda: _seg_unet(4, 4, cond_channels=1, time_scale=1000.0),
     "data": _brain_data,
-    "config": _seg_train(3600, batch_size=32),
-    "make_loss": _recursive_loss,
-    "use_ema": True,
 }
 
 
