@@ -138,7 +138,7 @@ LAYERS = (
     ("diffu.sampling", "diffu.ode", "diffu.train", "diffu.pretrained", "diffu.metrics"),
     ("diffu.samplers", "diffu.sde", "diffu.sde_samplers", "diffu.flow", "diffu.compare", "diffu.gmm"),
     ("diffu.guidance", "diffu.diffusion_priors", "diffu.text_to_image", "diffu.representations"),
-    ("diffu.inverse", "diffu.medical", "diffu.segmentation", "diffu.control", "diffu.viz"),
+    ("diffu.inverse", "diffu.medical", "diffu.segmentation", "diffu.control", "diffu.distill", "diffu.viz"),
     ("diffu.recipes",),
     ("diffu.bench", "diffu.book"),
 )

@@ -17,6 +17,7 @@ import torch
 
 from . import (
     arch,
+    distill,
     guidance,
     inverse,
     medical,
@@ -52,6 +53,7 @@ COMMANDS = {
     "medical_memorisation": medical_memorisation.run_medical_memorisation,
     "medical_translation": medical_translation.run_medical_translation,
     "segmentation": segmentation.run_segmentation,
+    "distill": distill.run_distill,
 }
 #: What ``all`` runs (``notebooks`` and ``suite`` are skipped with ``--tiny``).
 ALL = ("speed", "notebooks", "suite")
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where result files go (default: {DEFAULT_OUT}, relative to the working directory; "
                         "--tiny runs write only when --out is given)")  # fmt: skip
     p.add_argument("--device", type=_device, default=None, help="e.g. cuda (default: cpu)")
-    p.add_argument("--n", type=_int_at_least(1), default=384, help="fd, nfe, ablation: samples per configuration")
+    p.add_argument("--n", type=_int_at_least(1), default=384,
+                   help="fd, nfe, ablation, distill: samples per configuration")  # fmt: skip
     p.add_argument("--configs", nargs="*", default=None, help="fd: e.g. ddim-50 ddpm-1000")
     p.add_argument(
         "--n-images",

@@ -5,7 +5,7 @@ from .adapter import AdaptedUNet, T2IAdapter, T2IAdapterConfig, adapter_levels
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import FMNISTClassifier, NoisyClassifier, NoisyClassifierConfig
 from .concat import ConcatUNet, ConcatUNetConfig
-from .controlnet import ControlledUNet, ControlNet, Restorer, RestorerConfig, zero_conv
+from .controlnet import ControlledUNet, ControlNet, Restorer, RestorerConfig, exclude_frozen, zero_conv
 from .dit import (
     CONDITIONINGS,
     DIT_BLOCKS,
@@ -28,10 +28,12 @@ from .embeddings import (
     timestep_embedding,
     unpatchify,
 )
+from .guide import GuidedUNet, GuideNet, GuideNetConfig
 from .inputs import check_input, check_int_tuple, check_tokens, labels_for, make_config, timesteps_for
 from .medsegdiff import FFParser, MedSegDiffConfig, MedSegDiffUNet
 from .mlp import MLPDenoiser
 from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig, joint_attention
+from .student import StudentUNet, StudentUNetConfig
 from .text import TextEncoder, WordTokenizer
 from .transformer import Attention, feed_forward
 from .unet import KernelUNet, KernelUNetConfig, UNet, UNetConfig, group_norm
@@ -61,6 +63,9 @@ __all__ = [
     "DRUNetConfig",
     "FFParser",
     "FMNISTClassifier",
+    "GuideNet",
+    "GuideNetConfig",
+    "GuidedUNet",
     "InContextBlock",
     "KernelUNet",
     "KernelUNetConfig",
@@ -76,6 +81,8 @@ __all__ = [
     "PatchEmbed",
     "Restorer",
     "RestorerConfig",
+    "StudentUNet",
+    "StudentUNetConfig",
     "TextEncoder",
     "TimestepEmbedder",
     "UNet",
@@ -86,6 +93,7 @@ __all__ = [
     "check_input",
     "check_int_tuple",
     "check_tokens",
+    "exclude_frozen",
     "feed_forward",
     "group_norm",
     "joint_attention",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_bool, check_int, check_real
-from .controlnet import zero_conv
+from .controlnet import exclude_frozen, zero_conv
 from .embeddings import timestep_embedding
 from .inputs import check_input, labels_for, make_config, timesteps_for
 from .unet import ResBlock, UNet
@@ -204,21 +204,6 @@ class T2IAdapter(nn.Module):
         return feats
 
 
-_FROZEN = "base."
-
-
-def _drop_frozen(module, state_dict, prefix, local_metadata):
-    """state_dict post-hook: keep only the adapter's tensors (the base is rebuilt from its shipped weights)."""
-    for key in [k for k in state_dict if k.startswith(prefix + _FROZEN)]:
-        del state_dict[key]
-
-
-def _fill_frozen(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-    """load_state_dict pre-hook: an adapter-only state dict leaves the frozen base as it is."""
-    for k, v in module.base.state_dict(keep_vars=True).items():
-        state_dict.setdefault(f"{prefix}{_FROZEN}{k}", v.detach())
-
-
 class AdaptedUNet(nn.Module):
     """A frozen UNet steered by a :class:`T2IAdapter`: ``model(x_t, t, cond=map, y=None, control_scale=1.0) -> ε̂``.
 
@@ -271,8 +256,7 @@ class AdaptedUNet(nn.Module):
         self.config = adapter.config  # the manifest records it: pretrained.build passes it back with the base
         self.prediction = getattr(base, "prediction", "eps")
         self.num_classes = base.num_classes
-        self.register_state_dict_post_hook(_drop_frozen)
-        self.register_load_state_dict_pre_hook(_fill_frozen)
+        exclude_frozen(self)
 
     @property
     def null_class(self) -> int | None:

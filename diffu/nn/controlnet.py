@@ -26,7 +26,7 @@ from .embeddings import timestep_embedding
 from .inputs import check_input, check_int_tuple, labels_for, make_config, timesteps_for
 from .unet import ResBlock, UNet, group_norm
 
-__all__ = ["ControlNet", "ControlledUNet", "Restorer", "RestorerConfig", "zero_conv"]
+__all__ = ["ControlNet", "ControlledUNet", "Restorer", "RestorerConfig", "exclude_frozen", "zero_conv"]
 
 
 def zero_conv(cin: int, cout: int, kernel_size: int = 1) -> nn.Conv2d:
@@ -261,19 +261,40 @@ class ControlNet(nn.Module):
 _FROZEN = ("base", "restorer")
 
 
-def _drop_frozen(module, state_dict, prefix, local_metadata):
-    """state_dict post-hook: keep only the adapter's tensors (the frozen parts are rebuilt from shipped weights)."""
-    for key in [k for k in state_dict if k.startswith(tuple(f"{prefix}{name}." for name in _FROZEN))]:
-        del state_dict[key]
+def exclude_frozen(module: nn.Module, names: tuple[str, ...] = ("base",)) -> None:
+    """Keep the frozen submodules ``names`` of ``module`` out of its ``state_dict()``: a post-hook drops their
+    tensors, and a ``load_state_dict`` pre-hook fills them from the module itself, so an adapter-only state dict
+    (what a shipped adapter, ControlNet or guide file holds) loads into a model built around the same frozen
+    networks. A name whose attribute is None is skipped.
 
+    Args:
+        module: the wrapper (``ControlledUNet``, ``AdaptedUNet``, ``GuidedUNet``).
+        names: attribute names of its frozen parts, a non-empty tuple of strings.
 
-def _fill_frozen(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-    """load_state_dict pre-hook: an adapter-only state dict leaves the frozen parts as they are."""
-    for name in _FROZEN:
-        part = getattr(module, name)
-        if part is not None:
-            for k, v in part.state_dict(keep_vars=True).items():
-                state_dict.setdefault(f"{prefix}{name}.{k}", v.detach())
+    Raises:
+        TypeError: ``module`` not an ``nn.Module``, ``names`` not a tuple of strings.
+        ValueError: ``names`` empty.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a tuple of attribute names, got {names!r:.60}")
+    if not names:
+        raise ValueError("names must name at least one frozen submodule")
+
+    def drop(mod, state_dict, prefix, local_metadata):
+        for key in [k for k in state_dict if k.startswith(tuple(f"{prefix}{name}." for name in names))]:
+            del state_dict[key]
+
+    def fill(mod, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        for name in names:
+            part = getattr(mod, name)
+            if part is not None:
+                for k, v in part.state_dict(keep_vars=True).items():
+                    state_dict.setdefault(f"{prefix}{name}.{k}", v.detach())
+
+    module.register_state_dict_post_hook(drop)
+    module.register_load_state_dict_pre_hook(fill)
 
 
 class ControlledUNet(nn.Module):
@@ -309,8 +330,7 @@ class ControlledUNet(nn.Module):
         self.restorer = restorer.requires_grad_(False).eval() if restorer is not None else None
         self.prediction = getattr(base, "prediction", "eps")
         self.num_classes = base.num_classes
-        self.register_state_dict_post_hook(_drop_frozen)
-        self.register_load_state_dict_pre_hook(_fill_frozen)
+        exclude_frozen(self, _FROZEN)
 
     @property
     def null_class(self) -> int | None:

@@ -50,7 +50,7 @@ def test_parser_keeps_the_old_flags_and_defaults_to_no_explicit_out():
     assert set(COMMANDS) == {"speed", "notebooks", "suite", "threads", "fd", "nfe", "dit", "ablation", "probe", "t2i",
                              "guidance", "inverse", "medical", "medical_cost", "medical_volume",
                              "medical_anomaly", "medical_memorisation", "medical_translation",
-                             "segmentation"}  # fmt: skip
+                             "segmentation", "distill"}  # fmt: skip
     with pytest.raises(SystemExit):
         p.parse_args(["no-such-command"])
 

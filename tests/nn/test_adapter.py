@@ -275,3 +275,30 @@ def test_bad_call_arguments(inputs):
         model(x, t, cond=cond, y=torch.tensor([0, 1, 7]))
     with pytest.raises(ValueError, match="cond must have a height"):
         model.adapter(torch.zeros(1, 2, 7, 7))
+
+
+def test_exclude_frozen_keeps_only_the_trainable_part_and_loads_it_back():
+    """diffu.nn.controlnet.exclude_frozen (shared by the adapter, the ControlNet and the §7 guide): the frozen
+    submodules are neither saved nor required when loading; the trainable part round-trips."""
+    from torch import nn
+
+    from diffu.nn import exclude_frozen
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base, self.head, self.extra = nn.Linear(2, 2), nn.Linear(2, 1), None
+            exclude_frozen(self, ("base", "extra"))
+
+    a, b = Wrapper(), Wrapper()
+    state = a.state_dict()
+    assert sorted(state) == ["head.bias", "head.weight"]
+    base_before = b.base.weight.clone()
+    b.load_state_dict(state)  # strict: the frozen base is filled from b itself
+    assert torch.equal(b.head.weight, a.head.weight) and torch.equal(b.base.weight, base_before)
+    with pytest.raises(TypeError, match="names"):
+        exclude_frozen(Wrapper(), ["base"])
+    with pytest.raises(ValueError, match="names"):
+        exclude_frozen(Wrapper(), ())
+    with pytest.raises(TypeError, match="module"):
+        exclude_frozen("net", ("base",))
