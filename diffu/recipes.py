@@ -863,6 +863,130 @@ RECIPES["cardiac_sdseg"] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Chapter §7: few-step students of fmnist_unet (diffu.distill)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _distill_train(steps):
+    """The schedule every §7 student shares: batch 64, lr 1e-4 after 50 warm-up steps, EMA 0.999, seed 0."""
+    return TrainConfig(steps=steps, batch_size=64, lr=1e-4, warmup=50, grad_clip=1.0, ema_decay=0.999, seed=0,
+                       ckpt_every=100)  # fmt: skip
+
+
+def _student_of(name):
+    """A trainable copy of the shipped ``name``: the ε UNet becomes a :class:`~diffu.nn.StudentUNet` with a zero x̂_0
+    head; a student is copied as it is. (The manifest names ``name`` as the ``teacher`` component, so that
+    :func:`diffu.pretrained.build` starts from the same weights.)"""
+    from .nn.student import StudentUNet
+
+    return StudentUNet.from_teacher(load(name)).train().requires_grad_(True)
+
+
+def _pd_loss(teacher, steps):
+    def make():
+        import functools
+
+        from .distill import progressive_loss
+
+        return functools.partial(progressive_loss, teacher=load(teacher), schedule=linear_schedule(), steps=steps)
+
+    return make
+
+
+#: Progressive distillation, 16 → 8 → 4 → 2 DDIM steps (the fourth round, 2 → 1, is not shipped yet): each round's
+#: student starts from (and is taught by) the previous round's, round 1 from fmnist_unet with 16 DDIM steps
+#: (trailing spacing).
+PD_ROUNDS = {"fmnist_pd8": ("fmnist_unet", 8), "fmnist_pd4": ("fmnist_pd8", 4), "fmnist_pd2": ("fmnist_pd4", 2)}
+PD_STEPS = 600  # optimiser steps per round (batch 64): about 15 CPU minutes on one thread
+
+for _name, (_teacher, _steps) in PD_ROUNDS.items():
+    RECIPES[_name] = {
+        "description": f"progressive distillation round {5 - _steps.bit_length()} of 4 (Salimans & Ho 2022): a "
+        f"{_steps}-step DDIM student (StudentUNet: ε head + direct x̂_0 head, v output) matching two DDIM steps of "
+        f"{_teacher} on the nested 'trailing' grid, truncated-SNR weighted x loss, teacher x̂_0 clipped, class-"
+        f"conditional (no label dropout), initialised from {_teacher} (chapter §7)",
+        "build": (lambda t=_teacher: _student_of(t)),
+        "network": {"components": {"teacher": _teacher}},
+        "config": _distill_train(PD_STEPS),
+        "make_loss": _pd_loss(_teacher, _steps),
+        "use_ema": True,
+    }
+
+
+def _cd_loss():
+    from .distill import ConsistencyDistillation
+
+    return ConsistencyDistillation(load("fmnist_unet"), linear_schedule(), n=18, mu=0.95)
+
+
+RECIPES["fmnist_cd"] = {
+    "description": "consistency distillation (Song et al. 2023) of fmnist_unet: StudentUNet initialised from it, "
+    "N = 18 Karras (ρ = 7) timesteps, Heun teacher step of the probability-flow ODE, EMA target μ = 0.95, squared "
+    "L2 distance, σ_d = 0.5, class-conditional (chapter §7)",
+    "build": lambda: _student_of("fmnist_unet"),
+    "network": {"components": {"teacher": "fmnist_unet"}},
+    "config": _distill_train(1500),
+    "make_loss": _cd_loss,
+    "use_ema": True,
+}
+
+
+def _add_loss(mode):
+    def make():
+        from .distill import AdversarialDistillation
+
+        # one frozen fmnist_unet: the score-distillation teacher and the discriminator's feature network
+        return AdversarialDistillation(load("fmnist_unet"), linear_schedule(), mode=mode)
+
+    return make
+
+
+ADD_STEPS = 1000  # fmnist_add: about 2.4 s a step on one idle thread (batch 64)
+
+RECIPES["fmnist_add"] = {
+    "description": "adversarial diffusion distillation (Sauer et al. 2023) of fmnist_unet: StudentUNet initialised "
+    "from fmnist_unet, trained at the 4 student timesteps 999/749/499/249 on real images (pure noise at 999); hinge "
+    "GAN loss from a class-projected discriminator (one head per encoder level and the middle block of the frozen "
+    "fmnist_unet at t = 0; AdamW lr 1e-4, betas (0, 0.99); R1 γ = 1e-5 on the heads' inputs) + λ = 2.5 × score "
+    "distillation against fmnist_unet with c(t) = ᾱ_t; class-conditional; 1–4-step denoise/re-noise sampling "
+    "(chapter §7)",
+    "build": lambda: _student_of("fmnist_unet"),
+    "network": {"components": {"teacher": "fmnist_unet"}},
+    "config": _distill_train(ADD_STEPS),
+    "make_loss": _add_loss("both"),
+    "use_ema": True,
+}
+
+
+def _pnp_guide():
+    from .nn.guide import GuidedUNet
+
+    return GuidedUNet(_frozen_fmnist_unet())
+
+
+def _pnp_loss():
+    import functools
+
+    from .distill.guide import DEFAULT_SCALES, guide_loss
+
+    return functools.partial(guide_loss, schedule=linear_schedule(), scales=DEFAULT_SCALES)
+
+
+RECIPES["fmnist_pnp_guide"] = {
+    "description": "plug-and-play diffusion distillation (Hsiao et al. 2024) of classifier-free guidance: a GuideNet "
+    "(16 488 parameters, 1.5 % of fmnist_unet; 1.2 % of its multiply-adds) reading x_t, t, the label and the scale, "
+    "whose zero-initialised maps are added to the frozen fmnist_unet's encoder at the end of each level; one "
+    "conditional pass trained to match CFG of fmnist_unet at s drawn per sample from {1, 2, 3, 4, 5}; ε-MSE, linear "
+    "schedule, uniform t (chapter §7.1). The file holds only the guide",
+    "build": _pnp_guide,
+    "network": {"components": {"base": "fmnist_unet"}},
+    "config": dataclasses.replace(_distill_train(600), lr=1e-3),
+    "make_loss": _pnp_loss,
+    "use_ema": True,
+}
+
+
 def network_entry(model: torch.nn.Module, network: dict | None = None) -> dict:
     """The manifest keys that describe ``model`` for :func:`diffu.pretrained.build`: ``arch`` (its class as
     ``"module:Class"``), ``config_class`` and ``config`` (its config dataclass and fields) when ``model.config`` is
@@ -988,6 +1112,8 @@ def train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress
             round(sum(res.losses[i : i + 50]) / len(res.losses[i : i + 50]), 5) for i in range(0, len(res.losses), 50)
         ],  # fmt: skip
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
+        # a stateful loss's own per-step record (e.g. ADD's discriminator logits), averaged over windows of 50
+        **({"loss_history_50": _windowed(loss.history)} if getattr(loss, "history", None) else {}),
         **({"monitor": curve} if monitor is not None else {}),
         "torch": torch.__version__,
         "device": str(next(final.parameters()).device),
@@ -1008,6 +1134,19 @@ def train_recipe(name, steps=None, out_dir=WEIGHTS_DIR, workdir="runs", progress
     man[name] = {**old, **entry}
     man_path.write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
     return path, entry
+
+
+def _windowed(history: list[dict], window: int = 50) -> dict:
+    """``{key: [mean of each window of steps]}`` of a loss's per-step records (NaN entries skipped; a window of only
+    NaN gives None)."""
+    out = {}
+    for key in history[0]:
+        vals = [h.get(key, float("nan")) for h in history]
+        out[key] = []
+        for i in range(0, len(vals), window):
+            w = [v for v in vals[i : i + window] if v == v]
+            out[key].append(round(sum(w) / len(w), 5) if w else None)
+    return out
 
 
 def _positive_int(text: str) -> int:

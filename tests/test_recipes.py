@@ -23,7 +23,7 @@ def _inputs(m):
     t = torch.tensor([10.0, 500.0, 900.0])
     x = torch.randn(3, 1, 28, 28, generator=g)
     kind = type(m).__name__
-    if kind in ("UNet", "DiT"):
+    if kind in ("UNet", "DiT", "StudentUNet"):
         c = m.config
         size = c.image_size
         x = torch.randn(3, c.in_channels, size, size, generator=g)
@@ -40,6 +40,8 @@ def _inputs(m):
         return (x, 0.1), {}
     if kind == "ControlledUNet":
         return (x, t), {"cond": torch.rand(3, m.control.cond_channels, 28, 28, generator=g)}
+    if kind == "GuidedUNet":
+        return (x, t), {"y": torch.tensor([0, 3, 10]), "scale": 3.0}
     if kind == "AdaptedUNet":
         return (x, t), {"cond": torch.rand(3, m.config.cond_channels, 28, 28, generator=g)}
     if kind == "KernelUNet":
@@ -355,3 +357,22 @@ def test_mask_recipe_data_are_shifted_pairs():
     cy = lambda m: (m * rows).sum((1, 2)) / m.sum((1, 2))  # noqa: E731
     moved = (cy(foreground_masks(images).float()) - cy(foreground_masks(x[:50]).float())).abs()
     assert moved.max() > 2 and moved.max() <= recipes.MASK_SHIFT + 1
+
+
+def test_a_stateful_loss_history_is_recorded_in_windows(tmp_path, monkeypatch):
+    """A make_loss object with a per-step ``history`` (ADD's discriminator record) is stored in the manifest entry
+    as means over windows of 50 steps, NaN entries skipped."""
+    base = dict(recipes.RECIPES["fmnist_restorer"])
+    base["config"] = TrainConfig(steps=3, batch_size=4, lr=1e-3, ema_decay=None, seed=0)
+
+    class Loss:
+        def __init__(self):
+            self.history = []
+
+        def __call__(self, m, x, generator):
+            self.history.append({"a": float(len(self.history)), "b": float("nan")})
+            return base["loss"](m, x, generator)
+
+    monkeypatch.setitem(recipes.RECIPES, "fmnist_restorer", {**base, "make_loss": Loss, "use_ema": False})
+    _, entry = recipes.train_recipe("fmnist_restorer", out_dir=tmp_path, workdir=tmp_path, progress=False)
+    assert entry["loss_history_50"] == {"a": [1.0], "b": [None]}

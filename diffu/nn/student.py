@@ -81,6 +81,10 @@ class StudentUNet(nn.Module):
     raising ``ValueError``/``TypeError`` naming the argument.
     """
 
+    #: Constructor arguments that are networks the student starts from, not parts it holds (a manifest names its
+    #: teacher as a component so that :func:`diffu.pretrained.build` starts where training started).
+    INIT_COMPONENTS = ("teacher",)
+
     def __init__(self, config: StudentUNetConfig | None = None, teacher: nn.Module | None = None, **kwargs):
         super().__init__()
         cfg = make_config(StudentUNetConfig, config, kwargs)
