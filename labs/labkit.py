@@ -101,6 +101,25 @@ LIBRARY: dict[str, tuple[str, ...]] = {
         "diffu.samplers:ddim",
         "diffu.schedules:Schedule.eps_to_x0",
     ),
+    # lab 9 writes the two-step teacher target, the progressive-distillation loss, one round of training and the
+    # student's DDIM sampler: not diffu's (distillation_grid, the grid, stays allowed), nor its DDIM samplers, its
+    # training code, or the Schedule methods that hold the ᾱ at −1, the ε/x̂ conversions, the noising and the SNR
+    "lab9_distillation": (
+        "diffu.distill.progressive:ddim_jump",
+        "diffu.distill.progressive:model_x0",
+        "diffu.distill.progressive:progressive_target",
+        "diffu.distill.progressive:truncated_snr_weight",
+        "diffu.distill.progressive:progressive_loss",
+        "diffu.distill.progressive:_alpha_sigma",
+        "diffu.samplers",
+        "diffu.train",
+        "diffu.schedules:Schedule.alpha_bar_at",
+        "diffu.schedules:Schedule.eps_to_x0",
+        "diffu.schedules:Schedule.x0_to_eps",
+        "diffu.schedules:Schedule.to_eps",
+        "diffu.schedules:Schedule.q_sample",
+        "diffu.schedules:Schedule.snr",
+    ),
 }
 
 #: the text :meth:`Kit.done` prints; ``grade.py`` looks for it in every graded cell's output

@@ -112,6 +112,7 @@ _COST = {
     "solution-lab1_ddpm": 36,
     "solution-lab4_dps": 42,
     "solution-lab3_guidance": 22,
+    "solution-lab9_distillation": 25,
     "solution-lab2_dit_blocks": 9,
     "honest": 9,
     "delete_tests": 9,

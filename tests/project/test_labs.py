@@ -30,9 +30,9 @@ def course():
     return graded()
 
 
-def test_there_are_eight_labs():
+def test_there_are_nine_labs():
     assert NAMES == ["lab1_ddpm", "lab2_dit_blocks", "lab3_guidance", "lab4_dps", "lab5_ddim", "lab6_cfg_training",
-                     "lab7_score_flow", "lab8_ct_dds"]  # fmt: skip
+                     "lab7_score_flow", "lab8_ct_dds", "lab9_distillation"]  # fmt: skip
 
 
 @pytest.mark.parametrize("lab", NAMES)
