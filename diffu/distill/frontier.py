@@ -72,9 +72,9 @@ def frontier_samples(method: str, model: Callable, n: int, *, steps: int, seed: 
         device: where the sampling runs.
 
     Returns:
-        ``{"x": (n, C, H, W) samples on the CPU, "y": (n,) labels, "nfe": evaluations of the teacher's size per
-        image (a float: the guide's share counts),
-        "seconds_per_image": wall time / n}``.
+        A dict with ``"x"`` the ``(n, C, H, W)`` samples on the CPU, ``"y"`` the ``(n,)`` labels, ``"nfe"`` the
+        evaluations of the teacher's size per image (a float for "guided": the guide's share counts) and
+        ``"seconds_per_image"`` the wall time over ``n``.
 
     Raises:
         ValueError, TypeError: an unknown ``method``, counts or ``scale`` out of range, a model without
