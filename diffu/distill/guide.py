@@ -199,8 +199,8 @@ def guided_eps_cost(model: GuidedUNet) -> dict:
         model: a :class:`~diffu.nn.guide.GuidedUNet`.
 
     Returns:
-        ``{"base_macs": int, "guide_macs": int, "guide_share": guide/base, "nfe_per_step": 1 + share,
-        "cfg_nfe_per_step": 2.0}``.
+        A dict with the integers ``"base_macs"`` and ``"guide_macs"``, ``"guide_share"`` (guide / base),
+        ``"nfe_per_step"`` (1 + share) and ``"cfg_nfe_per_step"`` (2.0).
 
     Raises:
         TypeError: ``model`` is not a :class:`~diffu.nn.guide.GuidedUNet`.
