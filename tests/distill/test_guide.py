@@ -15,7 +15,9 @@ from diffu.train import TrainConfig, seeded, train
 
 from .nets import batch, tiny_unet
 
-ATOL = 1e-6  # one batched 2N pass (CFG) against separate N passes: float32 rounding of the convolutions only
+# one batched 2N pass (CFG) against separate N passes: float32 rounding of the convolutions only (outputs of order 1,
+# so a few ulps of 1.2e-7; 1.07e-6 was seen once, mixed at s = 9, hence 1e-5)
+ATOL = 1e-5
 # the same, for batches of another composition (one row against six) mixed at scales up to 5: the rounding of each
 # branch is amplified by up to 2s + 1 = 11
 ATOL_ROWS = 1e-5
