@@ -20,3 +20,16 @@ def tiny_unet(seed: int = 0, **kw) -> UNet:
 def batch(n: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 3, (n,), generator=g)
+
+
+class ConstantX0(torch.nn.Module):
+    """Predicts the same x̂_0 = c everywhere."""
+
+    prediction = "x0"
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, t, y=None):
+        return torch.full_like(x, self.c)

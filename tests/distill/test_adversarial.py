@@ -24,20 +24,7 @@ from diffu.nn import UNet
 from diffu.representations import unet_features
 from diffu.train import TrainConfig, train
 
-from .nets import batch
-
-
-class _ConstantX0(torch.nn.Module):
-    """Predicts the same x̂_0 = c everywhere."""
-
-    prediction = "x0"
-
-    def __init__(self, c):
-        super().__init__()
-        self.c = c
-
-    def forward(self, x, t, y=None):
-        return torch.full_like(x, self.c)
+from .nets import ConstantX0, batch
 
 
 def _params(module):
@@ -187,7 +174,7 @@ def test_r1_penalty_on_a_linear_head():
 def test_score_distillation_loss_hand_value_and_gradient(schedule, gen):
     x = torch.randn(3, 1, 4, 4, generator=gen(0)).requires_grad_(True)
     t = torch.tensor([0, 40, 99])
-    loss = score_distillation_loss(x, _ConstantX0(0.3), schedule, t=t, generator=gen(1))
+    loss = score_distillation_loss(x, ConstantX0(0.3), schedule, t=t, generator=gen(1))
     ab = schedule.alpha_bar[t].float()
     want = (ab * (x.detach() - 0.3).square().flatten(1).mean(1)).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
@@ -199,7 +186,7 @@ def test_score_distillation_loss_hand_value_and_gradient(schedule, gen):
 def test_score_distillation_loss_teacher_sees_the_renoised_student(schedule, gen):
     seen = {}
 
-    class Spy(_ConstantX0):
+    class Spy(ConstantX0):
         def forward(self, x, t, y=None):
             seen["x"], seen["t"] = x, t
             return super().forward(x, t)
@@ -211,14 +198,14 @@ def test_score_distillation_loss_teacher_sees_the_renoised_student(schedule, gen
     eps = torch.randn(x.shape, generator=g)
     assert torch.equal(seen["t"], t.float()) and torch.equal(seen["x"], schedule.q_sample(x, t, eps))
     # determinism
-    a = score_distillation_loss(x, _ConstantX0(0.1), schedule, generator=gen(2))
-    b = score_distillation_loss(x, _ConstantX0(0.1), schedule, generator=gen(2))
+    a = score_distillation_loss(x, ConstantX0(0.1), schedule, generator=gen(2))
+    b = score_distillation_loss(x, ConstantX0(0.1), schedule, generator=gen(2))
     assert torch.equal(a, b)
 
 
 def test_score_distillation_loss_bad_input(schedule):
     x = torch.zeros(2, 1, 4, 4)
-    teacher = _ConstantX0(0.0)
+    teacher = ConstantX0(0.0)
     with pytest.raises(ValueError, match="t_min"):
         score_distillation_loss(x, teacher, schedule, t_min=50, t_max=10)
     with pytest.raises(ValueError, match="t_max"):
@@ -334,7 +321,7 @@ def test_adversarial_distillation_bad_arguments(teacher, student, schedule):
     with pytest.raises(ValueError, match="mode"):
         AdversarialDistillation(teacher, schedule, mode="gan")
     with pytest.raises(TypeError, match="feature_net"):
-        AdversarialDistillation(_ConstantX0(0.0), schedule)
+        AdversarialDistillation(ConstantX0(0.0), schedule)
     with pytest.raises(ValueError, match="d_betas"):
         AdversarialDistillation(teacher, schedule, d_betas=(0.0, 1.0))
     with pytest.raises(ValueError, match="d_betas"):

@@ -21,20 +21,7 @@ from diffu.distill import (
 from diffu.gmm import ExactModel, GaussianMixture
 from diffu.schedules import linear_schedule
 
-from .nets import batch
-
-
-class _ConstantX0(torch.nn.Module):
-    """Predicts the same x̂_0 = c everywhere."""
-
-    prediction = "x0"
-
-    def __init__(self, c):
-        super().__init__()
-        self.c = c
-
-    def forward(self, x, t, y=None):
-        return torch.full_like(x, self.c)
+from .nets import ConstantX0, batch
 
 
 def test_edm_sigma_and_grid(schedule):
@@ -50,7 +37,7 @@ def test_edm_sigma_and_grid(schedule):
 def test_boundary_condition_and_the_official_parameterisation(schedule):
     """f(x, t = 0) = x̄ exactly (any network); elsewhere c_skip x̄ + c_out F with F read in EDM units."""
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    model = _ConstantX0(0.3)
+    model = ConstantX0(0.3)
     f0 = consistency_function(model, x, torch.zeros(3, dtype=torch.long), schedule)
     torch.testing.assert_close(f0, x / schedule.alpha_bar[0].sqrt().float())
     t = torch.tensor([5, 50, 99])

@@ -12,28 +12,10 @@ import torch
 from .fixtures import GEN, IMG, Y3, X, gen, randn
 from .kit import BOOL, CALL, IMAGE, INT, NAN, B, Doc, L, NanOrErr, Table, get, nan_at
 from .kit import GEN as BADGEN
+from .table_distill import sched, student, unet
 
 AD = "diffu.distill.adversarial:"
 _CACHE: dict = {}
-
-
-def sched():
-    return get("diffu.schedules:linear_schedule")(10)
-
-
-def unet(**kw):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        cfg = get("diffu.nn.unet:UNetConfig")(
-            channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, num_classes=3, **kw
-        )
-        net = get("diffu.nn.unet:UNet")(cfg).eval()
-        torch.nn.init.normal_(net.conv_out.weight, std=0.05)
-        return net.requires_grad_(False)
-
-
-def student():
-    return get("diffu.nn.student:StudentUNet").from_teacher(unet(), T=10)
 
 
 def disc():
