@@ -33,8 +33,13 @@ FRONTIER = (
     ("CFG s = 3", "cfg", "fmnist_unet", (8, 16, 50), PNP_SCALE),
     ("PnP guide s = 3", "guided", "fmnist_pnp_guide", (8, 16, 50), PNP_SCALE),
 )
+#: The ADD ablation (Sauer et al. 2023, Table 1 d): the three loss arms, trained alike for 500 steps, at 1 and 4 steps.
+ADD_ABLATION = tuple((f"ADD {arm}", "adversarial", f"fmnist_add_{mode}_500", (1, 4), 1.0)
+                     for arm, mode in (("adversarial only", "adversarial"), ("distillation only", "distillation"),
+                                       ("both", "both")))  # fmt: skip
 #: The students whose training cost the result reports.
-STUDENTS = ("fmnist_pd8", "fmnist_pd4", "fmnist_pd2", "fmnist_pd1", "fmnist_cd", "fmnist_add", "fmnist_pnp_guide")
+STUDENTS = ("fmnist_pd8", "fmnist_pd4", "fmnist_pd2", "fmnist_pd1", "fmnist_cd", "fmnist_add", "fmnist_pnp_guide",
+            *(run[2] for run in ADD_ABLATION))  # fmt: skip
 
 
 def _summary(values: list[float]) -> dict:
@@ -86,11 +91,13 @@ def training_costs(names=STUDENTS) -> list[dict]:
     return out
 
 
-def bench_distill(n=384, seeds=(0, 1, 2), runs=FRONTIER, device=None, progress=True) -> dict:
-    """The whole §7 benchmark: :func:`bench_frontier` and :func:`training_costs`."""
+def bench_distill(n=384, seeds=(0, 1, 2), runs=FRONTIER, ablation=ADD_ABLATION, device=None, progress=True) -> dict:
+    """The whole §7 benchmark: :func:`bench_frontier` of ``runs`` (key ``frontier``) and of the ADD ablation's
+    ``ablation`` (key ``add_ablation``), and :func:`training_costs`."""
     res = {"n_samples": n, "seeds": list(seeds), "reference": "shipped Fashion-MNIST test split (2000 images)",
-           "labels": "class-balanced (i mod 10)", "frontier": bench_frontier(n, seeds, runs, device=device,
-                                                                              progress=progress),
+           "labels": "class-balanced (i mod 10)",
+           "frontier": bench_frontier(n, seeds, runs, device=device, progress=progress),
+           "add_ablation": bench_frontier(n, seeds, ablation, device=device, progress=progress),
            "training": training_costs()}  # fmt: skip
     res.update(environment(device))
     return res
@@ -100,17 +107,18 @@ def run_distill(args) -> dict:
     """``python -m diffu.bench distill``: :func:`bench_distill` (``--n``; tiny: 8 samples, one seed, the teacher at
     1 and 2 steps), printed and written to ``--out`` as ``distill.json``."""
     if args.tiny:
-        kw = dict(n=8, seeds=(0,), runs=(("teacher DDIM", "ddim", "fmnist_unet", (1, 2), 1.0),))
+        kw = dict(n=8, seeds=(0,), runs=(("teacher DDIM", "ddim", "fmnist_unet", (1, 2), 1.0),), ablation=())
     else:
         kw = dict(n=args.n)
     res = bench_distill(**kw, device=args.device, progress=not args.tiny)
     res["command"] = " ".join(["python -m diffu.bench distill", *(args.argv or [])])
     print(f"[distill] {res['n_samples']} class-balanced samples × {len(res['seeds'])} seeds per row, {res['machine']}")
-    for r in res["frontier"]["rows"]:
+    for r in res["frontier"]["rows"] + res["add_ablation"]["rows"]:
         print(f"  {r['label']:20s} NFE {r['nfe']:5.1f}  FD {r['fd']['mean']:7.3f} ± {r['fd']['sd']:.3f}  "
               f"acc {r['accuracy']['mean']:.3f}  {r['seconds_per_image']['mean'] * 1e3:.2f} ms/image")  # fmt: skip
-    if res["frontier"]["missing"]:
-        print(f"  not shipped (skipped): {', '.join(res['frontier']['missing'])}")
+    missing = res["frontier"]["missing"] + res["add_ablation"]["missing"]
+    if missing:
+        print(f"  not shipped (skipped): {', '.join(missing)}")
     for t in res["training"]:
         print(f"  training {t['model']:12s} {t['steps']} steps of batch {t['batch_size']}: {t['seconds']} s on "
               f"{t['device']}")  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diffu.bench.cli import main
-from diffu.bench.distill import FRONTIER, bench_frontier, training_costs
+from diffu.bench.distill import ADD_ABLATION, FRONTIER, STUDENTS, bench_frontier, training_costs
 from diffu.distill import frontier_samples
 from diffu.metrics import FDFMNIST
 from diffu.pretrained import available, load
@@ -34,7 +34,15 @@ def test_missing_models_are_skipped_and_listed():
 def test_every_frontier_run_names_a_known_method_and_the_costs_are_read_from_the_manifest():
     from diffu.distill import FRONTIER_METHODS
 
-    assert all(run[1] in FRONTIER_METHODS for run in FRONTIER)
+    assert all(run[1] in FRONTIER_METHODS for run in FRONTIER + ADD_ABLATION)
+    # the ablation's three arms: one per ADD loss mode, each a shipped recipe trained alike, at 1 and 4 steps
+    from diffu.distill import MODES
+    from diffu.recipes import RECIPES
+
+    assert sorted(run[2] for run in ADD_ABLATION) == sorted(f"fmnist_add_{m}_500" for m in MODES)
+    configs = [RECIPES[run[2]]["config"] for run in ADD_ABLATION]
+    assert all(c == configs[0] for c in configs)
+    assert all(run[3] == (1, 4) and run[2] in STUDENTS for run in ADD_ABLATION)
     costs = training_costs()
     assert {c["model"] for c in costs} <= set(available())
     for c in costs:
@@ -44,3 +52,4 @@ def test_every_frontier_run_names_a_known_method_and_the_costs_are_read_from_the
 def test_tiny_command_runs(capsys):
     res = main(["distill", "--tiny"])["distill"]
     assert len(res["frontier"]["rows"]) == 2 and "teacher DDIM" in capsys.readouterr().out
+    assert res["add_ablation"] == {"rows": [], "missing": []}
