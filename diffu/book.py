@@ -42,6 +42,7 @@ __all__ = [
 # The benchmark that writes each committed result of book/results (``python -m diffu.bench NAME``).
 _BENCHMARKS = {
     "dit_ablation.json": "ablation",
+    "distill.json": "distill",
     "fd_vs_nfe.json": "fd",
     "guidance.json": "guidance",
     "inverse.json": "inverse",

@@ -10,8 +10,10 @@ Karras et al.'s variables ``x̄ = x_0 + σ n``; a VP state is the same thing sca
 
 The official ``F_θ`` is the EDM teacher's raw network, initialised from it. Our teachers predict ε, so
 :func:`consistency_function` reads a network's x̂_0 in EDM's units, ``F = (x̂_0 − c_skip^EDM x̄)/c_out^EDM`` with
-``c_skip^EDM = σ_d²/(σ² + σ_d²)``, ``c_out^EDM = σ σ_d/√(σ² + σ_d²)`` (Karras et al. 2022, Table 1): a student
-copied from the teacher then starts as the teacher's denoiser away from σ_min, as the official one does.
+``c_skip^EDM = σ_d²/(σ² + σ_d²)``, ``c_out^EDM = σ σ_d/√(σ² + σ_d²)`` (Karras et al. 2022, Table 1): a network
+that predicts the teacher's x̂_0 is then the teacher's denoiser away from σ_min, as the official student (the EDM
+teacher itself) is at initialisation. A :class:`~diffu.nn.student.StudentUNet` copied from an ε teacher is that only
+at low noise: its x̂_0 starts as ᾱ_t times the teacher's.
 
 Training (:class:`ConsistencyDistillation`, Algorithm 2): a grid ``σ_min = σ_0 < … < σ_{N−1}`` of Karras et al.'s
 ρ = 7 spacing (:func:`diffu.sde_samplers.karras_timesteps` on the teacher's integer timesteps; the paper uses

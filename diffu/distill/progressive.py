@@ -16,7 +16,7 @@ The grids are :func:`distillation_grid`: the "trailing" DDIM spacing, which is n
 step does. Sampling with a student of ``N`` steps is :func:`diffu.samplers.ddim` with ``steps=N``,
 ``spacing="trailing"``.
 
-Chapter §7 (``book/07_1_…``) and ``lab9_distillation`` use this module.
+Chapter §7 (``book/07_knowledge_distillation.ipynb``) and ``lab9_distillation`` use this module.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Every sampler reads it through ``prediction = "v"``.
 
 :meth:`StudentUNet.from_teacher` copies a trained ε UNet into the ε head and starts ``D`` at zero (its output
 convolution's new channels are zero), so at initialisation x̂_0 = ᾱ_t x̂_0^teacher: the teacher itself where
-ᾱ_t ≈ 1, the data mean 0 where ᾱ_t ≈ 0 (where the teacher's own x̂_0 is the amplified noise described above).
+ᾱ_t ≈ 1, 0 (mid-grey) where ᾱ_t ≈ 0 (where the teacher's own x̂_0 is the amplified noise described above).
 
 NaN or inf in the input propagates to the output: forward checks shapes and dtypes only (:mod:`diffu.nn.inputs`).
 """
