@@ -4,6 +4,7 @@
 - :mod:`diffu.distill.consistency` — consistency distillation and sampling (Song et al. 2023);
 - :mod:`diffu.distill.guide` — plug-and-play distillation of classifier-free guidance (Hsiao et al. 2024);
 - :mod:`diffu.distill.adversarial` — adversarial diffusion distillation (Sauer et al. 2023);
+- :mod:`diffu.distill.codi` — conditional diffusion distillation, CoDi (Mei et al. 2024), on ×4 super-resolution;
 - :mod:`diffu.distill.frontier` — one sampler call per (method, NFE) for the frontier plot.
 
 The students are :class:`diffu.nn.StudentUNet` networks copied from the ε-prediction teacher.
@@ -21,6 +22,7 @@ from .adversarial import (
     score_distillation_loss,
     unet_encoder_features,
 )
+from .codi import CODI_SKIP, SR_FACTOR, codi_loss, codi_targets, sr_condition, sr_sample
 from .consistency import (
     ConsistencyDistillation,
     consistency_function,
@@ -43,6 +45,12 @@ from .progressive import (
 )
 
 __all__ = [
+    "CODI_SKIP",
+    "SR_FACTOR",
+    "codi_loss",
+    "codi_targets",
+    "sr_condition",
+    "sr_sample",
     "DEFAULT_SCALES",
     "cfg_target",
     "guide_loss",
