@@ -925,6 +925,24 @@ class Kit:
         return lambda x: model(x, torch.full((x.shape[0],), float(t), device=x.device))
 
 
+# An audit hook (PEP 578; it cannot be removed once added) sees every ``sys.setprofile``/``sys.settrace``, including
+# calls the watch's ``c_call`` event misses: one C function calling another (``map(sys.setprofile, [None])``), or code
+# run from a pickle payload. While the watch of :meth:`Kit.run` is the profile function, a call that does not come from
+# ``Kit.run`` itself is refused before it takes effect, so a graded function cannot pause the watch and restore it.
+_RUN_CODE = Kit.run.__code__
+_WATCH_CODE = next(c for c in _RUN_CODE.co_consts if isinstance(c, types.CodeType) and c.co_name == "watch")
+
+
+def _audit(event: str, args) -> None:
+    if event not in ("sys.setprofile", "sys.settrace"):
+        return
+    if getattr(sys.getprofile(), "__code__", None) is _WATCH_CODE and sys._getframe(1).f_code is not _RUN_CODE:
+        raise Tampering(f"{event} was called while the grader's watch was on: switching the watch off is refused")
+
+
+sys.addaudithook(_audit)
+
+
 class ConditionalGMM(torch.nn.Module):
     """The exact class-conditional ε-model of a Gaussian mixture: ``model(x_t, t, y)`` is the ε of component ``y``
     alone, and of the whole mixture for the null label ``y = K`` (``K`` components). It is what a classifier-free

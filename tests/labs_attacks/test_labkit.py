@@ -102,6 +102,44 @@ def test_run_refuses_a_function_that_switches_the_watch_off():
     assert sys.getprofile() is None
 
 
+def test_run_refuses_pausing_the_watch_through_a_c_function():
+    """``map(sys.setprofile, [None])`` makes no ``c_call`` event for the watch; the audit hook refuses it before it
+    takes effect, so pausing the watch around a delegated call and restoring it afterwards fails."""
+    lk = labkit.fresh("lab2_dit_blocks")
+    x = torch.randn(2, 3, 4, 4)
+
+    def patchify(x, p):
+        w = sys.getprofile()
+        list(map(sys.setprofile, [None]))  # the watch off …
+        out = diffu.nn.patchify(x, p)  # … for the call it would refuse …
+        list(map(sys.setprofile, [w]))  # … and back on
+        return out
+
+    with pytest.raises(AssertionError, match="grader's watch") as refused:
+        lk.run(patchify, x, 2)
+    assert type(refused.value).__name__ == "Tampering"
+    assert sys.getprofile() is None
+    with pytest.raises(AssertionError, match="grader's watch"):
+        lk.run(lambda: list(map(sys.settrace, [None])))
+    assert sys.gettrace() is None
+    # the same call hidden in a pickle payload (which a static scan of the answer cannot read)
+    payload = b"\x80\x04csys\nsetprofile\nN\x85R."  # pickle of sys.setprofile(None), protocol 4 opcodes
+    with pytest.raises(AssertionError, match="grader's watch"):
+        lk.run(lambda: __import__("pickle").loads(payload))
+    assert sys.getprofile() is None
+
+
+def test_the_audit_hook_leaves_profiling_outside_a_run_alone():
+    """Outside Kit.run (no watch) the hook lets setprofile through: a profiler, a debugger, coverage still work."""
+    seen = []
+    sys.setprofile(lambda frame, event, arg: seen.append(event))
+    try:
+        len("x")
+    finally:
+        sys.setprofile(None)
+    assert "c_call" in seen and sys.getprofile() is None
+
+
 def test_the_comparisons_refuse_what_is_not_a_plain_tensor():
     class Agree(torch.Tensor):
         @classmethod
