@@ -39,8 +39,7 @@ Fashion-MNIST image, upsampled by pixel replication (the pseudo-inverse of
 
 Facts from the paper: the equation for ẑ_s above; a single stage (no conditional teacher is trained first); 1–4
 sampling steps; an adapter on a frozen backbone for PE-CoDi. The ε target of the noise term, the ε-unit weighting,
-the clip, ``Δ`` and θ⁻ = θ are our choices at this scale (the paper works with a v-prediction latent model, where x̂
-is bounded).
+the clip, ``Δ`` and θ⁻ = θ are our choices at this scale (the paper distils large latent text-to-image models).
 
 NaN or inf in ``images`` or ``cond`` propagates to the loss (shapes and dtypes are checked; :func:`diffu.train.train`
 checks its data once and a NaN loss stops it).
@@ -61,9 +60,9 @@ from ..schedules import Schedule, linear_schedule
 
 __all__ = ["CODI_SKIP", "SR_FACTOR", "codi_loss", "codi_targets", "sr_condition", "sr_sample"]
 
-#: ×4 super-resolution: 28×28 → 7×7 block averages.
+#: ×4 super-resolution, 28×28 → 7×7 block averages.
 SR_FACTOR = 4
-#: Δ of the shipped student: the spacing of the 4-step trailing grid (999, 749, 499, 249) of a 1000-step schedule.
+#: Δ of the shipped student, the spacing of the 4-step trailing grid (999, 749, 499, 249) of a 1000-step schedule.
 CODI_SKIP = 250
 
 
