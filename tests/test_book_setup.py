@@ -88,6 +88,7 @@ def test_threads_caps_torch_threads(threads):
 def test_threads_default_leaves_one_core_free(threads, monkeypatch):
     import diffu.book
 
+    monkeypatch.delenv("DIFFU_THREADS", raising=False)
     monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert diffu.book.default_threads() == 1  # 2 cores: one thread, the other core for everything else
     torch.set_num_threads(3)
@@ -103,6 +104,26 @@ def test_threads_default_leaves_one_core_free(threads, monkeypatch):
     monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert diffu.book.default_threads() == 1  # never zero
     assert diffu.book.available_cores() == 1
+
+
+def test_diffu_threads_overrides_the_default(threads, monkeypatch):
+    """DIFFU_THREADS=N sets the notebooks' default threads (a build that runs alone may use every core); setup still
+    caps at the threads PyTorch has; a value that is not an integer >= 1 is refused, naming the variable."""
+    import diffu.book
+
+    monkeypatch.setattr(diffu.book.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("DIFFU_THREADS", "2")
+    assert diffu.book.default_threads() == 2
+    torch.set_num_threads(2)
+    setup()
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    setup()  # a cap: never more threads than before
+    assert torch.get_num_threads() == 1
+    for bad in ("0", "-1", "two", "1.5", ""):
+        monkeypatch.setenv("DIFFU_THREADS", bad)
+        with pytest.raises(ValueError, match="DIFFU_THREADS"):
+            diffu.book.default_threads()
 
 
 @pytest.mark.parametrize(
