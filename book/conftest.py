@@ -28,7 +28,8 @@ EXECUTED = ROOT / "_build" / "jupyter_execute"
 # what a chapter's execution depends on besides its own code cells
 DEPENDENCIES = [ROOT / "diffu", ROOT / "book" / "results", ROOT / "requirements.txt"]
 
-_served: list[str] = []
+#: the name of the one test item that stands for a chapter tested on its executed copy
+SERVED = "executed by the book build"
 
 
 def _newest_mtime(paths) -> float:
@@ -107,11 +108,8 @@ def pytest_collection_modifyitems(session, config, items):
             if copy is not None:
                 # the directory's collector as parent, not nbval's notebook collector, whose setup starts a kernel
                 keep.append(
-                    ExecutedByBuild.from_parent(
-                        item.parent.parent, name=f"{path.name}::executed by the book build", path=path, copy=copy
-                    )
+                    ExecutedByBuild.from_parent(item.parent.parent, name=f"{path.name}::{SERVED}", path=path, copy=copy)
                 )
-                _served.append(path.name)
         if done[path] is None:
             keep.append(item)
         else:
@@ -122,8 +120,16 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _served:
+    """Say how many chapters came from the build, counted from the test reports: under pytest-xdist the workers
+    collect the items and only the reports reach this (the controlling) process."""
+    served = {
+        r.nodeid
+        for key in ("passed", "failed")
+        for r in terminalreporter.stats.get(key, [])
+        if getattr(r, "when", None) == "call" and SERVED in r.nodeid
+    }
+    if served:
         terminalreporter.write_line(
-            f"book/conftest.py: {len(_served)} chapters tested on the book build's executed copies "
+            f"book/conftest.py: {len(served)} chapters tested on the book build's executed copies "
             f"(_build/jupyter_execute; DIFFU_NOTEBOOKS=execute re-runs them under nbval)"
         )

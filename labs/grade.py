@@ -34,7 +34,8 @@ The preprocessors below are nbgrader's side of the labs' defences; ``nbgrader_co
   need — drops the metadata of a cell whose grade_id is unknown, warns only about real changes (a released test
   cell lacks its hidden tests: that is not a change), reads the answer cells (:func:`scan`) and records all of it
   in the notebook's metadata (``diffu_grading``) and in a report cell at its top.
-- :class:`LabExecute` (replaces nbgrader's ``Execute``): does not run a notebook refused for tampering.
+- :class:`LabExecute` (replaces nbgrader's ``Execute``): does not run a notebook refused for tampering, and waits for
+  kernel replies in one-second polls (a lost wake-up otherwise stalls a cell until its timeout).
 - :class:`RequireDone` (after execution): a graded cell scores only if its last line, ``lk.done(...)``, printed;
   every graded cell of a notebook refused for tampering scores 0.
 """
@@ -534,6 +535,12 @@ def make_preprocessors():
             if _report(nb).get("tampering"):
                 self.log.warning("Not executing a notebook refused for tampering")
                 return nb, resources
+            # A lost zmq wake-up would leave the kernel idle until the cell timeout (300 s, nbgrader_config.py) before
+            # the grading goes on: seen in two of five gradings of the test suite on one day (124 s without a stall,
+            # 426 s with one). Polling in one-second slices bounds that cost (see the function's docstring).
+            from diffu.bench.notebooks import install_sliced_reply_polling
+
+            install_sliced_reply_polling()
             return super().preprocess(nb, resources)
 
     return LabOverwriteCells, LabExecute, RequireDone

@@ -2,7 +2,8 @@
 the course, every lab released by ``grade.py release``, and these submissions graded by ``grade.py autograde`` —
 the solution source and the untouched student version of every lab, an honest student version filled in with the
 solutions, and every attack of ``attacks.ATTACKS``. The submissions are split over two copies of the course graded
-side by side (one nbgrader process each, one CPU each); the run is made once per pytest process."""
+side by side (one nbgrader process each, one CPU each); the run is made once per pytest process (one pytest-xdist
+worker runs both test files that use it: ``SHARED`` in the root conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import functools
 import importlib.util
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,7 +66,8 @@ class Graded:
     labs: dict[str, str] = field(default_factory=dict)
     output: str = ""
     log: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock: depends on what else runs (the other pytest-xdist worker)
+    cpu_seconds: float = 0.0  # user + system time of grade.py and the kernels it ran: the work itself
 
     def course(self, student: str) -> Path:
         return self.courses[student]
@@ -142,7 +145,7 @@ def _cost(student: str) -> float:
 @functools.cache
 def graded() -> Graded:
     """Release the labs, grade every submission and return the run (made once per process)."""
-    start = time.time()
+    start, cpu_start = time.time(), _children_cpu()
     base = Path(tempfile.mkdtemp(prefix="diffu-labs-"))
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     first = new_course(base / "a")
@@ -179,7 +182,14 @@ def graded() -> Graded:
     result.output = "\n".join(out for out, _ in outputs)
     result.log = "\n".join(err for _, err in outputs)
     result.seconds = time.time() - start
+    result.cpu_seconds = _children_cpu() - cpu_start
     return result
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended and waited-for descendants (grade.py, and the kernels it waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def checksum_warnings(log: str) -> list[str]:

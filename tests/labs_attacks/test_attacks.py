@@ -101,5 +101,7 @@ def test_grading_several_students_in_one_call_goes_on_after_a_refusal(run):
 
 
 def test_the_suite_stays_quick(run):
-    """About 155 s on two CPUs; far more means that refused notebooks run again or that a lab got slow."""
-    assert run.seconds < 300, run.seconds
+    """About 225 CPU seconds (222 and 227 measured); far more means that refused notebooks run again or that a lab got
+    slow. CPU time, not wall time: the wall time depends on what runs beside it (the other pytest-xdist worker) and
+    on stalls that cost no work (labs/grade.py, LabExecute)."""
+    assert run.cpu_seconds < 450, (run.cpu_seconds, run.seconds)

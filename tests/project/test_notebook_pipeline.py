@@ -50,3 +50,49 @@ def test_fresh_copy_is_served_and_any_change_makes_it_stale(tmp_path, monkeypatc
     os.utime(lib, (1000, 1000))
     _write(chapter, ["x = 2", "assert x == 1"], 900)
     assert mod.executed_copy(chapter) is None  # the chapter's code changed
+
+
+def _root_conftest():
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Config:
+    """The three options pytest-xdist's schedulers read."""
+
+    def __init__(self, dist: str):
+        self.values = {"dist": dist, "tx": ["2*popen"], "numprocesses": 2}
+
+    def getvalue(self, name):
+        return self.values[name]
+
+
+def test_each_test_file_is_one_work_unit_and_the_shared_files_one_together():
+    mod = _root_conftest()
+    for file in mod.SHARED:  # a renamed file would silently leave the group
+        assert (ROOT / file).is_file(), file
+    sched = mod.pytest_xdist_make_scheduler(_Config("loadfile"), None)
+    scope = sched._split_scope
+    assert scope("labs/source/lab1_ddpm/lab1_ddpm.ipynb::Cell 0") == scope(
+        "labs/source/lab1_ddpm/lab1_ddpm.ipynb::Cell 7"
+    )
+    assert scope("tests/test_gmm.py::test_a[x]") == scope("tests/test_gmm.py::test_b") != scope("tests/test_sde.py::t")
+    shared = {scope(f"{file}::test_x") for file in mod.SHARED}
+    assert len(shared) == 1 and shared != {scope("tests/labs_attacks/test_labkit.py::test_x")}
+    assert mod.pytest_xdist_make_scheduler(_Config("load"), None) is None  # other modes: pytest-xdist's own
+
+
+def test_workers_share_the_cores(monkeypatch):
+    import torch
+
+    from diffu.book import available_cores
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        _root_conftest().pytest_configure(None)
+        assert torch.get_num_threads() == max(1, available_cores() // 2)
+    finally:
+        torch.set_num_threads(before)
