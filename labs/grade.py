@@ -535,9 +535,10 @@ def make_preprocessors():
             if _report(nb).get("tampering"):
                 self.log.warning("Not executing a notebook refused for tampering")
                 return nb, resources
-            # A lost zmq wake-up would leave the kernel idle until the cell timeout (300 s, nbgrader_config.py) before
-            # the grading goes on: seen in two of five gradings of the test suite on one day (124 s without a stall,
-            # 426 s with one). Polling in one-second slices bounds that cost (see the function's docstring).
+            # A lost zmq wake-up leaves the kernel idle until the cell timeout (300 s, nbgrader_config.py) before the
+            # grading goes on. Two of five gradings of the test suite on one day stalled by about that much with the
+            # same CPU time (124 s without, 426 s with: 222 and 227 CPU s). Polling in one-second slices bounds the
+            # cost of a lost wake-up (see the function's docstring).
             from diffu.bench.notebooks import install_sliced_reply_polling
 
             install_sliced_reply_polling()
