@@ -64,6 +64,7 @@ def install_sliced_reply_polling() -> None:
 
     get_msg_sliced._diffu_sliced = True
     get_msg_sliced.__doc__ = original.__doc__
+    get_msg_sliced.__wrapped__ = original  # inspect.unwrap finds jupyter_client's method
     AsyncZMQSocketChannel.get_msg = get_msg_sliced
 
 

@@ -5,6 +5,7 @@ stays clean) is shared with the adversarial suite, tests/labs_attacks (about two
 
 import ast
 import builtins
+import inspect
 import shutil
 
 import nbformat
@@ -157,9 +158,8 @@ def test_autograding_polls_for_kernel_replies_in_slices(monkeypatch, tmp_path):
     does not pass on a patch another test installed."""
     from jupyter_client.channels import AsyncZMQSocketChannel
 
-    original = AsyncZMQSocketChannel.get_msg
-    while getattr(original, "_diffu_sliced", False):  # the patch keeps the method it wraps in its closure
-        original = dict(zip(original.__code__.co_freevars, (c.cell_contents for c in original.__closure__)))["original"]
+    original = inspect.unwrap(AsyncZMQSocketChannel.get_msg)
+    assert not getattr(original, "_diffu_sliced", False)
     monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", original)
     _, lab_execute, _ = grade_module(LABS).make_preprocessors()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])

@@ -1,4 +1,5 @@
-"""book/conftest.py: a chapter is tested on the build's executed copy only while that copy is fresh."""
+"""book/conftest.py: a chapter is tested on the build's executed copy only while that copy is fresh; the root
+conftest.py: how the run is spread over the pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _conftest(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("book_conftest", ROOT / "book" / "conftest.py")
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _conftest(tmp_path, monkeypatch):
+    mod = _load("book_conftest", ROOT / "book" / "conftest.py")
     monkeypatch.setattr(mod, "ROOT", tmp_path)
     monkeypatch.setattr(mod, "EXECUTED", tmp_path / "_build" / "jupyter_execute")
     monkeypatch.setattr(mod, "DEPENDENCIES", [tmp_path / "diffu"])
@@ -53,17 +59,14 @@ def test_fresh_copy_is_served_and_any_change_makes_it_stale(tmp_path, monkeypatc
 
 
 def _root_conftest():
-    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("root_conftest", ROOT / "conftest.py")
 
 
 class _Config:
-    """The three options pytest-xdist's schedulers read."""
+    """The options the scheduler hook and pytest-xdist's file scheduler read."""
 
     def __init__(self, dist: str):
-        self.values = {"dist": dist, "tx": ["2*popen"], "numprocesses": 2}
+        self.values = {"dist": dist, "tx": ["2*popen"]}
 
     def getvalue(self, name):
         return self.values[name]
